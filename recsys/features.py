@@ -1,0 +1,141 @@
+"""Per-user and per-item facts both stages use: histories, popularity, name words, co-occurrence.
+
+All functions take integer codes (see ``recsys.data.encode``) and return NumPy arrays, so they
+run the same on a few thousand rows or tens of millions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+_WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """The canonical frame as integer codes against fixed vocabularies."""
+
+    users: np.ndarray  # vocabulary of user ids (object)
+    items: np.ndarray  # vocabulary of item names (object)
+    user: np.ndarray  # int32 code per row
+    item: np.ndarray  # int32 code per row
+    time: np.ndarray  # int64 seconds per row
+    rating: np.ndarray  # int8 per row
+
+    @property
+    def n_users(self) -> int:
+        """Number of users in the vocabulary."""
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        """Number of items in the vocabulary."""
+        return len(self.items)
+
+    def seen(self) -> sp.csr_matrix:
+        """Binary user × item matrix of what each user consumed."""
+        matrix = sp.csr_matrix(
+            (np.ones(len(self.user), dtype=np.float32), (self.user, self.item)),
+            shape=(self.n_users, self.n_items),
+        )
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix
+
+
+def to_codes(frame: pd.DataFrame, users: np.ndarray | None = None, items: np.ndarray | None = None) -> Interactions:
+    """Encode a canonical frame; given vocabularies are reused (rows outside them are dropped)."""
+    user_values = np.asarray(frame["user_id"], dtype=object).astype(str)
+    item_values = np.asarray(frame["item"], dtype=object).astype(str)
+    if users is None:
+        users = np.unique(user_values).astype(object)
+    if items is None:
+        items = np.unique(item_values).astype(object)
+    user = _lookup(users, user_values)
+    item = _lookup(items, item_values)
+    keep = (user >= 0) & (item >= 0)
+    seconds = np.asarray(frame["timestamp"], dtype="datetime64[s]").astype(np.int64)
+    return Interactions(
+        users=users,
+        items=items,
+        user=user[keep],
+        item=item[keep],
+        time=seconds[keep],
+        rating=np.asarray(frame["rating"], dtype=np.int8)[keep],
+    )
+
+
+def _lookup(vocabulary: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each value in a sorted vocabulary, -1 where absent."""
+    if len(vocabulary) == 0:
+        return np.full(len(values), -1, dtype=np.int32)
+    vocab = vocabulary.astype(str)
+    position = np.clip(np.searchsorted(vocab, values), 0, len(vocab) - 1)
+    return np.where(vocab[position] == values, position, -1).astype(np.int32)
+
+
+def distinct_pairs(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each (user, item) once, with the time of its last interaction."""
+    key = data.user.astype(np.int64) * data.n_items + data.item
+    order = np.lexsort((data.time, key))
+    key_sorted = key[order]
+    last = np.r_[key_sorted[1:] != key_sorted[:-1], True]
+    chosen = order[last]
+    return data.user[chosen], data.item[chosen], data.time[chosen]
+
+
+def user_histories(data: Interactions, length: int) -> np.ndarray:
+    """Each user's most recent distinct items, newest first, padded with ``n_items``."""
+    users, items, times = distinct_pairs(data)
+    order = np.lexsort((-times, users))
+    users, items = users[order], items[order]
+    starts = np.searchsorted(users, np.arange(data.n_users))
+    position = np.arange(len(users)) - starts[users]
+    keep = position < length
+    history = np.full((data.n_users, length), data.n_items, dtype=np.int32)
+    history[users[keep], position[keep]] = items[keep]
+    return history
+
+
+def item_popularity(data: Interactions, since: int | None = None) -> np.ndarray:
+    """Distinct users per item, counting only interactions at or after ``since`` (seconds) if given."""
+    mask = np.ones(len(data.user), dtype=bool) if since is None else data.time >= since
+    key = np.unique(data.user[mask].astype(np.int64) * data.n_items + data.item[mask])
+    return np.bincount(key % data.n_items, minlength=data.n_items).astype(np.float32)
+
+
+def recent_popularity(data: Interactions, days: int) -> np.ndarray:
+    """Distinct users per item in the trailing ``days`` before the last interaction, ties by all time."""
+    if len(data.time) == 0:
+        return np.zeros(data.n_items, dtype=np.float32)
+    recent = item_popularity(data, since=int(data.time.max()) - days * 86400)
+    overall = item_popularity(data)
+    # The all-time count breaks ties and orders items with no recent activity.
+    return recent + overall / (overall.max() + 1.0)
+
+
+def name_words(items: np.ndarray, max_words: int = 8) -> tuple[np.ndarray, int]:
+    """Word codes of each item name (lowercased words and numbers), 0 = padding; and the vocabulary size."""
+    tokens = [_WORD.findall(str(name).lower())[:max_words] for name in items]
+    vocabulary = {word: code for code, word in enumerate(sorted({w for ws in tokens for w in ws}), start=1)}
+    words = np.zeros((len(items), max_words), dtype=np.int32)
+    for row, ws in enumerate(tokens):
+        words[row, : len(ws)] = [vocabulary[w] for w in ws]
+    return words, len(vocabulary) + 1
+
+
+def cooccurrence_similarity(seen: sp.csr_matrix) -> sp.csr_matrix:
+    """Cosine similarity of items by the users they share (zero diagonal)."""
+    item_users = seen.T.tocsr()
+    norms = np.sqrt(np.asarray(item_users.multiply(item_users).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    scale = sp.diags(1.0 / norms)
+    similarity = (scale @ item_users @ item_users.T @ scale).tocsr()
+    similarity.setdiag(0.0)
+    similarity.eliminate_zeros()
+    return similarity.astype(np.float32)

@@ -1,0 +1,179 @@
+"""The two stages put together: split, train retrieval, train ranking, refresh, score every user.
+
+Each public function is one step of the nightly flow (``flows/nightly.py``) and of the offline
+evaluation (``TwoStage``), so both train exactly the same model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.errors import DataError
+from recsys.evaluate import temporal_holdout
+from recsys.features import Interactions, distinct_pairs, recent_popularity, to_codes
+from recsys.ranking import Context, RankingStage, context_of, pair_features, train_ranking
+from recsys.retrieval import Candidates, Progress, RetrievalStage, candidates_for, epochs_for, new_stage
+from recsys.settings import Settings
+from recsys.topk import top_k_excluding
+
+BLOCK_USERS = 4096
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The interactions as codes, plus the time split the ranking stage learns from.
+
+    ``early`` holds each user's interactions before their latest items; ``targets`` marks those
+    latest items (users × items). Retrieval first trains on ``early`` so the ranking stage sees
+    candidates for items the retrieval model never saw, as it will be at serving time.
+    """
+
+    data: Interactions
+    early: Interactions
+    targets: sp.csr_matrix
+    target_rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class Lists:
+    """Top-k item codes and scores per user (rows follow ``data.users``); -1 marks no item."""
+
+    items: np.ndarray
+    scores: np.ndarray
+
+
+def prepare(frame: pd.DataFrame) -> Prepared:
+    """Encode the interactions and carve out the split the ranking stage trains on."""
+    data = to_codes(frame)
+    if data.n_items < 2 or data.n_users < 2:
+        raise DataError(
+            f"too little data to train on ({data.n_users} customers, {data.n_items} items): "
+            "need at least 2 of each"
+        )
+    split = temporal_holdout(frame)
+    early = to_codes(split.train, data.users, data.items)
+    target_users = np.repeat(split.users, [len(s) for s in split.relevant])
+    target_items = np.array([item for s in split.relevant for item in sorted(s)], dtype=object)
+    rows = np.searchsorted(data.users.astype(str), target_users.astype(str)).astype(np.int64)
+    cols = np.searchsorted(data.items.astype(str), target_items.astype(str)).astype(np.int64)
+    targets = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(data.n_users, data.n_items)
+    )
+    target_rows = np.searchsorted(data.users.astype(str), split.users.astype(str)).astype(np.int64)
+    return Prepared(data=data, early=early, targets=targets, target_rows=target_rows)
+
+
+def train_retrieval(prepared: Prepared, settings: Settings, progress: Progress | None = None) -> RetrievalStage:
+    """Train the two-tower model on the early interactions."""
+    pairs = len(distinct_pairs(prepared.early)[0])
+    epochs = settings.model.retrieval_epochs or epochs_for(pairs)
+    stage = new_stage(prepared.data, settings.model)
+    return stage.fit(prepared.early, epochs, progress)
+
+
+def train_ranking_stage(
+    prepared: Prepared, retrieval: RetrievalStage, settings: Settings, progress: Progress | None = None
+) -> RankingStage | None:
+    """Train the ranking model on early-retrieval candidates labelled by what users consumed next."""
+    context = context_of(prepared.early, settings.cold_start_days)
+    users, items = retrieval.vectors(prepared.early)
+    rows = prepared.target_rows
+    candidates = candidates_for(users, items, rows, settings.candidates, context.seen)
+    return train_ranking(
+        context, candidates, rows, prepared.targets, prepared.data.n_users, settings.model, progress=progress
+    )
+
+
+def refresh_retrieval(
+    retrieval: RetrievalStage, prepared: Prepared, settings: Settings, progress: Progress | None = None
+) -> RetrievalStage:
+    """Keep training the retrieval model on all interactions, so it knows everyone's latest items."""
+    epochs = max(1, retrieval.epochs_run // 2)
+    return retrieval.fit(prepared.data, epochs, progress)
+
+
+def score_blocks(
+    data: Interactions,
+    retrieval: RetrievalStage,
+    ranking: RankingStage | None,
+    settings: Settings,
+    rows: np.ndarray | None = None,
+    exclude_seen: bool | None = None,
+    block: int = BLOCK_USERS,
+) -> Iterator[tuple[np.ndarray, Lists]]:
+    """Yield (rows, top-k lists) for blocks of users: retrieval candidates, then ranking order."""
+    exclude = (not settings.include_seen) if exclude_seen is None else exclude_seen
+    rows = np.arange(data.n_users) if rows is None else np.asarray(rows, dtype=np.int64)
+    context = context_of(data, settings.cold_start_days)
+    users, items = retrieval.vectors(data)
+    seen = context.seen if exclude else None
+    n = max(settings.candidates, settings.top_k)
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        candidates = candidates_for(users, items, part, n, seen)
+        if ranking is None:
+            order = candidates.scores
+        else:
+            order = ranking.scores(part, candidates, pair_features(context, candidates, part))
+        picked, scores = top_k_excluding(order, None, min(settings.top_k, order.shape[1]))
+        chosen = np.take_along_axis(candidates.items, np.maximum(picked, 0), axis=1)
+        chosen[picked < 0] = -1
+        yield part, Lists(items=chosen, scores=scores)
+
+
+def cold_start(data: Interactions, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """The list for customers with no history: most popular items of the recent past."""
+    popularity = recent_popularity(data, settings.cold_start_days)
+    order = np.lexsort((np.arange(data.n_items), -popularity))[: settings.top_k]
+    return order, popularity[order].astype(np.float64)
+
+
+class TwoStage:
+    """The two-stage model behind the ``fit``/``recommend`` surface the baselines share."""
+
+    name = "two-stage (TFRS)"
+
+    def __init__(self, settings: Settings | None = None, progress: Callable[[str], None] | None = None):
+        self.settings = settings or Settings()
+        self.timings: dict[str, float] = {}
+
+    def fit(self, interactions: pd.DataFrame) -> "TwoStage":
+        """Train both stages on ``interactions``."""
+        started = time.perf_counter()
+        self.prepared = prepare(interactions)
+        self.retrieval = train_retrieval(self.prepared, self.settings)
+        self.ranking = train_ranking_stage(self.prepared, self.retrieval, self.settings)
+        self.retrieval = refresh_retrieval(self.retrieval, self.prepared, self.settings)
+        self.timings["fit"] = time.perf_counter() - started
+        return self
+
+    def recommend(self, users: np.ndarray, k: int, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(items, scores), ``len(users)`` × ``k``; unknown users get the cold-start list."""
+        data = self.prepared.data
+        settings = self.settings.with_(top_k=k)
+        users = np.asarray(users, dtype=object).astype(str)
+        vocab = data.users.astype(str)
+        position = np.clip(np.searchsorted(vocab, users), 0, len(vocab) - 1)
+        known = vocab[position] == users
+        items = np.full((len(users), k), None, dtype=object)
+        scores = np.full((len(users), k), -np.inf)
+        popular, popular_scores = cold_start(data, settings)
+        items[~known, : len(popular)] = data.items[popular]
+        scores[~known, : len(popular)] = popular_scores
+        known_at = np.flatnonzero(known)
+        offset = 0
+        for rows, lists in score_blocks(
+            data, self.retrieval, self.ranking, settings, rows=position[known], exclude_seen=exclude_seen
+        ):
+            target = known_at[offset : offset + len(rows)]
+            offset += len(rows)
+            valid = lists.items >= 0
+            items[target] = np.where(valid, data.items[np.maximum(lists.items, 0)], None)
+            scores[target] = lists.scores
+        return items, scores

@@ -1,0 +1,219 @@
+"""Ranking stage: a TFRS model that orders each user's retrieval candidates.
+
+Each (user, candidate) pair is described by the ids and by facts beyond them: the retrieval score
+(raw and relative to the user's best), the candidate's position in retrieval, the item's all-time
+and recent popularity, its co-occurrence with the user's items and with the user's latest item,
+the item's mean rating, the user's activity and how long ago they were last active. The model is
+trained listwise (softmax cross-entropy over each user's candidate list) on items the users
+consumed *after* the interactions the retrieval model was trained on, so it learns to order
+candidates the way the future went.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from recsys.features import Interactions, cooccurrence_similarity, item_popularity, recent_popularity, user_histories
+from recsys.retrieval import Candidates, Progress, _tf, progress_callback
+from recsys.settings import ModelSettings
+
+FEATURES = (
+    "retrieval_score",
+    "retrieval_gap",
+    "retrieval_position",
+    "popularity",
+    "recent_popularity",
+    "cooccurrence",
+    "last_item_similarity",
+    "item_rating",
+    "user_activity",
+    "days_inactive",
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What is known about users and items at scoring time, from one set of interactions."""
+
+    popularity: np.ndarray
+    recent: np.ndarray
+    rating: np.ndarray
+    activity: np.ndarray
+    inactive_days: np.ndarray
+    seen: sp.csr_matrix
+    last_item: np.ndarray
+    similarity: sp.csr_matrix
+
+
+def context_of(data: Interactions, recent_days: int) -> Context:
+    """Popularity, ratings, activity and co-occurrence computed from ``data``."""
+    seen = data.seen()
+    ratings = np.bincount(data.item, weights=data.rating, minlength=data.n_items)
+    counts = np.bincount(data.item, minlength=data.n_items)
+    prior = float(data.rating.mean()) if len(data.rating) else 0.0
+    # Shrink towards the global mean so an item rated once is not "the best item".
+    item_rating = (ratings + 10 * prior) / (counts + 10)
+    end = int(data.time.max()) if len(data.time) else 0
+    last_time = np.zeros(data.n_users, dtype=np.int64)
+    np.maximum.at(last_time, data.user, data.time)
+    history = user_histories(data, 1)[:, 0]
+    return Context(
+        popularity=np.log1p(item_popularity(data)),
+        recent=np.log1p(recent_popularity(data, recent_days)),
+        rating=item_rating.astype(np.float32),
+        activity=np.log1p(np.asarray(seen.sum(axis=1)).ravel()).astype(np.float32),
+        inactive_days=np.log1p(np.maximum(end - last_time, 0) / 86400.0).astype(np.float32),
+        seen=seen,
+        last_item=history,
+        similarity=cooccurrence_similarity(seen),
+    )
+
+
+def pair_features(context: Context, candidates: Candidates, rows: np.ndarray) -> np.ndarray:
+    """Feature tensor (len(rows), N, len(FEATURES)) for the candidate lists of users ``rows``."""
+    items = np.maximum(candidates.items, 0)
+    valid = candidates.items >= 0
+    scores = np.where(valid, candidates.scores, 0.0)
+    best = scores[:, :1]
+    n = items.shape[1]
+    cooccurrence = np.take_along_axis((context.seen[rows] @ context.similarity).toarray(), items, axis=1)
+    last = context.last_item[rows]
+    n_items = context.similarity.shape[0]
+    has_last = last < n_items
+    last_rows = context.similarity[np.where(has_last, last, 0)].toarray()
+    last_similarity = np.take_along_axis(last_rows, items, axis=1) * has_last[:, None]
+    columns = [
+        scores,
+        scores - best,
+        np.broadcast_to(np.log1p(np.arange(n, dtype=np.float32)), items.shape),
+        context.popularity[items],
+        context.recent[items],
+        cooccurrence,
+        last_similarity,
+        context.rating[items],
+        np.broadcast_to(context.activity[rows][:, None], items.shape),
+        np.broadcast_to(context.inactive_days[rows][:, None], items.shape),
+    ]
+    return np.stack(columns, axis=-1).astype(np.float32)
+
+
+def build_model(n_users: int, n_items: int, n_features: int, settings: ModelSettings):
+    """The TFRS ranking model (Keras 2), untrained: ids + pair features -> one score per candidate."""
+    tf, tfrs = _tf()
+    regularizer = tf.keras.regularizers.l2(1e-5)
+
+    class Ranker(tfrs.Model):
+        """Scores a list of candidates; loss = softmax cross-entropy over the list."""
+
+        def __init__(self):
+            super().__init__()
+            self.user_embedding = tf.keras.layers.Embedding(n_users, 8, embeddings_regularizer=regularizer)
+            self.item_embedding = tf.keras.layers.Embedding(n_items, 8, embeddings_regularizer=regularizer)
+            self.scorer = tf.keras.Sequential(
+                [
+                    tf.keras.layers.Dense(64, activation="relu"),
+                    tf.keras.layers.Dense(32, activation="relu"),
+                    tf.keras.layers.Dense(1),
+                ]
+            )
+            self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
+
+        def call(self, features):
+            items = features["items"]
+            users = tf.broadcast_to(tf.expand_dims(features["user"], 1), tf.shape(items))
+            inputs = tf.concat(
+                [self.user_embedding(users), self.item_embedding(items), features["features"]], axis=-1
+            )
+            logits = tf.squeeze(self.scorer(inputs), -1)
+            # Padding candidates (no item) must never win.
+            return tf.where(features["valid"], logits, -1e9)
+
+        def compute_loss(self, features, training=False):
+            labels = features["labels"]
+            labels = labels / tf.maximum(tf.reduce_sum(labels, axis=1, keepdims=True), 1.0)
+            return self.task(labels=labels, predictions=self(features), compute_metrics=False)
+
+    return Ranker()
+
+
+@dataclass
+class RankingStage:
+    """A trained ranking model with the feature scaling it was trained with."""
+
+    model: object
+    mean: np.ndarray
+    std: np.ndarray
+    lists: int = 0
+    seconds: float = 0.0
+
+    def scores(self, rows: np.ndarray, candidates: Candidates, features: np.ndarray) -> np.ndarray:
+        """Ranking score of every candidate of users ``rows`` (invalid candidates get -inf)."""
+        output = self.model(
+            {
+                "user": rows.astype(np.int32),
+                "items": np.maximum(candidates.items, 0).astype(np.int32),
+                "valid": candidates.items >= 0,
+                "features": (features - self.mean) / self.std,
+            }
+        ).numpy()
+        return np.where(candidates.items >= 0, output, -np.inf)
+
+
+def train_ranking(
+    context: Context,
+    candidates: Candidates,
+    rows: np.ndarray,
+    targets: sp.csr_matrix,
+    n_users: int,
+    settings: ModelSettings,
+    epochs: int | None = None,
+    progress: Progress | None = None,
+) -> RankingStage | None:
+    """Train on the candidate lists of users ``rows``; ``targets`` (users × items) marks what they went on to consume.
+
+    Returns ``None`` when no list contains a consumed item (nothing to learn from).
+    """
+    tf, _ = _tf()
+    started = time.perf_counter()
+    items = candidates.items
+    labels = np.asarray(targets[rows][np.arange(len(rows))[:, None], np.maximum(items, 0)].todense(), dtype=np.float32)
+    labels *= items >= 0
+    useful = labels.sum(axis=1) > 0
+    if not useful.any():
+        return None
+    rows, labels = rows[useful], labels[useful]
+    kept = Candidates(items=items[useful], scores=candidates.scores[useful])
+    features = pair_features(context, kept, rows)
+    flat = features.reshape(-1, features.shape[-1])
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    std[std < 1e-6] = 1.0
+    tf.keras.utils.set_random_seed(settings.seed)
+    model = build_model(n_users, context.similarity.shape[0], features.shape[-1], settings)
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3))
+    epochs = epochs or settings.ranking_epochs or ranking_epochs_for(len(rows))
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(
+            {
+                "user": rows.astype(np.int32),
+                "items": np.maximum(kept.items, 0).astype(np.int32),
+                "valid": kept.items >= 0,
+                "features": (features - mean) / std,
+                "labels": labels,
+            }
+        )
+        .shuffle(len(rows), seed=settings.seed)
+        .batch(64 if len(rows) < 20_000 else 512)
+    )
+    callbacks = [progress_callback(epochs, progress)] if progress else []
+    model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
+    return RankingStage(model=model, mean=mean, std=std, lists=len(rows), seconds=time.perf_counter() - started)
+
+
+def ranking_epochs_for(lists: int) -> int:
+    """Rule: about 20k list updates at least, between 3 and 20 epochs."""
+    return int(np.clip(np.ceil(20_000 / max(lists, 1)), 3, 20))

@@ -1,0 +1,202 @@
+"""Retrieval stage: a TFRS two-tower model and batched candidate generation.
+
+The user tower sees the user id and the user's recent items (their embeddings averaged, leaving
+out the item being predicted while training); the item tower sees the item id and the words of the
+item's name. Training uses in-batch softmax with a log-popularity correction of the negatives
+(items that appear often in a batch are not punished for being popular). Candidates come from a
+block-wise matrix product of all user vectors with all item vectors, never a per-user model call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from recsys.features import Interactions, distinct_pairs, name_words, user_histories
+from recsys.settings import ModelSettings
+from recsys.topk import blockwise_top_k
+
+Progress = Callable[[int, int], None]
+
+
+def _tf():
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+
+    return tf, tfrs
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Top-N items per user from retrieval: item codes (-1 = none) and their scores."""
+
+    items: np.ndarray  # (n_users, N) int64
+    scores: np.ndarray  # (n_users, N) float64
+
+
+def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, settings: ModelSettings):
+    """The two-tower TFRS model (Keras 2), untrained."""
+    tf, tfrs = _tf()
+    dim = settings.embedding_dim
+    regularizer = tf.keras.regularizers.l2(1e-6)
+
+    class TwoTower(tfrs.Model):
+        """Towers and loss only: user and item vectors, in-batch softmax with popularity correction."""
+
+        def __init__(self):
+            super().__init__()
+            self.item_words = tf.constant(words, dtype=tf.int32)
+            self.pad_item = n_items
+            self.user_embedding = tf.keras.layers.Embedding(n_users, dim, embeddings_regularizer=regularizer)
+            self.history_embedding = tf.keras.layers.Embedding(n_items + 1, dim, embeddings_regularizer=regularizer)
+            self.item_embedding = tf.keras.layers.Embedding(n_items, dim, embeddings_regularizer=regularizer)
+            self.word_embedding = tf.keras.layers.Embedding(n_words, dim, embeddings_regularizer=regularizer)
+            self.user_dense = tf.keras.layers.Dense(dim)
+            self.item_dense = tf.keras.layers.Dense(dim)
+            self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
+
+        def user_vectors(self, user, history, leave_out=None):
+            """User tower: id embedding and the mean embedding of the user's items."""
+            mask = tf.not_equal(history, self.pad_item)
+            if leave_out is not None:
+                mask &= tf.not_equal(history, tf.expand_dims(leave_out, 1))
+            weights = tf.cast(mask, tf.float32)
+            summed = tf.einsum("bh,bhd->bd", weights, self.history_embedding(history))
+            mean = summed / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
+            return self.user_dense(tf.concat([self.user_embedding(user), mean], axis=1))
+
+        def item_vectors(self, item):
+            """Item tower: id embedding and the mean embedding of the name's words."""
+            words = tf.gather(self.item_words, item)
+            weights = tf.cast(tf.not_equal(words, 0), tf.float32)
+            summed = tf.einsum("bw,bwd->bd", weights, self.word_embedding(words))
+            mean = summed / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
+            return self.item_dense(tf.concat([self.item_embedding(item), mean], axis=1))
+
+        def compute_loss(self, features, training=False):
+            users = self.user_vectors(features["user"], features["history"], leave_out=features["item"])
+            items = self.item_vectors(features["item"])
+            return self.task(
+                users,
+                items,
+                candidate_sampling_probability=features["probability"],
+                candidate_ids=features["item"],
+                compute_metrics=False,
+                compute_batch_metrics=False,
+            )
+
+    return TwoTower()
+
+
+@dataclass
+class RetrievalStage:
+    """A trained two-tower model with the vocabularies it was built on."""
+
+    model: object
+    users: np.ndarray
+    items: np.ndarray
+    settings: ModelSettings
+    epochs_run: int = 0
+    seconds: float = 0.0
+
+    def fit(self, data: Interactions, epochs: int, progress: Progress | None = None) -> "RetrievalStage":
+        """Train (or keep training) on the distinct (user, item) pairs of ``data``."""
+        tf, _ = _tf()
+        started = time.perf_counter()
+        users, items, _ = distinct_pairs(data)
+        if len(users) == 0:
+            return self
+        history = user_histories(data, self.settings.history_length)
+        counts = np.bincount(items, minlength=len(self.items)).astype(np.float32)
+        probability = (counts / counts.sum())[items]
+        batch = self.settings.batch_size or batch_size_for(len(users))
+        dataset = (
+            tf.data.Dataset.from_tensor_slices(
+                {"user": users, "item": items, "history": history[users], "probability": probability}
+            )
+            .shuffle(len(users), seed=self.settings.seed, reshuffle_each_iteration=True)
+            .batch(batch)
+            .prefetch(2)
+        )
+        callbacks = [progress_callback(epochs, progress)] if progress else []
+        self.model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
+        self.epochs_run += epochs
+        self.seconds += time.perf_counter() - started
+        return self
+
+    def user_vectors(self, history: np.ndarray, batch: int = 65536) -> np.ndarray:
+        """User-tower output for every user of the vocabulary, given their current histories."""
+        codes = np.arange(len(self.users), dtype=np.int32)
+        out = [
+            self.model.user_vectors(codes[start : start + batch], history[start : start + batch]).numpy()
+            for start in range(0, len(codes), batch)
+        ]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.settings.embedding_dim), np.float32)
+
+    def item_vectors(self) -> np.ndarray:
+        """Item-tower output for every item of the vocabulary."""
+        return self.model.item_vectors(np.arange(len(self.items), dtype=np.int32)).numpy().astype(np.float32)
+
+    def vectors(self, data: Interactions) -> tuple[np.ndarray, np.ndarray]:
+        """User vectors (from each user's current history in ``data``) and item vectors."""
+        history = user_histories(data, self.settings.history_length)
+        return self.user_vectors(history), self.item_vectors()
+
+
+def candidates_for(
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    rows: np.ndarray,
+    n: int,
+    seen: sp.csr_matrix | None,
+) -> Candidates:
+    """Top ``n`` items for users ``rows`` by dot product, skipping ``seen`` items (block-wise)."""
+    block_seen = seen[rows] if seen is not None else None
+    items, scores = blockwise_top_k(
+        lambda block: user_vectors[rows[block]] @ item_vectors.T,
+        n_rows=len(rows),
+        n_items=len(item_vectors),
+        k=min(n, len(item_vectors)),
+        seen=block_seen,
+    )
+    return Candidates(items=items, scores=scores)
+
+
+def batch_size_for(pairs: int) -> int:
+    """Rule: larger batches for larger data (more in-batch negatives, fewer steps)."""
+    if pairs < 20_000:
+        return 256
+    if pairs < 500_000:
+        return 1024
+    return 4096
+
+
+def epochs_for(pairs: int) -> int:
+    """Rule: about 60k gradient examples at least, at most 30 epochs, at least 3."""
+    return int(np.clip(np.ceil(60_000 / max(pairs, 1)), 3, 30))
+
+
+def new_stage(data: Interactions, settings: ModelSettings) -> RetrievalStage:
+    """An untrained retrieval stage over ``data``'s vocabularies, seeded for repeatable results."""
+    tf, _ = _tf()
+    tf.keras.utils.set_random_seed(settings.seed)
+    words, n_words = name_words(data.items)
+    model = build_model(data.n_users, data.n_items, words, n_words, settings)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate))
+    return RetrievalStage(model=model, users=data.users, items=data.items, settings=settings)
+
+
+def progress_callback(epochs: int, progress: Progress):
+    """A Keras callback that reports each finished epoch as ``progress(done, epochs)``."""
+    tf, _ = _tf()
+
+    class EpochProgress(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            progress(epoch + 1, epochs)
+
+    return EpochProgress()
