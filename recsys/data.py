@@ -264,26 +264,3 @@ def _fail(path: Path, row: int, column: str, problem: str, count: int = 1) -> No
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
-
-
-def encode(frame: pd.DataFrame) -> "Encoded":
-    """Integer codes for users and items (sorted vocabularies), built once and shared by both stages."""
-    users, user_codes = _vocabulary(frame["user_id"])
-    items, item_codes = _vocabulary(frame["item"])
-    return Encoded(users=users, items=items, user_codes=user_codes, item_codes=item_codes)
-
-
-def _vocabulary(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    array = np.asarray(values, dtype=object).astype(str)
-    vocab, codes = np.unique(array, return_inverse=True)
-    return vocab.astype(object), codes.astype(np.int32)
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """Sorted vocabularies and each row's integer codes into them."""
-
-    users: np.ndarray
-    items: np.ndarray
-    user_codes: np.ndarray
-    item_codes: np.ndarray

@@ -177,3 +177,55 @@ class TwoStage:
             items[target] = np.where(valid, data.items[np.maximum(lists.items, 0)], None)
             scores[target] = lists.scores
         return items, scores
+
+
+def score_all(
+    data: Interactions,
+    retrieval: RetrievalStage,
+    ranking: RankingStage | None,
+    settings: Settings,
+    progress: Progress | None = None,
+) -> Lists:
+    """Every user's top-k list (rows follow ``data.users``)."""
+    items = np.full((data.n_users, settings.top_k), -1, dtype=np.int64)
+    scores = np.full((data.n_users, settings.top_k), -np.inf)
+    for rows, lists in score_blocks(data, retrieval, ranking, settings):
+        items[rows, : lists.items.shape[1]] = lists.items
+        scores[rows, : lists.scores.shape[1]] = lists.scores
+        if progress:
+            progress(int(rows[-1]) + 1, data.n_users)
+    return Lists(items=items, scores=scores)
+
+
+def list_tables(data: Interactions, lists: Lists, chunk_users: int = 100_000) -> Iterator["pa.Table"]:
+    """The lists as Arrow tables (user_id, rank, item, score), a chunk of users at a time."""
+    import pyarrow as pa
+
+    k = lists.items.shape[1]
+    for start in range(0, data.n_users, chunk_users):
+        items = lists.items[start : start + chunk_users]
+        valid = items >= 0
+        users = np.repeat(data.users[start : start + len(items)], k).reshape(items.shape)
+        ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int16), items.shape)
+        yield pa.table(
+            {
+                "user_id": pa.array(users[valid].astype(str)),
+                "rank": pa.array(ranks[valid]),
+                "item": pa.array(data.items[items[valid]].astype(str)),
+                "score": pa.array(lists.scores[start : start + chunk_users][valid]),
+            }
+        )
+
+
+def popular_table(data: Interactions, settings: Settings) -> "pa.Table":
+    """The cold-start list as an Arrow table (rank, item, score)."""
+    import pyarrow as pa
+
+    items, scores = cold_start(data, settings)
+    return pa.table(
+        {
+            "rank": pa.array(np.arange(1, len(items) + 1, dtype=np.int16)),
+            "item": pa.array(data.items[items].astype(str)),
+            "score": pa.array(scores),
+        }
+    )

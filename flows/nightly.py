@@ -1,0 +1,199 @@
+"""The nightly Prefect flow: load, train retrieval, train ranking, score everyone, publish.
+
+Each task is one call into the ``recsys`` package; the flow only orders them, retries what can
+fail transiently, and logs what each step did.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from recsys import model as two_stage
+from recsys.data import LoadReport, load_interactions
+from recsys.progress import step
+from recsys.settings import ColumnMap, ModelSettings, Settings
+from recsys.store import Store, new_run_id, utc_now
+
+# Inputs are DataFrames and TensorFlow models: hashing them for a cache key would be slow and
+# pointless, since every night's data is new.
+TASK = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="load_interactions", retries=2, retry_delay_seconds=10, **TASK)
+def load(settings: Settings):
+    """Read and validate the export."""
+    started = time.perf_counter()
+    frame, report = load_interactions(settings.data, settings.columns, settings.date_format, settings.delimiter)
+    log = get_run_logger()
+    log.info(
+        "read %s rows (%s duplicates) of %s customers and %s items from %s in %.1fs",
+        f"{report.rows:,}", f"{report.duplicate_rows:,}", f"{report.users:,}", f"{report.items:,}",
+        report.path, time.perf_counter() - started,
+    )
+    for note in report.notes:
+        log.info("input: %s", note)
+    return frame, report
+
+
+@task(name="prepare", **TASK)
+def prepare(frame):
+    """Encode ids and split off each customer's latest items for the ranking stage."""
+    return two_stage.prepare(frame)
+
+
+@task(name="train_retrieval", **TASK)
+def train_retrieval(prepared, settings: Settings):
+    """Train the two-tower retrieval model on the earlier interactions."""
+    with step("Training retrieval") as update:
+        stage = two_stage.train_retrieval(prepared, settings, update)
+    get_run_logger().info("retrieval: %d epochs in %.1fs", stage.epochs_run, stage.seconds)
+    return stage
+
+
+@task(name="train_ranking", **TASK)
+def train_ranking(prepared, retrieval, settings: Settings):
+    """Train the ranking model on retrieval candidates labelled by what customers did next."""
+    with step("Training ranking") as update:
+        ranking = two_stage.train_ranking_stage(prepared, retrieval, settings, update)
+    log = get_run_logger()
+    if ranking is None:
+        log.warning("ranking: no candidate list held a later item; lists follow retrieval order")
+    else:
+        log.info("ranking: trained on %s candidate lists in %.1fs", f"{ranking.lists:,}", ranking.seconds)
+    return ranking
+
+
+@task(name="refresh_retrieval", **TASK)
+def refresh_retrieval(retrieval, prepared, settings: Settings):
+    """Keep training retrieval on every interaction, so lists reflect each customer's latest items."""
+    started = time.perf_counter()
+    with step("Refreshing retrieval") as update:
+        retrieval = two_stage.refresh_retrieval(retrieval, prepared, settings, update)
+    get_run_logger().info("retrieval refreshed on all interactions in %.1fs", time.perf_counter() - started)
+    return retrieval
+
+
+@task(name="score", **TASK)
+def score(prepared, retrieval, ranking, settings: Settings):
+    """Every customer's top-k: retrieval candidates, then ranking order."""
+    started = time.perf_counter()
+    with step("Scoring customers") as update:
+        lists = two_stage.score_all(prepared.data, retrieval, ranking, settings, update)
+    get_run_logger().info(
+        "scored %s customers (%d candidates each) in %.1fs",
+        f"{prepared.data.n_users:,}", settings.candidates, time.perf_counter() - started,
+    )
+    return lists
+
+
+@task(name="publish", retries=2, retry_delay_seconds=10, **TASK)
+def publish(store: Store, run_id: str, generated_at, prepared, lists, settings: Settings):
+    """Swap the new lists into the SQL table and the Parquet file as a whole."""
+    started = time.perf_counter()
+    published = store.publish(
+        run_id,
+        generated_at,
+        two_stage.list_tables(prepared.data, lists),
+        two_stage.popular_table(prepared.data, settings),
+    )
+    get_run_logger().info(
+        "published %s rows for %s customers to %s and %s in %.1fs",
+        f"{published.rows:,}", f"{published.users:,}", published.parquet, store.engine.url.render_as_string(hide_password=True),
+        time.perf_counter() - started,
+    )
+    return published
+
+
+@flow(name="recsys-nightly")
+def nightly(
+    data: str = str(Settings().data),
+    output: str = str(Settings().output),
+    db_url: str | None = None,
+    top_k: int = 12,
+    candidates: int = 100,
+    include_seen: bool = False,
+    cold_start_days: int = 90,
+    user_column: str = ColumnMap().user,
+    time_column: str = ColumnMap().timestamp,
+    item_column: str = ColumnMap().item,
+    rating_column: str = ColumnMap().rating,
+    date_format: str = Settings().date_format,
+    delimiter: str = ",",
+    embedding_dim: int = 32,
+    retrieval_epochs: int | None = None,
+    ranking_epochs: int | None = None,
+    seed: int = 42,
+) -> dict:
+    """Retrain both stages on the latest export and publish every customer's top-k list."""
+    settings = Settings(
+        data=Path(data),
+        output=Path(output),
+        db_url=db_url,
+        top_k=top_k,
+        candidates=candidates,
+        include_seen=include_seen,
+        cold_start_days=cold_start_days,
+        columns=ColumnMap(user_column, time_column, item_column, rating_column),
+        date_format=date_format,
+        delimiter=delimiter,
+        model=ModelSettings(
+            embedding_dim=embedding_dim, retrieval_epochs=retrieval_epochs, ranking_epochs=ranking_epochs, seed=seed
+        ),
+    )
+    return run_nightly(settings)
+
+
+def run_nightly(settings: Settings) -> dict:
+    """The body of the flow, callable with a ready ``Settings`` (the CLI and tests use this inside the flow)."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
+    frame, report = load(settings)
+    lap("load")
+    # Nothing is written before the input has been read and validated.
+    store = Store(settings.resolved_db_url(), settings.output)
+    run_id, started_at = new_run_id(), utc_now()
+    store.begin_run(run_id, started_at, str(report.path))
+    try:
+        prepared = prepare(frame)
+        retrieval = train_retrieval(prepared, settings)
+        lap("train_retrieval")
+        ranking = train_ranking(prepared, retrieval, settings)
+        lap("train_ranking")
+        retrieval = refresh_retrieval(retrieval, prepared, settings)
+        lap("refresh_retrieval")
+        lists = score(prepared, retrieval, ranking, settings)
+        lap("score")
+        published = publish(store, run_id, started_at, prepared, lists, settings)
+        lap("publish")
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000], **_counts(report))
+        raise
+    metrics = {"seconds": timings, "ranking_lists": ranking.lists if ranking else 0}
+    store.finish_run(run_id, "succeeded", metrics=metrics, **_counts(report))
+    return {
+        "run_id": run_id,
+        "status": "succeeded",
+        "users": published.users,
+        "rows": published.rows,
+        "items": report.items,
+        "input_rows": report.rows,
+        "notes": list(report.notes),
+        "seconds": timings,
+        "parquet": str(published.parquet),
+        "db_url": store.engine.url.render_as_string(hide_password=True),
+    }
+
+
+def _counts(report: LoadReport) -> dict:
+    return {"rows": report.rows, "users": report.users, "items": report.items, "input_sha256": report.sha256}

@@ -1,0 +1,83 @@
+"""What the command line shows: progress bars during a run, the run summary, a customer's list."""
+
+from __future__ import annotations
+
+
+from rich.console import Console
+from rich.table import Table
+
+from recsys.lookup import Answer
+
+
+def run_with_progress(parameters: dict) -> dict:
+    """Run the nightly flow once with Rich progress bars for the long steps."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows.nightly import nightly
+    from recsys.progress import reporting
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+
+        def reporter(description: str):
+            task_id = progress.add_task(description, total=None)
+
+            def update(done: int, total: int) -> None:
+                progress.update(task_id, completed=done, total=total)
+
+            def close() -> None:
+                task = progress.tasks[task_id]
+                progress.update(task_id, completed=task.total or task.completed, total=task.total or task.completed)
+
+            return update, close
+
+        with reporting(reporter):
+            return nightly(**parameters)
+
+
+def print_summary(summary: dict) -> None:
+    """The end-of-run summary: status, counts, seconds per stage, where the files are."""
+    console = Console()
+    status = summary["status"]
+    style = "green" if status == "succeeded" else "yellow"
+    console.print(f"[bold {style}]{status}[/]: run {summary['run_id']}")
+    console.print(
+        f"scored {summary['users']:,} customers ({summary['rows']:,} rows) over {summary['items']:,} items "
+        f"from {summary['input_rows']:,} interactions"
+    )
+    for note in summary.get("notes", []):
+        console.print(f"  input: {note}")
+    if summary.get("reason"):
+        console.print(f"  [yellow]{summary['reason']}[/]")
+    stages = Table(title="seconds per stage", show_header=False, box=None)
+    for stage, seconds in summary["seconds"].items():
+        stages.add_row(stage, f"{seconds:.1f}")
+    console.print(stages)
+    console.print(f"Parquet: {summary['parquet']}")
+    console.print(f"SQL:     {summary['db_url']}")
+
+
+def print_answer(answer: Answer) -> None:
+    """A customer's list as a table, labelled when it is the cold-start list."""
+    console = Console()
+    if not answer.rows:
+        console.print(f"customer {answer.user!r}: no list and no cold-start list in the store")
+        return
+    if answer.cold_start:
+        title = f"customer {answer.user!r} is not in the last run: cold-start list (popular recently)"
+    else:
+        title = f"recommendations for customer {answer.user!r} (run {answer.run_id})"
+    table = Table(title=title)
+    table.add_column("rank", justify="right")
+    table.add_column("item")
+    table.add_column("score", justify="right")
+    for rank, item, score in answer.rows:
+        table.add_row(str(rank), item, f"{score:.4f}")
+    console.print(table)

@@ -1,0 +1,104 @@
+"""The fast read path: one customer's list from the store, without the model.
+
+Standard library only for the default SQLite store (SQLAlchemy only for other databases): a
+lookup must answer in a blink, so nothing here imports TensorFlow, Prefect, pandas or pyarrow.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from recsys.errors import StoreError
+
+_LIST_SQL = (
+    "SELECT rank, item, score, run_id, generated_at FROM recommendations WHERE user_id = :user ORDER BY rank"
+)
+_POPULAR_SQL = "SELECT rank, item, score, run_id FROM popular_items ORDER BY rank"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A customer's list: ``cold_start`` is true when the customer is unknown to the last run."""
+
+    user: str
+    cold_start: bool
+    rows: tuple[tuple[int, str, float], ...]
+    run_id: str | None
+    generated_at: str | None
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return {
+            "user_id": self.user,
+            "cold_start": self.cold_start,
+            "run_id": self.run_id,
+            "generated_at": self.generated_at,
+            "recommendations": [{"rank": r, "item": i, "score": s} for r, i, s in self.rows],
+        }
+
+
+def lookup(user: str, db_url: str) -> Answer:
+    """The customer's published list, or the cold-start list when the customer is not in it."""
+    user = str(user).strip()
+    if db_url.startswith("sqlite:///"):
+        rows, popular = _query_sqlite(_sqlite_path(db_url), user)
+    else:
+        rows, popular = _query_sqlalchemy(db_url, user)
+    if rows:
+        return Answer(
+            user=user,
+            cold_start=False,
+            rows=tuple((int(r), str(i), float(s)) for r, i, s, _, _ in rows),
+            run_id=rows[0][3],
+            generated_at=str(rows[0][4]),
+        )
+    return Answer(
+        user=user,
+        cold_start=True,
+        rows=tuple((int(r), str(i), float(s)) for r, i, s, _ in popular),
+        run_id=popular[0][3] if popular else None,
+        generated_at=None,
+    )
+
+
+def _sqlite_path(db_url: str) -> Path:
+    return Path(unquote(db_url[len("sqlite:///") :].split("?", 1)[0]))
+
+
+def _query_sqlite(path: Path, user: str) -> tuple[list, list]:
+    if not path.is_file():
+        raise StoreError(f"no store at {path}: run `recsys run` first (or pass --output / --db-url)")
+    try:
+        # Read-only, so a lookup can never create or change the store.
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open the store ({exc})") from None
+    try:
+        connection.execute("PRAGMA busy_timeout=30000")
+        # Both reads in one transaction: the list and the cold-start list come from the same run.
+        connection.execute("BEGIN")
+        rows = connection.execute(_LIST_SQL, {"user": user}).fetchall()
+        popular = [] if rows else connection.execute(_POPULAR_SQL).fetchall()
+        connection.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: the store cannot be read ({exc}); run `recsys run` to rebuild it") from None
+    finally:
+        connection.close()
+    return rows, popular
+
+
+def _query_sqlalchemy(db_url: str, user: str) -> tuple[list, list]:
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(_LIST_SQL), {"user": user}).fetchall()
+            popular = [] if rows else conn.execute(sa.text(_POPULAR_SQL)).fetchall()
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise StoreError(f"{engine.url.render_as_string(hide_password=True)}: cannot read the store ({reason})") from None
+    return [tuple(r) for r in rows], [tuple(r) for r in popular]

@@ -1,0 +1,288 @@
+"""Publish the lists to Parquet and SQL, and record runs.
+
+The SQL side holds three tables: ``recommendations`` (the current lists), ``popular_items`` (the
+current cold-start list) and ``runs`` (one row per run). A run's lists are first written into
+staging tables, then swapped in by renaming tables inside one short transaction: a reader sees the
+previous complete set or the new complete set, never a mix. The tables being replaced are kept as
+``*_previous`` so ``rollback`` can swap them back. The Parquet file is written beside its final
+name and renamed into place right after the swap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from recsys.errors import StoreError
+
+RECOMMENDATIONS = "recommendations"
+POPULAR = "popular_items"
+RUNS = "runs"
+STAGING = "_staging"
+PREVIOUS = "_previous"
+INSERT_CHUNK = 50_000
+
+LIST_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("rank", pa.int16()),
+        ("item", pa.string()),
+        ("score", pa.float64()),
+        ("run_id", pa.string()),
+        ("generated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def recommendations_table(metadata: sa.MetaData, name: str = RECOMMENDATIONS) -> sa.Table:
+    """The per-customer lists: one row per (customer, rank)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("user_id", sa.String, primary_key=True),
+        sa.Column("rank", sa.SmallInteger, primary_key=True),
+        sa.Column("item", sa.String, nullable=False),
+        sa.Column("score", sa.Float, nullable=False),
+        sa.Column("run_id", sa.String, nullable=False),
+        sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def popular_table(metadata: sa.MetaData, name: str = POPULAR) -> sa.Table:
+    """The cold-start list shown to customers with no history."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("rank", sa.SmallInteger, primary_key=True),
+        sa.Column("item", sa.String, nullable=False),
+        sa.Column("score", sa.Float, nullable=False),
+        sa.Column("run_id", sa.String, nullable=False),
+    )
+
+
+def runs_table(metadata: sa.MetaData) -> sa.Table:
+    """One row per run: what it read, how it ended, its metrics (JSON)."""
+    return sa.Table(
+        RUNS,
+        metadata,
+        sa.Column("run_id", sa.String, primary_key=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
+        sa.Column("status", sa.String, nullable=False),
+        sa.Column("is_current", sa.Boolean, nullable=False, default=False),
+        sa.Column("input_path", sa.String),
+        sa.Column("input_sha256", sa.String),
+        sa.Column("rows", sa.Integer),
+        sa.Column("users", sa.Integer),
+        sa.Column("items", sa.Integer),
+        sa.Column("metrics", sa.Text),
+        sa.Column("message", sa.Text),
+    )
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish wrote."""
+
+    rows: int
+    users: int
+    parquet: Path
+    db_url: str
+
+
+def utc_now() -> datetime:
+    """The current time in UTC (timezone-aware)."""
+    return datetime.now(timezone.utc)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id: UTC time to the microsecond."""
+    return (now or utc_now()).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers keep reading the last committed lists while a run publishes; the busy
+    # timeout makes a second writer wait instead of failing with "database is locked".
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def engine_for(db_url: str) -> sa.Engine:
+    """A SQLAlchemy engine; SQLite gets WAL mode and a busy timeout, and its folder is created."""
+    url = sa.make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """The published store: SQL tables through SQLAlchemy plus the Parquet file in ``output``."""
+
+    def __init__(self, db_url: str, output: Path):
+        self.db_url = db_url
+        self.output = Path(output)
+        self.engine = engine_for(db_url)
+        self.metadata = sa.MetaData()
+        self.runs = runs_table(self.metadata)
+
+    @property
+    def parquet_path(self) -> Path:
+        """The current lists as Parquet."""
+        return self.output / "recommendations.parquet"
+
+    @property
+    def previous_parquet_path(self) -> Path:
+        """The lists of the run before, kept for rollback."""
+        return self.output / "recommendations.previous.parquet"
+
+    def ensure_schema(self) -> None:
+        """Create the tables that do not exist yet."""
+        with self.engine.begin() as conn:
+            self.runs.create(conn, checkfirst=True)
+            recommendations_table(sa.MetaData()).create(conn, checkfirst=True)
+            popular_table(sa.MetaData()).create(conn, checkfirst=True)
+
+    def begin_run(self, run_id: str, started_at: datetime, input_path: str) -> None:
+        """Record a run as running; earlier runs left running by a killed process become failed."""
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.runs.update()
+                .where(self.runs.c.status == "running")
+                .values(status="failed", message="interrupted: the process ended before the run finished")
+            )
+            conn.execute(
+                self.runs.insert().values(
+                    run_id=run_id, started_at=started_at, status="running", is_current=False, input_path=input_path
+                )
+            )
+
+    def finish_run(self, run_id: str, status: str, **fields) -> None:
+        """Record how a run ended (status, counts, metrics as JSON, message)."""
+        if "metrics" in fields and not isinstance(fields["metrics"], str):
+            fields["metrics"] = json.dumps(fields["metrics"], sort_keys=True, default=float)
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.runs.update().where(self.runs.c.run_id == run_id).values(status=status, finished_at=utc_now(), **fields)
+            )
+
+    def publish(
+        self,
+        run_id: str,
+        generated_at: datetime,
+        lists: Iterable[pa.Table],
+        popular: pa.Table,
+    ) -> Published:
+        """Write the run's lists to staging, then swap them in as a whole (SQL first, then Parquet).
+
+        ``lists`` yields Arrow tables with columns user_id, rank, item, score; ``popular`` has
+        rank, item, score.
+        """
+        self.ensure_schema()
+        self.output.mkdir(parents=True, exist_ok=True)
+        staging_parquet = self.output / f".recommendations.{run_id}.parquet.tmp"
+        staging = recommendations_table(sa.MetaData(), RECOMMENDATIONS + STAGING)
+        staging_popular = popular_table(sa.MetaData(), POPULAR + STAGING)
+        rows = 0
+        users = 0
+        try:
+            with self.engine.begin() as conn:
+                staging.drop(conn, checkfirst=True)
+                staging_popular.drop(conn, checkfirst=True)
+                staging.create(conn)
+                staging_popular.create(conn)
+            with pq.ParquetWriter(staging_parquet, LIST_SCHEMA, compression="zstd") as writer:
+                for chunk in lists:
+                    chunk = _with_run(chunk, run_id, generated_at)
+                    writer.write_table(chunk)
+                    self._insert(staging, chunk)
+                    rows += chunk.num_rows
+                    users += int(np.count_nonzero(np.asarray(chunk.column("rank")) == 1))
+            popular = popular.append_column("run_id", pa.array([run_id] * popular.num_rows, pa.string()))
+            self._insert(staging_popular, popular)
+            self._swap(run_id)
+            _replace_keeping_previous(staging_parquet, self.parquet_path, self.previous_parquet_path)
+        except OSError as exc:
+            raise StoreError(f"{self.output}: cannot write the store ({exc.strerror or exc})") from None
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"{self.db_url}: cannot write the store ({_reason(exc)})") from None
+        finally:
+            staging_parquet.unlink(missing_ok=True)
+        return Published(rows=rows, users=users, parquet=self.parquet_path, db_url=self.db_url)
+
+    def _insert(self, table: sa.Table, chunk: pa.Table) -> None:
+        columns = [c.name for c in table.columns]
+        data = chunk.select(columns).to_pydict()
+        records = [dict(zip(columns, values)) for values in zip(*(data[c] for c in columns))]
+        with self.engine.begin() as conn:
+            for start in range(0, len(records), INSERT_CHUNK):
+                conn.execute(table.insert(), records[start : start + INSERT_CHUNK])
+
+    def _swap(self, run_id: str) -> None:
+        """Current -> previous, staging -> current, in one transaction."""
+        inspector_names = set(sa.inspect(self.engine).get_table_names())
+        with self.engine.begin() as conn:
+            for name in (RECOMMENDATIONS, POPULAR):
+                if name + PREVIOUS in inspector_names:
+                    conn.exec_driver_sql(f"DROP TABLE {name}{PREVIOUS}")
+                conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}{PREVIOUS}")
+                conn.exec_driver_sql(f"ALTER TABLE {name}{STAGING} RENAME TO {name}")
+            conn.execute(self.runs.update().values(is_current=(self.runs.c.run_id == run_id)))
+
+
+def _with_run(chunk: pa.Table, run_id: str, generated_at: datetime) -> pa.Table:
+    n = chunk.num_rows
+    return pa.table(
+        {
+            "user_id": chunk.column("user_id").cast(pa.string()),
+            "rank": chunk.column("rank").cast(pa.int16()),
+            "item": chunk.column("item").cast(pa.string()),
+            "score": chunk.column("score").cast(pa.float64()),
+            "run_id": pa.array([run_id] * n, pa.string()),
+            "generated_at": pa.array([generated_at] * n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=LIST_SCHEMA,
+    )
+
+
+def _replace_keeping_previous(new: Path, current: Path, previous: Path) -> None:
+    """Move ``new`` onto ``current``; the old file becomes ``previous``. ``current`` never goes missing."""
+    if current.exists():
+        link = previous.with_name(previous.name + ".tmp")
+        link.unlink(missing_ok=True)
+        os.link(current, link)
+        os.replace(link, previous)
+    os.replace(new, current)
+    _fsync_dir(current.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", exc)) or type(exc).__name__
+    return text.splitlines()[0]
