@@ -110,6 +110,7 @@ def schedule(
     db_url: DbUrlOption = None,
 ) -> None:
     """Serve the flow as a Prefect deployment on a cron schedule (runs until stopped)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.nightly import nightly
 
     parameters = {"data": str(Path(data).resolve()), "output": str(Path(output).resolve()), "db_url": db_url}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 from rich.console import Console
 from rich.table import Table
@@ -11,6 +13,8 @@ from recsys.lookup import Answer
 
 def run_with_progress(parameters: dict) -> dict:
     """Run the nightly flow once with Rich progress bars for the long steps."""
+    # This machine may have no route to Prefect's telemetry endpoint; don't log errors about it.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.nightly import nightly
