@@ -1,0 +1,164 @@
+"""Block-wise top-k selection over dense score blocks, with already-seen items masked out.
+
+Pure numpy/scipy so that every scorer (the baselines, the TFRS retrieval scoring) shares one
+definition of "top k": scores sorted descending, exact ties broken by the lower item index, and
+items that cannot be recommended (seen, or masked by the caller with ``-inf``) reported as index
+``-1`` with score ``-inf`` rather than silently filling the list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+#: Target number of float64 cells in one dense score block (about 128 MB).
+DEFAULT_BLOCK_CELLS = 1 << 24
+
+
+def block_rows(n_items: int, block_cells: int = DEFAULT_BLOCK_CELLS) -> int:
+    """Rows per dense score block so that one block holds about ``block_cells`` scores."""
+    return max(1, block_cells // max(1, n_items))
+
+
+def iter_blocks(n_rows: int, rows_per_block: int) -> Iterator[slice]:
+    """Yield consecutive row slices of at most ``rows_per_block`` rows covering ``range(n_rows)``."""
+    for start in range(0, n_rows, rows_per_block):
+        yield slice(start, min(start + rows_per_block, n_rows))
+
+
+def top_k_excluding(
+    scores: np.ndarray, seen: sp.spmatrix | sp.sparray | np.ndarray | None, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` item indices and scores of every row of a dense score block.
+
+    ``scores`` is ``(n_rows, n_items)``; ``seen`` is a sparse matrix or boolean array of the same
+    shape whose non-zero cells are excluded (or ``None``). The block is modified in place only if
+    it is already float64 and writeable; pass a copy when the caller still needs it.
+
+    Returns ``(indices, values)``, both ``(n_rows, k)``, sorted by descending score; exact ties are
+    broken by the lower item index so results are deterministic. Where fewer than ``k`` items are
+    eligible the tail is padded with index ``-1`` and score ``-inf``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D, got shape {scores.shape}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n_rows, n_items = scores.shape
+    if not scores.flags.writeable:
+        scores = scores.copy()
+    if seen is not None:
+        if sp.issparse(seen):
+            coo = sp.coo_matrix(seen)
+            nz = coo.data != 0
+            scores[coo.row[nz], coo.col[nz]] = -np.inf
+        else:
+            scores[np.asarray(seen, dtype=bool)] = -np.inf
+    # NaN would break the threshold comparisons below; a NaN score means "cannot rank".
+    scores[np.isnan(scores)] = -np.inf
+
+    kk = min(k, n_items)
+    if n_rows == 0 or kk == 0:
+        idx = np.full((n_rows, k), -1, dtype=np.int64)
+        return idx, np.full((n_rows, k), -np.inf)
+
+    # k-th largest score per row; everything strictly above it is in, and the remaining slots go
+    # to the lowest-index items that tie with it. argpartition alone would pick among boundary
+    # ties arbitrarily, which makes rankings differ between runs and block sizes.
+    threshold = np.partition(scores, n_items - kk, axis=1)[:, n_items - kk]
+    above = scores > threshold[:, None]
+    at = scores == threshold[:, None]
+    need = kk - above.sum(axis=1)
+    # Only rows with more boundary ties than free slots need the (costly) running count.
+    over = at.sum(axis=1) > need
+    if over.any():
+        sub = at[over]
+        at[over] = sub & (np.cumsum(sub, axis=1) <= need[over, None])
+    take = above | at
+    rows, cols = np.nonzero(take)  # row-major, so each row's kk columns are contiguous
+    cols = cols.reshape(n_rows, kk)
+    vals = scores[rows, cols.ravel()].reshape(n_rows, kk)
+    # Stable sort on the negated score keeps ascending item index among equal scores.
+    order = np.argsort(-vals, axis=1, kind="stable")
+    cols = np.take_along_axis(cols, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+
+    idx = np.full((n_rows, k), -1, dtype=np.int64)
+    out = np.full((n_rows, k), -np.inf)
+    idx[:, :kk] = cols
+    out[:, :kk] = vals
+    idx[~np.isfinite(out) & (out < 0)] = -1
+    return idx, out
+
+
+def blockwise_top_k(
+    score_block: Callable[[slice], np.ndarray],
+    n_rows: int,
+    n_items: int,
+    k: int,
+    seen: sp.spmatrix | sp.sparray | None = None,
+    block_cells: int = DEFAULT_BLOCK_CELLS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` for ``n_rows`` rows whose scores are produced block by block.
+
+    ``score_block(rows)`` returns the dense ``(len(rows), n_items)`` scores for the row slice
+    ``rows``; ``seen`` (CSR, ``n_rows x n_items``) marks cells to exclude. Only one block is
+    materialised at a time, so memory stays bounded by ``block_cells`` whatever ``n_rows`` is.
+    Returns ``(indices, values)`` as :func:`top_k_excluding` does.
+    """
+    idx = np.full((n_rows, k), -1, dtype=np.int64)
+    vals = np.full((n_rows, k), -np.inf)
+    seen_csr = sp.csr_matrix(seen) if seen is not None else None
+    for rows in iter_blocks(n_rows, block_rows(n_items, block_cells)):
+        block = np.array(score_block(rows), dtype=np.float64, copy=True)
+        if block.shape != (rows.stop - rows.start, n_items):
+            raise ValueError(f"score_block returned shape {block.shape} for rows {rows}")
+        block_seen = seen_csr[rows] if seen_csr is not None else None
+        idx[rows], vals[rows] = top_k_excluding(block, block_seen, k)
+    return idx, vals
+
+
+def top_k_shared_excluding(
+    item_scores: np.ndarray,
+    seen: sp.spmatrix | sp.sparray,
+    k: int,
+    block_cells: int = DEFAULT_BLOCK_CELLS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` per row when every row shares one score vector, minus each row's seen items.
+
+    A non-personal ranking (popularity) needs, for a user who has seen ``s`` items, only the
+    global top ``k + s``: rows are processed in order of their seen count with exactly that many
+    candidate columns, so the cost scales with ``n_rows * (k + s)`` instead of
+    ``n_rows * n_items``. ``seen`` is CSR ``n_rows x len(item_scores)``. Results, ties and padding
+    are as in :func:`top_k_excluding`.
+    """
+    item_scores = np.asarray(item_scores, dtype=np.float64).ravel()
+    n_items = item_scores.size
+    seen_csr = sp.csr_matrix(seen)
+    n_rows = seen_csr.shape[0]
+    idx = np.full((n_rows, k), -1, dtype=np.int64)
+    vals = np.full((n_rows, k), -np.inf)
+    if n_rows == 0 or n_items == 0:
+        return idx, vals
+    ranking, _ = top_k_excluding(item_scores[None, :].copy(), None, n_items)
+    ranking = ranking[0][ranking[0] >= 0]
+    n_seen = np.diff(seen_csr.indptr)
+    by_seen = np.argsort(n_seen, kind="stable")
+    start = 0
+    while start < n_rows:
+        m = min(n_items, k + int(n_seen[by_seen[start]]))
+        stop = min(n_rows, start + max(1, block_cells // m))
+        # Rows are sorted by seen count, so the block's last row needs the most candidates.
+        m = min(n_items, k + int(n_seen[by_seen[stop - 1]]))
+        rows = by_seen[start:stop]
+        candidates = ranking[:m]
+        block_seen = seen_csr[rows][:, candidates]
+        block = np.broadcast_to(item_scores[candidates], (len(rows), m)).copy()
+        b_idx, b_val = top_k_excluding(block, block_seen, k)
+        ok = b_idx >= 0
+        b_idx[ok] = candidates[b_idx[ok]]
+        idx[rows], vals[rows] = b_idx, b_val
+        start = stop
+    return idx, vals

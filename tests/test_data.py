@@ -1,0 +1,319 @@
+"""Loading exports: the good file, the accepted quirks, and one clear DataError per bad input."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import HEADER, REAL_DATA, needs_real_data
+from recsys.data import load_interactions
+from recsys.errors import DataError
+from recsys.settings import ColumnMap
+
+GOOD = [
+    ("1", "1/30/2021 13:30", "Bono virtual Crepes&Waffles 10", "5"),
+    ("1", "1/30/2021 13:30", "Bono virtual Crepes&Waffles 10", "5"),  # duplicate unit
+    ("1", "2/3/2021 9:05", "Entrada Teatro Nacional ", "4"),  # trailing space
+    ("2", "12/31/2022 23:40", " Curso de cocina italiana", "1"),  # leading space
+    ("3", "7/4/2021 0:00", "Entrada Cinépolis 2D", "3"),
+]
+
+
+def rows_with(line: int, column: str, value: str) -> list[tuple[str, str, str, str]]:
+    """GOOD with one field replaced; ``line`` counts the header as line 1."""
+    rows = [list(r) for r in GOOD]
+    rows[line - 2][HEADER.index(column)] = value
+    return [tuple(r) for r in rows]
+
+
+def load_error(path, **kwargs) -> str:
+    with pytest.raises(DataError) as info:
+        load_interactions(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message, "errors are one line"
+    assert str(path) in message, "the message names the file"
+    return message
+
+
+# --- the good file ------------------------------------------------------------------------------
+
+
+def test_good_file_gives_the_canonical_frame(write_csv):
+    path = write_csv(GOOD)
+    frame, report = load_interactions(path)
+
+    assert list(frame.columns) == ["user_id", "item", "timestamp", "rating"]
+    # Strings (object or pandas' string dtype, whichever this pandas makes by default).
+    assert pd.api.types.is_string_dtype(frame["user_id"]) and all(isinstance(v, str) for v in frame["user_id"])
+    assert pd.api.types.is_string_dtype(frame["item"]) and all(isinstance(v, str) for v in frame["item"])
+    assert frame["timestamp"].dtype == np.dtype("datetime64[ns]")
+    assert frame["rating"].dtype == np.int8
+
+    assert frame["user_id"].tolist() == ["1", "1", "1", "2", "3"]
+    assert frame["item"].tolist() == [
+        "Bono virtual Crepes&Waffles 10",
+        "Bono virtual Crepes&Waffles 10",
+        "Entrada Teatro Nacional",
+        "Curso de cocina italiana",
+        "Entrada Cinépolis 2D",
+    ]
+    assert frame["timestamp"].tolist() == [
+        pd.Timestamp("2021-01-30 13:30"),
+        pd.Timestamp("2021-01-30 13:30"),
+        pd.Timestamp("2021-02-03 09:05"),
+        pd.Timestamp("2022-12-31 23:40"),
+        pd.Timestamp("2021-07-04 00:00"),
+    ]
+    assert frame["rating"].tolist() == [5, 5, 4, 1, 3]
+
+    # Duplicates are kept (one row per redeemed unit) and counted.
+    assert len(frame) == 5
+    assert report.rows == 5
+    assert report.duplicate_rows == 1
+    assert report.users == 3
+    assert report.items == 4
+    assert report.path == str(path)
+    assert len(report.sha256) == 64
+    assert report.first == "2021-01-30 13:30:00"
+    assert report.last == "2022-12-31 23:40:00"
+    assert any("duplicate" in note for note in report.notes)
+    assert any("spaces stripped from 2" in note for note in report.notes)
+
+
+def test_synthetic_export_loads_as_its_canonical_frame(synthetic, synthetic_csv):
+    frame, report = load_interactions(synthetic_csv)
+    pd.testing.assert_frame_equal(frame, synthetic.frame)
+    assert report.duplicate_rows == synthetic.duplicates
+    assert report.users == 120 and report.items == 40
+
+
+def test_parquet_with_the_same_columns(tmp_path):
+    path = tmp_path / "export.parquet"
+    table = pa.table({name: pa.array([row[i] for row in GOOD], pa.string()) for i, name in enumerate(HEADER)})
+    pq.write_table(table, path)
+    frame, report = load_interactions(path)
+    csv_frame = pd.DataFrame(
+        {
+            "user_id": ["1", "1", "1", "2", "3"],
+            "item": [r[2].strip() for r in GOOD],
+            "timestamp": pd.to_datetime([r[1] for r in GOOD], format="%m/%d/%Y %H:%M").astype("datetime64[ns]"),
+            "rating": np.array([5, 5, 4, 1, 3], dtype=np.int8),
+        }
+    )
+    pd.testing.assert_frame_equal(frame, csv_frame)
+    assert report.duplicate_rows == 1
+
+
+def test_parquet_with_native_types(tmp_path):
+    """Integer ids, real timestamps and integer ratings are accepted and canonicalised."""
+    path = tmp_path / "typed.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "ID_CLIENTE": pa.array([10, 11], pa.int64()),
+                "FECHA_INTERACCION": pa.array(
+                    [pd.Timestamp("2021-01-30 13:30"), pd.Timestamp("2022-05-01 08:00")], pa.timestamp("us")
+                ),
+                "NOMBRE_CORTO_DE_EXPERIENCIA": pa.array(["A", " B "], pa.string()),
+                "CALIFICACION": pa.array([5, 2], pa.int32()),
+            }
+        ),
+        path,
+    )
+    frame, _ = load_interactions(path)
+    assert frame["user_id"].tolist() == ["10", "11"]
+    assert frame["item"].tolist() == ["A", "B"]
+    assert frame["timestamp"].dtype == np.dtype("datetime64[ns]")
+    assert frame["timestamp"].tolist() == [pd.Timestamp("2021-01-30 13:30"), pd.Timestamp("2022-05-01 08:00")]
+    assert frame["rating"].dtype == np.int8 and frame["rating"].tolist() == [5, 2]
+
+
+def test_column_map_and_other_date_format(write_csv):
+    header = ("customer", "when", "experience", "stars")
+    rows = [("a", "2021-01-30 13:30", "Spa", "5"), ("b", "2022-12-31 23:40", "Cine", "2")]
+    path = write_csv(rows, header=header)
+    frame, _ = load_interactions(
+        path, columns=ColumnMap(user="customer", timestamp="when", item="experience", rating="stars"),
+        date_format="%Y-%m-%d %H:%M",
+    )
+    assert frame["user_id"].tolist() == ["a", "b"]
+    assert frame["item"].tolist() == ["Spa", "Cine"]
+    assert frame["timestamp"].tolist() == [pd.Timestamp("2021-01-30 13:30"), pd.Timestamp("2022-12-31 23:40")]
+    assert frame["rating"].tolist() == [5, 2]
+
+
+def test_semicolon_file_reads_with_the_delimiter_option(write_csv):
+    path = write_csv(GOOD, delimiter=";")
+    frame, _ = load_interactions(path, delimiter=";")
+    assert len(frame) == 5 and frame["item"].iloc[2] == "Entrada Teatro Nacional"
+
+
+# --- accepted quirks ------------------------------------------------------------------------------
+
+
+def test_utf8_bom_is_skipped(write_csv):
+    frame, report = load_interactions(write_csv(GOOD, bom=True))
+    assert frame["user_id"].tolist() == ["1", "1", "1", "2", "3"]
+    assert frame["item"].iloc[4] == "Entrada Cinépolis 2D"
+    assert any("byte-order mark" in note for note in report.notes)
+
+
+def test_windows_line_endings(write_csv):
+    frame, _ = load_interactions(write_csv(GOOD, newline="\r\n"))
+    assert frame["rating"].tolist() == [5, 5, 4, 1, 3]
+    assert not any("\r" in v for v in frame["item"])
+
+
+def test_windows_line_endings_with_item_as_last_column(write_csv):
+    header = ("ID_CLIENTE", "FECHA_INTERACCION", "CALIFICACION", "NOMBRE_CORTO_DE_EXPERIENCIA")
+    rows = [(u, t, r, i) for u, t, i, r in GOOD]
+    frame, _ = load_interactions(write_csv(rows, header=header, newline="\r\n"))
+    assert frame["item"].tolist()[2:] == ["Entrada Teatro Nacional", "Curso de cocina italiana", "Entrada Cinépolis 2D"]
+
+
+def test_latin1_file_with_accented_names(write_csv):
+    rows = [
+        ("1", "1/30/2021 13:30", "Café Juan Valdez 20", "5"),
+        ("2", "2/1/2021 10:00", "Señor Pollo", "4"),
+    ]
+    path = write_csv(rows, encoding="latin-1")
+    with pytest.raises(UnicodeDecodeError):
+        path.read_bytes().decode("utf-8")  # really not UTF-8
+    frame, report = load_interactions(path)
+    assert frame["item"].tolist() == ["Café Juan Valdez 20", "Señor Pollo"]
+    assert any("Latin-1" in note for note in report.notes)
+
+
+def test_extra_columns_are_ignored(write_csv):
+    header = ("CANAL",) + HEADER + ("OBSERVACIONES",)
+    rows = [("web",) + r + ("nada",) for r in GOOD]
+    frame, report = load_interactions(write_csv(rows, header=header))
+    assert list(frame.columns) == ["user_id", "item", "timestamp", "rating"]
+    assert frame["rating"].tolist() == [5, 5, 4, 1, 3]
+    assert any("CANAL" in note and "OBSERVACIONES" in note for note in report.notes)
+
+
+# --- bad inputs: DataError naming the file (and line, column) -----------------------------------
+
+
+def test_missing_path(tmp_path):
+    assert "no such file" in load_error(tmp_path / "nope.csv")
+
+
+def test_directory(tmp_path):
+    assert "directory" in load_error(tmp_path)
+
+
+def test_empty_file(write_csv, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    assert "empty" in load_error(path)
+
+
+def test_header_only(write_csv):
+    assert "no rows" in load_error(write_csv([]))
+
+
+def test_missing_column(write_csv):
+    header = HEADER[:3]
+    message = load_error(write_csv([r[:3] for r in GOOD], header=header))
+    assert "line 1" in message
+    assert "CALIFICACION" in message
+
+
+def test_semicolon_delimiter(write_csv):
+    message = load_error(write_csv(GOOD, delimiter=";"))
+    assert "line 1" in message
+    assert "';'" in message and "--delimiter" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "column", "value", "expect"),
+    [
+        (4, "FECHA_INTERACCION", "2021-02-03", "does not match the format"),
+        (3, "FECHA_INTERACCION", "13/1/2021 10:00", "does not match the format"),
+        (5, "CALIFICACION", "0", "rating '0'"),
+        (2, "CALIFICACION", "6", "rating '6'"),
+        (6, "CALIFICACION", "cinco", "rating 'cinco'"),
+        (3, "CALIFICACION", "4.5", "rating '4.5'"),
+        (4, "CALIFICACION", "", "rating ''"),
+        (5, "ID_CLIENTE", "", "empty customer id"),
+        (3, "ID_CLIENTE", "   ", "empty customer id"),
+        (6, "NOMBRE_CORTO_DE_EXPERIENCIA", "", "empty item name"),
+    ],
+)
+def test_bad_field_names_file_line_and_column(write_csv, line, column, value, expect):
+    message = load_error(write_csv(rows_with(line, column, value)))
+    assert re.search(rf": line {line}, column {column}: ", message), message
+    assert expect in message
+
+
+def test_several_bad_rows_report_the_first_and_the_count(write_csv):
+    rows = rows_with(3, "CALIFICACION", "0")
+    rows[3] = rows[3][:3] + ("9",)  # line 5 too
+    message = load_error(write_csv(rows))
+    assert "line 3, column CALIFICACION" in message
+    assert "1 more rows like it" in message
+
+
+def test_binary_file(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    assert "binary" in load_error(path)
+
+
+@pytest.mark.parametrize(
+    ("column", "array", "expect"),
+    [
+        ("NOMBRE_CORTO_DE_EXPERIENCIA", pa.array([1, 2], pa.int64()), "NOMBRE_CORTO_DE_EXPERIENCIA"),
+        ("CALIFICACION", pa.array([[5], [4]], pa.list_(pa.int64())), "CALIFICACION"),
+        ("FECHA_INTERACCION", pa.array([1.5, 2.5], pa.float64()), "FECHA_INTERACCION"),
+    ],
+)
+def test_parquet_with_wrong_column_types(tmp_path, column, array, expect):
+    columns = {
+        "ID_CLIENTE": pa.array(["1", "2"]),
+        "FECHA_INTERACCION": pa.array(["1/30/2021 13:30", "1/31/2021 13:30"]),
+        "NOMBRE_CORTO_DE_EXPERIENCIA": pa.array(["A", "B"]),
+        "CALIFICACION": pa.array(["5", "4"]),
+    }
+    columns[column] = array
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table(columns), path)
+    message = load_error(path)
+    assert expect in message and "type" in message
+
+
+def test_parquet_missing_column(tmp_path):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"ID_CLIENTE": ["1"], "FECHA_INTERACCION": ["1/30/2021 13:30"], "CALIFICACION": ["5"]}), path)
+    assert "NOMBRE_CORTO_DE_EXPERIENCIA" in load_error(path)
+
+
+def test_truncated_parquet(tmp_path):
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({name: pa.array([row[i] for row in GOOD]) for i, name in enumerate(HEADER)}), good)
+    path = tmp_path / "truncated.parquet"
+    path.write_bytes(good.read_bytes()[:40])
+    assert "Parquet" in load_error(path)
+
+
+# --- the real export ------------------------------------------------------------------------------
+
+
+@pytest.mark.real_data
+@needs_real_data
+def test_real_export_counts_match_its_readme():
+    frame, report = load_interactions(REAL_DATA)
+    assert report.rows == len(frame) == 10_389
+    assert report.duplicate_rows == 5_442
+    assert report.users == 2_164
+    assert report.items == 204
+    assert report.first == "2021-01-04 09:47:00"
+    assert report.last == "2022-12-31 23:40:00"
+    assert frame["rating"].value_counts().sort_index().tolist() == [349, 48, 135, 1_210, 8_647]

@@ -1,0 +1,181 @@
+"""Hand-worked cases for the evaluation protocol, the ranking metrics and the cold-start split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.baselines import Popularity
+from recsys.evaluate import (
+    cold_start_split,
+    evaluate_recommenders,
+    ranking_metrics,
+    temporal_holdout,
+    validation_holdout,
+)
+
+DAY0 = pd.Timestamp("2022-01-01")
+
+
+def frame(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    """Canonical frame from (user, item, day offset) triples; rating fixed at 5."""
+    return pd.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "item": [r[1] for r in rows],
+            "timestamp": pd.to_datetime([DAY0 + pd.Timedelta(days=r[2]) for r in rows]).astype(
+                "datetime64[ns]"
+            ),
+            "rating": 5,
+        }
+    )
+
+
+@pytest.fixture
+def protocol_frame() -> pd.DataFrame:
+    rows = [
+        # A: n=2 -> floor(1.6)=1, the last item b is held out; the later repeat of a is dropped.
+        ("A", "a", 1), ("A", "b", 2), ("A", "a", 3),
+        # B: n=5 -> floor(4.0)=4, only position 4 held out. d and e tie on time: d comes first.
+        ("B", "e", 1), ("B", "d", 1), ("B", "c", 2), ("B", "b", 3), ("B", "a", 4),
+        ("B", "d", 5),  # after the cutoff: dropped
+        ("B", "e", 3.5),  # a repeat of a training item before the cutoff: kept
+        # C: n=10 -> floor(8.0)=8, positions 8 and 9 held out.
+        *[("C", f"i{j:02d}", j) for j in range(10)],
+        ("C", "i09", 0.5),  # i09's first interaction is day 0.5 -> it moves to position 1
+        # D: a single item, repeated: stays whole in training, not scored.
+        ("D", "z", 1), ("D", "z", 2), ("D", "z", 30),
+        # G: n=3 -> floor(2.4)=2; q and r tie at day 2, so r (by name) is held out. q shares the
+        # cutoff time and is not strictly before it, so it leaves training too.
+        ("G", "p", 1), ("G", "r", 2), ("G", "q", 2), ("G", "p", 3),
+        # E: two items at the same instant: y held out, nothing strictly before -> not scored.
+        ("E", "x", 1), ("E", "y", 1),
+    ]
+    return frame(rows)
+
+
+def train_pairs(train: pd.DataFrame, user: str) -> list[tuple[str, float]]:
+    sub = train[train["user_id"] == user]
+    days = (sub["timestamp"] - DAY0) / pd.Timedelta(days=1)
+    return sorted(zip(sub["item"].tolist(), days.tolist()))
+
+
+def test_temporal_holdout_hand_worked(protocol_frame: pd.DataFrame) -> None:
+    h = temporal_holdout(protocol_frame)
+    assert h.users.tolist() == ["A", "B", "C", "G"]
+    rel = dict(zip(h.users.tolist(), h.relevant))
+    assert rel["A"] == {"b"}
+    assert rel["B"] == {"a"}
+    # C's order: i00 (0), i09 (0.5), i01..i07, i08 -> positions 8, 9 are i07 and i08.
+    assert rel["C"] == {"i07", "i08"}
+    assert rel["G"] == {"r"}
+
+    assert train_pairs(h.train, "A") == [("a", 1.0)]
+    assert train_pairs(h.train, "B") == [("b", 3.0), ("c", 2.0), ("d", 1.0), ("e", 1.0),
+                                         ("e", 3.5)]
+    assert train_pairs(h.train, "C") == sorted(
+        [("i00", 0.0), ("i09", 0.5)] + [(f"i{j:02d}", float(j)) for j in range(1, 7)]
+    )
+    assert train_pairs(h.train, "G") == [("p", 1.0)]
+    assert train_pairs(h.train, "E") == []
+    # The one-item customer is untouched, rows and columns alike.
+    pd.testing.assert_frame_equal(
+        h.train[h.train["user_id"] == "D"], protocol_frame[protocol_frame["user_id"] == "D"]
+    )
+    assert list(h.train.columns) == list(protocol_frame.columns)
+
+
+def test_temporal_holdout_leaves_other_customers_untouched(protocol_frame: pd.DataFrame) -> None:
+    extra = frame([("K", "k1", 0), ("K", "k1", 40)])
+    both = pd.concat([protocol_frame, extra], ignore_index=True)
+    h = temporal_holdout(both)
+    assert train_pairs(h.train, "K") == [("k1", 0.0), ("k1", 40.0)]
+    assert "K" not in h.users.tolist()
+
+
+def test_holdout_is_unaffected_by_row_order(protocol_frame: pd.DataFrame) -> None:
+    shuffled = protocol_frame.sample(frac=1.0, random_state=3)
+    a, b = temporal_holdout(protocol_frame), temporal_holdout(shuffled)
+    assert a.users.tolist() == b.users.tolist()
+    assert list(a.relevant) == list(b.relevant)
+    assert sorted(a.train.index) == sorted(b.train.index)
+
+
+def test_validation_holdout_is_carved_from_training(protocol_frame: pd.DataFrame) -> None:
+    v = validation_holdout(protocol_frame)
+    # B's training part has d, e (day 1), c (2), b (3): n=4 -> floor(3.2)=3 -> b held out.
+    rel = dict(zip(v.users.tolist(), v.relevant))
+    assert rel["B"] == {"b"}
+    test_items = {("B", "a"), ("A", "b"), ("G", "r")}
+    val_pairs = set(zip(v.train["user_id"], v.train["item"]))
+    assert not (test_items & val_pairs)
+
+
+def test_ranking_metrics_perfect() -> None:
+    recs = np.array([["a", "b", "x"], ["c", None, None]], dtype=object)
+    m = ranking_metrics(recs, [{"a", "b"}, {"c"}], k=3, n_catalog=4)
+    assert m["ndcg"] == pytest.approx(1.0)
+    assert m["recall"] == pytest.approx(1.0)
+    assert m["hit_rate"] == pytest.approx(1.0)
+    assert m["coverage"] == pytest.approx(4 / 4)
+    assert m["users"] == 2
+
+
+def test_ranking_metrics_hand_worked() -> None:
+    recs = np.array([["x", "a", "y", "b"] + [f"f{j}" for j in range(8)],
+                     [f"g{j}" for j in range(12)]], dtype=object)
+    m = ranking_metrics(recs, [{"a", "b"}, {"q"}], k=12, n_catalog=40)
+    ndcg_user0 = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    assert m["ndcg"] == pytest.approx(ndcg_user0 / 2)
+    assert m["recall"] == pytest.approx(0.5)
+    assert m["hit_rate"] == pytest.approx(0.5)
+    # Distinct names: x, a, y, b, f0..f7, g0..g11 -> 24.
+    assert m["coverage"] == pytest.approx(24 / 40)
+
+
+def test_ranking_metrics_caps_at_k_and_ignores_tail() -> None:
+    # 3 relevant with k=2: ideal is 2 hits; a hit beyond k does not count; repeats count once.
+    recs = np.array([["a", "a", "b"]], dtype=object)
+    m = ranking_metrics(recs, [{"a", "b", "c"}], k=2, n_catalog=3)
+    assert m["recall"] == pytest.approx(1 / 2)
+    assert m["ndcg"] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    assert m["coverage"] == pytest.approx(1 / 3)
+
+
+def test_ranking_metrics_rejects_short_lists_and_empty_sets() -> None:
+    with pytest.raises(ValueError):
+        ranking_metrics(np.array([["a"]], dtype=object), [{"a"}], k=2, n_catalog=1)
+    with pytest.raises(ValueError):
+        ranking_metrics(np.array([["a"]], dtype=object), [set()], k=1, n_catalog=1)
+
+
+def test_cold_start_split_hand_worked() -> None:
+    df = frame([
+        ("u1", "a", 0), ("u1", "b", 95),   # warm: has a row before the cut
+        ("u2", "a", 90), ("u2", "b", 95), ("u2", "a", 96),  # first at the cut -> cold
+        ("u3", "c", 100),  # cold
+        ("u4", "d", 89),  # warm, nothing after
+    ])
+    cs = cold_start_split(df)
+    assert cs.cut == DAY0 + pd.Timedelta(days=90)
+    assert cs.users.tolist() == ["u2", "u3"]
+    assert list(cs.relevant) == [{"a", "b"}, {"c"}]
+    assert sorted(zip(cs.train["user_id"], cs.train["item"])) == [("u1", "a"), ("u4", "d")]
+
+    result = evaluate_recommenders(df, {"pop": Popularity}, k=2, split=cs)
+    # Popularity on the training rows: a, d (1 customer each; tie by name) for everyone.
+    row = result.iloc[0]
+    assert row["recall"] == pytest.approx((1 / 2 + 0) / 2)
+    assert row["hit_rate"] == pytest.approx(0.5)
+    assert row["coverage"] == pytest.approx(1.0)
+
+
+def test_evaluate_recommenders_runs_the_protocol(protocol_frame: pd.DataFrame) -> None:
+    result = evaluate_recommenders(protocol_frame, {"pop": Popularity}, k=12)
+    assert list(result["recommender"]) == ["pop"]
+    assert int(result.loc[0, "users"]) == 4
+    assert 0.0 < result.loc[0, "ndcg"] <= 1.0
+    assert result.loc[0, "seconds"] >= 0.0

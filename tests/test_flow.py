@@ -1,0 +1,316 @@
+"""The nightly Prefect flow end to end (small data, 2 epochs), its failure modes, and `recsys run`."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SAMPLE, csv_text
+from recsys.errors import DataError
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = dict(retrieval_epochs=2, ranking_epochs=2)
+BAD_ROWS = [
+    ("1", "1/30/2021 13:30", "Bono restaurante 1", "5"),
+    ("2", "1/31/2021 13:30", "Bono restaurante 2", "cinco"),
+]
+
+
+@pytest.fixture(autouse=True)
+def no_db_url_env(monkeypatch):
+    monkeypatch.delenv("RECSYS_DB_URL", raising=False)
+
+
+@pytest.fixture(scope="module")
+def flow_run(prefect_test_harness, synthetic, tmp_path_factory):
+    """One successful flow run on the small export: (summary, csv path, output folder)."""
+    from flows.nightly import nightly
+
+    folder = tmp_path_factory.mktemp("flow")
+    data = folder / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows), encoding="utf-8")
+    output = folder / "out"
+    summary = nightly(data=str(data), output=str(output), **EPOCHS)
+    return summary, data, output
+
+
+@pytest.fixture
+def no_load_retries(monkeypatch):
+    """The load task without its retries, for tests about what a failed load leaves behind.
+
+    (Retrying a DataError only adds 20 s of waiting; test_bad_input_fails_without_retrying covers it.)
+    """
+    import flows.nightly
+
+    monkeypatch.setattr(flows.nightly, "load", flows.nightly.load.with_options(retries=0))
+
+
+def read_sql(db: Path, query: str) -> list[tuple]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute(query).fetchall()
+
+
+def check_lists(output: Path, frame: pd.DataFrame, top_k: int = 12) -> pd.DataFrame:
+    """The published store holds exactly top_k distinct, unconsumed items per input customer."""
+    db = output / "recsys.db"
+    rows = read_sql(db, "SELECT user_id, rank, item, score, run_id FROM recommendations")
+    lists = pd.DataFrame(rows, columns=["user_id", "rank", "item", "score", "run_id"])
+    customers = set(frame["user_id"])
+    assert set(lists["user_id"]) == customers
+    counts = lists.groupby("user_id").size()
+    assert (counts == top_k).all(), counts[counts != top_k].head()
+    ranks = lists.sort_values(["user_id", "rank"]).groupby("user_id")["rank"].apply(list)
+    assert (ranks.apply(lambda r: r == list(range(1, top_k + 1)))).all()
+    assert (lists.groupby("user_id")["item"].nunique() == top_k).all()
+    consumed = set(zip(frame["user_id"], frame["item"]))
+    overlap = [pair for pair in zip(lists["user_id"], lists["item"]) if pair in consumed]
+    assert not overlap, overlap[:5]
+    assert set(lists["item"]) <= set(frame["item"])
+    # Scores follow rank within each list.
+    ordered = lists.sort_values(["user_id", "rank"])
+    assert (ordered.groupby("user_id")["score"].diff().dropna() <= 1e-9).all()
+    # Parquet rows equal SQL rows.
+    parquet = pq.read_table(output / "recommendations.parquet").to_pandas()
+    sql_rows = sorted(rows)
+    parquet_rows = sorted(
+        zip(parquet["user_id"], parquet["rank"].astype(int), parquet["item"], parquet["score"], parquet["run_id"])
+    )
+    assert sql_rows == parquet_rows
+    assert len(set(lists["run_id"])) == 1
+    return lists
+
+
+# --- the whole flow --------------------------------------------------------------------------------
+
+
+def test_flow_summary(flow_run, synthetic):
+    summary, data, output = flow_run
+    assert summary["status"] == "succeeded"
+    assert summary["users"] == 120
+    assert summary["rows"] == 120 * 12
+    assert summary["items"] == 40
+    assert summary["input_rows"] == len(synthetic.rows)
+    assert any("15 exact duplicate rows" in note for note in summary["notes"])
+    assert any("spaces stripped" in note for note in summary["notes"])
+    assert set(summary["seconds"]) == {
+        "load", "train_retrieval", "train_ranking", "refresh_retrieval", "score", "publish"
+    }
+    assert Path(summary["parquet"]) == output / "recommendations.parquet"
+    assert summary["db_url"] == f"sqlite:///{(output / 'recsys.db').resolve()}"
+
+
+def test_flow_publishes_12_distinct_unconsumed_items_per_customer(flow_run, synthetic):
+    summary, _, output = flow_run
+    lists = check_lists(output, synthetic.frame)
+    assert set(lists["run_id"]) == {summary["run_id"]}
+    popular = read_sql(output / "recsys.db", "SELECT rank, item, run_id FROM popular_items ORDER BY rank")
+    assert [r[0] for r in popular] == list(range(1, 13))
+    assert len({r[1] for r in popular}) == 12
+    assert {r[2] for r in popular} == {summary["run_id"]}
+
+
+def test_flow_records_one_succeeded_run(flow_run, synthetic):
+    summary, data, output = flow_run
+    runs = read_sql(
+        output / "recsys.db",
+        "SELECT run_id, status, is_current, input_path, input_sha256, rows, users, items, metrics, "
+        "finished_at, message FROM runs",
+    )
+    assert len(runs) == 1
+    run_id, status, current, path, sha, rows, users, items, metrics, finished, message = runs[0]
+    assert (run_id, status, current) == (summary["run_id"], "succeeded", 1)
+    assert path == str(data)
+    assert sha == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert (rows, users, items) == (len(synthetic.rows), 120, 40)
+    assert finished is not None and message is None
+    metrics = json.loads(metrics)
+    assert metrics["ranking_lists"] > 0
+    assert set(metrics["seconds"]) == set(summary["seconds"])
+
+
+def test_lookup_reads_what_the_flow_published(flow_run):
+    from recsys.lookup import lookup
+    from recsys.settings import resolve_db_url
+
+    _, _, output = flow_run
+    answer = lookup("1", resolve_db_url(output))
+    assert answer.cold_start is False and [r[0] for r in answer.rows] == list(range(1, 13))
+    assert lookup("not-a-customer", resolve_db_url(output)).cold_start is True
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="no committed sample in data/")
+def test_whole_flow_on_the_committed_sample(prefect_test_harness, tmp_path):
+    from flows.nightly import nightly
+    from recsys.data import load_interactions
+
+    summary = nightly(data=str(SAMPLE), output=str(tmp_path / "out"), **EPOCHS)
+    frame, report = load_interactions(SAMPLE)
+    assert summary["status"] == "succeeded"
+    assert summary["users"] == report.users
+    assert summary["rows"] == report.users * 12
+    check_lists(tmp_path / "out", frame)
+
+
+# --- bad input --------------------------------------------------------------------------------------
+
+
+def test_bad_input_fails_without_retrying_and_writes_nothing(prefect_test_harness, tmp_path):
+    """A DataError is not transient: the flow should fail at once, not retry the load for 20 s."""
+    from flows.nightly import nightly
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(csv_text(BAD_ROWS))
+    output = tmp_path / "out"
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=r"bad\.csv: line 3, column CALIFICACION: rating 'cinco'"):
+        nightly(data=str(bad), output=str(output), **EPOCHS)
+    elapsed = time.perf_counter() - started
+    assert not output.exists()
+    assert elapsed < 10, f"bad input took {elapsed:.0f}s to fail: the load task retried a DataError"
+
+
+def snapshot(output: Path) -> dict[str, bytes]:
+    gc.collect()
+    db = output / "recsys.db"
+    # Fold the write-ahead log into the database file so its bytes are the whole store.
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(output.iterdir())
+        if not p.name.endswith(("-wal", "-shm"))
+    }
+
+
+def copy_store(output: Path, dest: Path) -> Path:
+    """A private copy of a published store (so tests that run more flows leave the shared one alone)."""
+    snapshot(output)
+    shutil.copytree(output, dest, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
+    return dest
+
+
+def test_bad_input_leaves_a_previous_store_unchanged(flow_run, tmp_path, no_load_retries):
+    from flows.nightly import nightly
+
+    output = copy_store(flow_run[2], tmp_path / "out")
+    before = snapshot(output)
+    assert {"recsys.db", "recommendations.parquet"} <= set(before)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(csv_text(BAD_ROWS))
+    with pytest.raises(DataError):
+        nightly(data=str(bad), output=str(output), **EPOCHS)
+    after = snapshot(output)
+    assert after.keys() == before.keys()
+    for name in before:
+        assert after[name] == before[name], f"{name} changed"
+
+
+@pytest.mark.parametrize(
+    ("rows", "expect"),
+    [
+        ([("1", "1/30/2021 13:30", "Solo", "5"), ("2", "1/31/2021 13:30", "Solo", "4")], "too little data"),
+    ],
+)
+def test_too_little_data_fails_the_run_and_keeps_the_store(flow_run, tmp_path, rows, expect):
+    """Valid file, unusable data: the run is recorded as failed and the published lists stay."""
+    from flows.nightly import nightly
+
+    output = copy_store(flow_run[2], tmp_path / "out")
+    lists_before = read_sql(output / "recsys.db", "SELECT * FROM recommendations ORDER BY user_id, rank")
+    parquet_before = (output / "recommendations.parquet").read_bytes()
+    data = tmp_path / "one-item.csv"
+    data.write_text(csv_text(rows))
+    with pytest.raises(DataError, match=expect):
+        nightly(data=str(data), output=str(output), **EPOCHS)
+    assert read_sql(output / "recsys.db", "SELECT * FROM recommendations ORDER BY user_id, rank") == lists_before
+    assert (output / "recommendations.parquet").read_bytes() == parquet_before
+    runs = read_sql(output / "recsys.db", "SELECT status, is_current, message FROM runs ORDER BY run_id")
+    assert runs[0][:2] == ("succeeded", 1)
+    assert runs[-1][0] == "failed" and runs[-1][1] == 0 and expect in runs[-1][2]
+
+
+# --- `recsys run` --------------------------------------------------------------------------------
+
+
+def test_cli_run_on_a_bad_file_exits_1_with_one_line(prefect_test_harness, tmp_path, capfd, no_load_retries):
+    from recsys.cli import app
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(csv_text(BAD_ROWS))
+    result = CliRunner().invoke(app, ["run", "--data", str(bad), "--output", str(tmp_path / "out")])
+    captured = capfd.readouterr()
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {bad}: line 3, column CALIFICACION: rating 'cinco' is not a whole number from 1 to 5"]
+    assert not (tmp_path / "out").exists()
+    # What the operator sees on the terminal: one line, no traceback (Prefect's own logs included).
+    everything = result.output + captured.out + captured.err
+    assert "Traceback" not in everything, everything[-3000:]
+
+
+def test_cli_run_on_a_bad_file_in_a_terminal_shows_one_line(prefect_test_harness, tmp_path):
+    """The real command in its own process (Prefect's console logging as an operator gets it)."""
+    from prefect.settings import PREFECT_API_URL
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(csv_text(BAD_ROWS))
+    env = {k: v for k, v in os.environ.items() if k != "RECSYS_DB_URL"}
+    env.update(PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "run", "--data", str(bad), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stdout == ""
+    assert f"error: {bad}: line 3, column CALIFICACION: rating 'cinco'" in done.stderr
+    assert "Traceback" not in done.stderr, f"{len(done.stderr.splitlines())} lines on stderr:\n{done.stderr[-3000:]}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_run_with_output_taken_by_a_file_exits_1_with_one_line(prefect_test_harness, synthetic, tmp_path, capfd):
+    """--output naming a regular file: a one-line error, not a FileExistsError traceback."""
+    from recsys.cli import app
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows))
+    blocker = tmp_path / "out"
+    blocker.write_text("a file, not a folder")
+    result = CliRunner().invoke(app, ["run", "--data", str(data), "--output", str(blocker), "--epochs", "2"])
+    capfd.readouterr()
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_cli_run_publishes_and_prints_a_summary(prefect_test_harness, synthetic, tmp_path):
+    from recsys.cli import app
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows))
+    output = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["run", "--data", str(data), "--output", str(output), "--epochs", "2", "--ranking-epochs", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "succeeded" in result.stdout
+    assert "scored 120 customers (1,440 rows) over 40 items" in result.stdout
+    check_lists(output, synthetic.frame)
+    lookup = CliRunner().invoke(app, ["lookup", "1", "--output", str(output), "--json"])
+    assert lookup.exit_code == 0
+    assert [r["rank"] for r in json.loads(lookup.stdout)["recommendations"]] == list(range(1, 13))
