@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from recsys import model as two_stage
 from recsys.data import LoadReport, load_interactions
+from recsys.errors import RecsysError
 from recsys.progress import step
 from recsys.settings import ColumnMap, ModelSettings, Settings
 from recsys.store import Store, new_run_id, utc_now
@@ -23,7 +24,21 @@ from recsys.store import Store, new_run_id, utc_now
 TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
-@task(name="load_interactions", retries=2, retry_delay_seconds=10, **TASK)
+def _transient(task, task_run, state) -> bool:
+    """Retry only what may go away by itself (a flaky disk or database), never bad input."""
+    try:
+        state.result()
+    except RecsysError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+RETRY = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient)
+
+
+@task(name="load_interactions", **RETRY, **TASK)
 def load(settings: Settings):
     """Read and validate the export."""
     started = time.perf_counter()
@@ -90,7 +105,7 @@ def score(prepared, retrieval, ranking, settings: Settings):
     return lists
 
 
-@task(name="publish", retries=2, retry_delay_seconds=10, **TASK)
+@task(name="publish", **RETRY, **TASK)
 def publish(store: Store, run_id: str, generated_at, prepared, lists, settings: Settings):
     """Swap the new lists into the SQL table and the Parquet file as a whole."""
     started = time.perf_counter()

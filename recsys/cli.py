@@ -54,6 +54,7 @@ def run(
     epochs: Annotated[Optional[int], typer.Option(help="Retrieval epochs [default: derived from the data size].")] = None,
     ranking_epochs: Annotated[Optional[int], typer.Option(help="Ranking epochs [default: derived].")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same data and options give the same lists.")] = 42,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print Prefect's log lines instead of writing them to DIR/logs/recsys.log.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Run the nightly flow once: train both stages and publish every customer's list."""
@@ -67,11 +68,16 @@ def run(
     from recsys.console import run_with_progress
 
     try:
-        summary = run_with_progress(parameters)
+        summary = run_with_progress(parameters, verbose=verbose or debug)
     except RecsysError as exc:
         if debug:
             raise
         _fail(str(exc))
+    except Exception as exc:
+        if debug:
+            raise
+        log = Path(output) / "logs" / "recsys.log"
+        _fail(f"the run failed: {type(exc).__name__}: {exc} (details in {log}; --debug shows the traceback)")
     from recsys.console import print_summary
 
     print_summary(summary)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 
 from rich.console import Console
@@ -11,8 +14,43 @@ from rich.table import Table
 from recsys.lookup import Answer
 
 
-def run_with_progress(parameters: dict) -> dict:
-    """Run the nightly flow once with Rich progress bars for the long steps."""
+@contextmanager
+def prefect_logs_to(path: Path) -> Iterator[Path | None]:
+    """Send Prefect's console log lines (task logs, tracebacks) to ``path`` instead of the terminal.
+
+    The terminal keeps the progress bars, the summary and one-line errors; the full story of a run
+    is in the log file (and on the Prefect server, when one is configured).
+    """
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    root = logging.getLogger()
+    consoles = [handler for handler in root.handlers if isinstance(handler, PrefectConsoleHandler)]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        yield None  # an unwritable output folder is reported by the run itself
+        return
+    file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
+    for handler in consoles:
+        root.removeHandler(handler)
+    root.addHandler(file_handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(file_handler)
+        file_handler.close()
+        for handler in consoles:
+            root.addHandler(handler)
+
+
+def run_with_progress(parameters: dict, verbose: bool = False) -> dict:
+    """Run the nightly flow once with Rich progress bars for the long steps.
+
+    Prefect's log lines go to ``<output>/logs/recsys.log`` unless ``verbose``.
+    """
     # This machine may have no route to Prefect's telemetry endpoint; don't log errors about it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -42,7 +80,8 @@ def run_with_progress(parameters: dict) -> dict:
 
             return update, close
 
-        with reporting(reporter):
+        log_path = Path(parameters["output"]) / "logs" / "recsys.log"
+        with reporting(reporter), (nullcontext() if verbose else prefect_logs_to(log_path)):
             return nightly(**parameters)
 
 

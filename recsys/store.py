@@ -10,6 +10,7 @@ name and renamed into place right after the swap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -137,7 +138,12 @@ class Store:
     def __init__(self, db_url: str, output: Path):
         self.db_url = db_url
         self.output = Path(output)
-        self.engine = engine_for(db_url)
+        try:
+            self.engine = engine_for(db_url)
+        except OSError as exc:
+            raise StoreError(f"{self.output}: cannot create the store's folder ({exc.strerror or exc})") from None
+        except sa.exc.ArgumentError as exc:
+            raise StoreError(f"--db-url {db_url!r} is not a database URL ({exc})") from None
         self.metadata = sa.MetaData()
         self.runs = runs_table(self.metadata)
 
@@ -194,14 +200,14 @@ class Store:
         ``lists`` yields Arrow tables with columns user_id, rank, item, score; ``popular`` has
         rank, item, score.
         """
-        self.ensure_schema()
-        self.output.mkdir(parents=True, exist_ok=True)
         staging_parquet = self.output / f".recommendations.{run_id}.parquet.tmp"
         staging = recommendations_table(sa.MetaData(), RECOMMENDATIONS + STAGING)
         staging_popular = popular_table(sa.MetaData(), POPULAR + STAGING)
         rows = 0
         users = 0
         try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self.ensure_schema()
             with self.engine.begin() as conn:
                 staging.drop(conn, checkfirst=True)
                 staging_popular.drop(conn, checkfirst=True)
@@ -223,7 +229,8 @@ class Store:
         except sa.exc.OperationalError as exc:
             raise StoreError(f"{self.db_url}: cannot write the store ({_reason(exc)})") from None
         finally:
-            staging_parquet.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                staging_parquet.unlink(missing_ok=True)
         return Published(rows=rows, users=users, parquet=self.parquet_path, db_url=self.db_url)
 
     def _insert(self, table: sa.Table, chunk: pa.Table) -> None:
