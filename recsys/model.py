@@ -120,7 +120,7 @@ def score_blocks(
         if ranking is None:
             order = candidates.scores
         else:
-            order = ranking.scores(part, candidates, pair_features(context, candidates, part))
+            order = ranking.scores(part, candidates, pair_features(context, candidates, part, settings.model.ranking_features))
         picked, scores = top_k_excluding(order, None, min(settings.top_k, order.shape[1]))
         chosen = np.take_along_axis(candidates.items, np.maximum(picked, 0), axis=1)
         chosen[picked < 0] = -1

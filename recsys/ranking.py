@@ -33,7 +33,10 @@ FEATURES = (
     "item_rating",
     "user_activity",
     "days_inactive",
+    "popularity_when_active",
 )
+_WINDOW_SECONDS = 30 * 86400
+_TIME_KEY = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Context:
     seen: sp.csr_matrix
     last_item: np.ndarray
     similarity: sp.csr_matrix
+    last_time: np.ndarray
+    item_times: np.ndarray  # sorted item * 2**40 + first time a user took the item
 
 
 def context_of(data: Interactions, recent_days: int) -> Context:
@@ -71,10 +76,32 @@ def context_of(data: Interactions, recent_days: int) -> Context:
         seen=seen,
         last_item=history,
         similarity=cooccurrence_similarity(seen),
+        last_time=last_time,
+        item_times=np.sort(_first_times(data)),
     )
 
 
-def pair_features(context: Context, candidates: Candidates, rows: np.ndarray) -> np.ndarray:
+def _first_times(data: Interactions) -> np.ndarray:
+    """item * 2**40 + time of each (user, item) pair's first interaction."""
+    key = data.user.astype(np.int64) * data.n_items + data.item
+    order = np.lexsort((data.time, key))
+    first = np.r_[True, key[order][1:] != key[order][:-1]]
+    chosen = order[first]
+    return data.item[chosen].astype(np.int64) * _TIME_KEY + data.time[chosen]
+
+
+def popularity_when_active(context: Context, items: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Customers who took each candidate in the 30 days before the customer's own last visit."""
+    end = context.last_time[rows][:, None]
+    base = items.astype(np.int64) * _TIME_KEY
+    upper = np.searchsorted(context.item_times, base + end, side="right")
+    lower = np.searchsorted(context.item_times, base + end - _WINDOW_SECONDS, side="left")
+    return np.log1p(upper - lower).astype(np.float32)
+
+
+def pair_features(
+    context: Context, candidates: Candidates, rows: np.ndarray, names: tuple[str, ...] | None = None
+) -> np.ndarray:
     """Feature tensor (len(rows), N, len(FEATURES)) for the candidate lists of users ``rows``."""
     items = np.maximum(candidates.items, 0)
     valid = candidates.items >= 0
@@ -98,8 +125,12 @@ def pair_features(context: Context, candidates: Candidates, rows: np.ndarray) ->
         context.rating[items],
         np.broadcast_to(context.activity[rows][:, None], items.shape),
         np.broadcast_to(context.inactive_days[rows][:, None], items.shape),
+        popularity_when_active(context, items, rows),
     ]
-    return np.stack(columns, axis=-1).astype(np.float32)
+    stacked = np.stack(columns, axis=-1).astype(np.float32)
+    if names is None:
+        return stacked
+    return stacked[..., [FEATURES.index(name) for name in names]]
 
 
 def build_model(n_users: int, n_items: int, n_features: int, settings: ModelSettings):
@@ -114,29 +145,45 @@ def build_model(n_users: int, n_items: int, n_features: int, settings: ModelSett
             super().__init__()
             self.user_embedding = tf.keras.layers.Embedding(n_users, 8, embeddings_regularizer=regularizer)
             self.item_embedding = tf.keras.layers.Embedding(n_items, 8, embeddings_regularizer=regularizer)
+            # A linear part that can follow popularity and co-occurrence from the first step, plus a
+            # small network for their interactions: with a few thousand lists, linear carries most.
+            self.linear = tf.keras.layers.Dense(1)
             self.scorer = tf.keras.Sequential(
                 [
-                    tf.keras.layers.Dense(64, activation="relu"),
-                    tf.keras.layers.Dense(32, activation="relu"),
-                    tf.keras.layers.Dense(1),
+                    tf.keras.layers.Dense(32, activation="relu", kernel_regularizer=regularizer),
+                    tf.keras.layers.Dense(1, kernel_regularizer=regularizer),
                 ]
             )
-            self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
+            if settings.ranking_loss == "listwise":
+                loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
+            else:
+                loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+            self.task = tfrs.tasks.Ranking(loss=loss)
 
         def call(self, features):
             items = features["items"]
             users = tf.broadcast_to(tf.expand_dims(features["user"], 1), tf.shape(items))
-            inputs = tf.concat(
-                [self.user_embedding(users), self.item_embedding(items), features["features"]], axis=-1
-            )
-            logits = tf.squeeze(self.scorer(inputs), -1)
+            parts = [features["features"]]
+            if settings.ranking_ids:
+                parts = [self.user_embedding(users), self.item_embedding(items)] + parts
+            inputs = tf.concat(parts, axis=-1)
+            logits = tf.squeeze(self.linear(features["features"]) + self.scorer(inputs), -1)
             # Padding candidates (no item) must never win.
             return tf.where(features["valid"], logits, -1e9)
 
         def compute_loss(self, features, training=False):
             labels = features["labels"]
-            labels = labels / tf.maximum(tf.reduce_sum(labels, axis=1, keepdims=True), 1.0)
-            return self.task(labels=labels, predictions=self(features), compute_metrics=False)
+            predictions = self(features)
+            if settings.ranking_loss == "listwise":
+                labels = labels / tf.maximum(tf.reduce_sum(labels, axis=1, keepdims=True), 1.0)
+                return self.task(labels=labels, predictions=predictions, compute_metrics=False)
+            valid = tf.cast(features["valid"], tf.float32)
+            return self.task(
+                labels=tf.reshape(labels, [-1, 1]),
+                predictions=tf.reshape(predictions, [-1, 1]),
+                sample_weight=tf.reshape(valid, [-1, 1]),
+                compute_metrics=False,
+            )
 
     return Ranker()
 
@@ -188,13 +235,13 @@ def train_ranking(
         return None
     rows, labels = rows[useful], labels[useful]
     kept = Candidates(items=items[useful], scores=candidates.scores[useful])
-    features = pair_features(context, kept, rows)
+    features = pair_features(context, kept, rows, settings.ranking_features)
     flat = features.reshape(-1, features.shape[-1])
     mean, std = flat.mean(axis=0), flat.std(axis=0)
     std[std < 1e-6] = 1.0
     tf.keras.utils.set_random_seed(settings.seed)
     model = build_model(n_users, context.similarity.shape[0], features.shape[-1], settings)
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3))
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=settings.ranking_learning_rate))
     epochs = epochs or settings.ranking_epochs or ranking_epochs_for(len(rows))
     dataset = (
         tf.data.Dataset.from_tensor_slices(

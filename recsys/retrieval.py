@@ -43,6 +43,8 @@ def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, set
     """The two-tower TFRS model (Keras 2), untrained."""
     tf, tfrs = _tf()
     dim = settings.embedding_dim
+    correct = settings.popularity_correction
+    use_ids = settings.user_id_embedding
     regularizer = tf.keras.regularizers.l2(1e-6)
 
     class TwoTower(tfrs.Model):
@@ -68,6 +70,8 @@ def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, set
             weights = tf.cast(mask, tf.float32)
             summed = tf.einsum("bh,bhd->bd", weights, self.history_embedding(history))
             mean = summed / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
+            if not use_ids:
+                return self.user_dense(mean)
             return self.user_dense(tf.concat([self.user_embedding(user), mean], axis=1))
 
         def item_vectors(self, item):
@@ -84,7 +88,7 @@ def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, set
             return self.task(
                 users,
                 items,
-                candidate_sampling_probability=features["probability"],
+                candidate_sampling_probability=features["probability"] if correct else None,
                 candidate_ids=features["item"],
                 compute_metrics=False,
                 compute_batch_metrics=False,

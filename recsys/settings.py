@@ -40,6 +40,12 @@ class ModelSettings:
     batch_size: int | None = None
     learning_rate: float = 0.05
     history_length: int = 20
+    popularity_correction: bool = True
+    user_id_embedding: bool = True
+    ranking_ids: bool = True
+    ranking_loss: str = "listwise"
+    ranking_learning_rate: float = 3e-3
+    ranking_features: tuple[str, ...] | None = None
     seed: int = 42
 
 
