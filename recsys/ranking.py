@@ -23,8 +23,7 @@ from recsys.retrieval import Candidates, Progress, _tf, progress_callback
 from recsys.settings import ModelSettings
 
 FEATURES = (
-    "retrieval_score",
-    "retrieval_gap",
+    "retrieval_zscore",
     "retrieval_position",
     "popularity",
     "recent_popularity",
@@ -106,7 +105,6 @@ def pair_features(
     items = np.maximum(candidates.items, 0)
     valid = candidates.items >= 0
     scores = np.where(valid, candidates.scores, 0.0)
-    best = scores[:, :1]
     n = items.shape[1]
     cooccurrence = np.take_along_axis((context.seen[rows] @ context.similarity).toarray(), items, axis=1)
     last = context.last_item[rows]
@@ -114,9 +112,10 @@ def pair_features(
     has_last = last < n_items
     last_rows = context.similarity[np.where(has_last, last, 0)].toarray()
     last_similarity = np.take_along_axis(last_rows, items, axis=1) * has_last[:, None]
+    spread = np.where(valid, scores, np.nan)
+    zscore = (scores - np.nanmean(spread, axis=1, keepdims=True)) / (np.nanstd(spread, axis=1, keepdims=True) + 1e-6)
     columns = [
-        scores,
-        scores - best,
+        np.where(valid, zscore, 0.0),
         np.broadcast_to(np.log1p(np.arange(n, dtype=np.float32)), items.shape),
         context.popularity[items],
         context.recent[items],
@@ -262,5 +261,5 @@ def train_ranking(
 
 
 def ranking_epochs_for(lists: int) -> int:
-    """Rule: about 20k list updates at least, between 3 and 20 epochs."""
-    return int(np.clip(np.ceil(20_000 / max(lists, 1)), 3, 20))
+    """Rule: about 40k list updates at least, between 5 and 60 epochs."""
+    return int(np.clip(np.ceil(40_000 / max(lists, 1)), 5, 60))

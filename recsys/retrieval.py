@@ -44,7 +44,6 @@ def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, set
     tf, tfrs = _tf()
     dim = settings.embedding_dim
     correct = settings.popularity_correction
-    use_ids = settings.user_id_embedding
     regularizer = tf.keras.regularizers.l2(1e-6)
 
     class TwoTower(tfrs.Model):
@@ -54,7 +53,9 @@ def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, set
             super().__init__()
             self.item_words = tf.constant(words, dtype=tf.int32)
             self.pad_item = n_items
-            self.user_embedding = tf.keras.layers.Embedding(n_users, dim, embeddings_regularizer=regularizer)
+            # Row 0 is shared by every customer with too few items to learn a vector of their own
+            # (see ``id_rows``): their tower output comes from their items, not from noise.
+            self.user_embedding = tf.keras.layers.Embedding(n_users + 1, dim, embeddings_regularizer=regularizer)
             self.history_embedding = tf.keras.layers.Embedding(n_items + 1, dim, embeddings_regularizer=regularizer)
             self.item_embedding = tf.keras.layers.Embedding(n_items, dim, embeddings_regularizer=regularizer)
             self.word_embedding = tf.keras.layers.Embedding(n_words, dim, embeddings_regularizer=regularizer)
@@ -70,8 +71,6 @@ def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, set
             weights = tf.cast(mask, tf.float32)
             summed = tf.einsum("bh,bhd->bd", weights, self.history_embedding(history))
             mean = summed / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
-            if not use_ids:
-                return self.user_dense(mean)
             return self.user_dense(tf.concat([self.user_embedding(user), mean], axis=1))
 
         def item_vectors(self, item):
@@ -116,12 +115,13 @@ class RetrievalStage:
         if len(users) == 0:
             return self
         history = user_histories(data, self.settings.history_length)
+        rows = id_rows(history, len(self.items), self.settings.user_id_min_items)
         counts = np.bincount(items, minlength=len(self.items)).astype(np.float32)
         probability = (counts / counts.sum())[items]
         batch = self.settings.batch_size or batch_size_for(len(users))
         dataset = (
             tf.data.Dataset.from_tensor_slices(
-                {"user": users, "item": items, "history": history[users], "probability": probability}
+                {"user": rows[users], "item": items, "history": history[users], "probability": probability}
             )
             .shuffle(len(users), seed=self.settings.seed, reshuffle_each_iteration=True)
             .batch(batch)
@@ -135,7 +135,7 @@ class RetrievalStage:
 
     def user_vectors(self, history: np.ndarray, batch: int = 65536) -> np.ndarray:
         """User-tower output for every user of the vocabulary, given their current histories."""
-        codes = np.arange(len(self.users), dtype=np.int32)
+        codes = id_rows(history, len(self.items), self.settings.user_id_min_items)
         out = [
             self.model.user_vectors(codes[start : start + batch], history[start : start + batch]).numpy()
             for start in range(0, len(codes), batch)
@@ -169,6 +169,12 @@ def candidates_for(
         seen=block_seen,
     )
     return Candidates(items=items, scores=scores)
+
+
+def id_rows(history: np.ndarray, n_items: int, min_items: int) -> np.ndarray:
+    """Embedding row of each customer's id: their own (code + 1) with ``min_items`` items or more, else 0."""
+    counts = (history != n_items).sum(axis=1)
+    return np.where(counts >= min_items, np.arange(1, len(history) + 1), 0).astype(np.int32)
 
 
 def batch_size_for(pairs: int) -> int:

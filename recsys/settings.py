@@ -41,8 +41,8 @@ class ModelSettings:
     learning_rate: float = 0.05
     history_length: int = 20
     popularity_correction: bool = True
-    user_id_embedding: bool = True
-    ranking_ids: bool = True
+    user_id_min_items: int = 5
+    ranking_ids: bool = False
     ranking_loss: str = "listwise"
     ranking_learning_rate: float = 3e-3
     ranking_features: tuple[str, ...] | None = None
