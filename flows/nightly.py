@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from recsys import model as two_stage
 from recsys.data import LoadReport, load_interactions
 from recsys.errors import RecsysError
+from recsys.evaluate import metrics_record
 from recsys.progress import step
 from recsys.settings import ColumnMap, ModelSettings, Settings
 from recsys.store import Store, new_run_id, utc_now
@@ -52,6 +53,53 @@ def load(settings: Settings):
     for note in report.notes:
         log.info("input: %s", note)
     return frame, report
+
+
+@task(name="evaluate", **TASK)
+def evaluate(frame, settings: Settings):
+    """Score the model and every baseline on the validation split; decide what may be published."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from recsys.evaluate import (
+        evaluate_recommenders,
+        markdown_table,
+        quality_gate,
+        standard_recommenders,
+        validation_holdout,
+    )
+
+    started = time.perf_counter()
+    split = validation_holdout(frame)
+    log = get_run_logger()
+    if len(split.users) == 0:
+        log.warning("evaluation: no customer has both validation and training items; quality gate skipped")
+        return None, None
+    recommenders = standard_recommenders(settings)
+    with step("Evaluating (validation)") as update:
+        rows = []
+        for done, (name, factory) in enumerate(recommenders.items(), start=1):
+            rows.append(evaluate_recommenders(frame, {name: factory}, settings.top_k, split=split))
+            if update:
+                update(done, len(recommenders))
+    import pandas as pd
+
+    table = pd.concat(rows, ignore_index=True)
+    gate = quality_gate(table)
+    markdown = markdown_table(table, f"Validation NDCG@{settings.top_k} and friends ({len(split.users):,} customers)")
+    create_markdown_artifact(key="recsys-quality", markdown=markdown + f"\n\n**Gate:** {gate.reason}", description="Nightly quality")
+    log.info("evaluation in %.1fs:\n%s", time.perf_counter() - started, markdown)
+    (log.info if gate.passed else log.warning)("quality gate: %s", gate.reason)
+    return table, gate
+
+
+@task(name="baseline_lists", **TASK)
+def baseline_lists(frame, prepared, name: str, settings: Settings):
+    """The lists of the named baseline, for every customer (published when the model fails the gate)."""
+    from recsys.evaluate import standard_recommenders
+
+    recommender = standard_recommenders(settings)[name]().fit(frame)
+    items, scores = recommender.recommend(prepared.data.users, settings.top_k, exclude_seen=not settings.include_seen)
+    return two_stage.lists_from_names(prepared.data, items, scores)
 
 
 @task(name="prepare", **TASK)
@@ -142,6 +190,7 @@ def nightly(
     retrieval_epochs: int | None = None,
     ranking_epochs: int | None = None,
     seed: int = 42,
+    evaluate: bool = True,
 ) -> dict:
     """Retrain both stages on the latest export and publish every customer's top-k list."""
     settings = Settings(
@@ -155,6 +204,7 @@ def nightly(
         columns=ColumnMap(user_column, time_column, item_column, rating_column),
         date_format=date_format,
         delimiter=delimiter,
+        evaluate=evaluate,
         model=ModelSettings(
             embedding_dim=embedding_dim, retrieval_epochs=retrieval_epochs, ranking_epochs=ranking_epochs, seed=seed
         ),
@@ -179,26 +229,42 @@ def run_nightly(settings: Settings) -> dict:
     store = Store(settings.resolved_db_url(), settings.output)
     run_id, started_at = new_run_id(), utc_now()
     store.begin_run(run_id, started_at, str(report.path))
+    metrics: dict = {"seconds": timings}
+    status, reason = "succeeded", None
     try:
         prepared = prepare(frame)
-        retrieval = train_retrieval(prepared, settings)
-        lap("train_retrieval")
-        ranking = train_ranking(prepared, retrieval, settings)
-        lap("train_ranking")
-        retrieval = refresh_retrieval(retrieval, prepared, settings)
-        lap("refresh_retrieval")
-        lists = score(prepared, retrieval, ranking, settings)
-        lap("score")
+        gate = None
+        if settings.evaluate:
+            table, gate = evaluate(frame, settings)
+            lap("evaluate")
+            if gate is not None:
+                metrics["validation"] = metrics_record(table)
+                metrics["gate"] = {"passed": gate.passed, "published": gate.publish, "reason": gate.reason}
+        if gate is not None and not gate.passed:
+            status, reason = "degraded", gate.reason
+            lists = baseline_lists(frame, prepared, gate.publish, settings)
+            lap("baseline_lists")
+        else:
+            retrieval = train_retrieval(prepared, settings)
+            lap("train_retrieval")
+            ranking = train_ranking(prepared, retrieval, settings)
+            lap("train_ranking")
+            retrieval = refresh_retrieval(retrieval, prepared, settings)
+            lap("refresh_retrieval")
+            lists = score(prepared, retrieval, ranking, settings)
+            lap("score")
+            metrics["ranking_lists"] = ranking.lists if ranking else 0
         published = publish(store, run_id, started_at, prepared, lists, settings)
         lap("publish")
     except BaseException as exc:
         store.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000], **_counts(report))
         raise
-    metrics = {"seconds": timings, "ranking_lists": ranking.lists if ranking else 0}
-    store.finish_run(run_id, "succeeded", metrics=metrics, **_counts(report))
+    store.finish_run(run_id, status, metrics=metrics, message=reason, **_counts(report))
     return {
         "run_id": run_id,
-        "status": "succeeded",
+        "status": status,
+        "reason": reason,
+        "validation": metrics.get("validation"),
         "users": published.users,
         "rows": published.rows,
         "items": report.items,

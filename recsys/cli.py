@@ -54,6 +54,13 @@ def run(
     epochs: Annotated[Optional[int], typer.Option(help="Retrieval epochs [default: derived from the data size].")] = None,
     ranking_epochs: Annotated[Optional[int], typer.Option(help="Ranking epochs [default: derived].")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same data and options give the same lists.")] = 42,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate/--no-evaluate",
+            help="Score the model and the baselines on a validation split first; publish the best baseline if the model loses to popularity.",
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print Prefect's log lines instead of writing them to DIR/logs/recsys.log.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -63,7 +70,7 @@ def run(
         include_seen=include_seen, cold_start_days=cold_start_days, user_column=user_column,
         time_column=time_column, item_column=item_column, rating_column=rating_column,
         date_format=date_format, delimiter="\t" if delimiter == "tab" else delimiter,
-        retrieval_epochs=epochs, ranking_epochs=ranking_epochs, seed=seed,
+        retrieval_epochs=epochs, ranking_epochs=ranking_epochs, seed=seed, evaluate=evaluate,
     )
     from recsys.console import run_with_progress
 
@@ -105,6 +112,47 @@ def lookup(
     from recsys.console import print_answer
 
     print_answer(answer)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Interactions export (CSV or Parquet).")] = DEFAULT_DATA,
+    split: Annotated[str, typer.Option(help="'test' (the temporal holdout) or 'validation' (carved from its training part).")] = "test",
+    cold_start_days: Annotated[int, typer.Option(help="Window (days) of the cold-start list.")] = 90,
+    seed: Annotated[int, typer.Option(help="Random seed of the model.")] = 42,
+) -> None:
+    """Run the offline protocol: the model and every baseline, per-customer holdout and cold start."""
+    from recsys.console import print_evaluation
+    from recsys.data import load_interactions
+    from recsys.evaluate import evaluation_report
+    from recsys.settings import ModelSettings
+
+    if split not in ("test", "validation"):
+        _fail("--split must be 'test' or 'validation'")
+    settings = Settings(data=data, cold_start_days=cold_start_days, model=ModelSettings(seed=seed))
+    try:
+        frame, _ = load_interactions(data)
+        report = evaluation_report(frame, settings, split)
+    except RecsysError as exc:
+        _fail(str(exc))
+    print_evaluation(report)
+
+
+@app.command()
+def runs(
+    output: OutputOption = DEFAULT_OUTPUT,
+    db_url: DbUrlOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+) -> None:
+    """List past runs: when, status, customers scored, headline metrics."""
+    from recsys.console import print_runs
+    from recsys.lookup import recent_runs
+
+    try:
+        rows = recent_runs(resolve_db_url(output, db_url), limit)
+    except RecsysError as exc:
+        _fail(str(exc))
+    print_runs(rows)
 
 
 @app.command()

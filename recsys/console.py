@@ -98,7 +98,16 @@ def print_summary(summary: dict) -> None:
     for note in summary.get("notes", []):
         console.print(f"  input: {note}")
     if summary.get("reason"):
-        console.print(f"  [yellow]{summary['reason']}[/]")
+        console.print(f"  [bold yellow]quality gate: {summary['reason']}[/]")
+    validation = summary.get("validation")
+    if validation:
+        table = Table(title="validation (NDCG@12, recall@12)", box=None)
+        table.add_column("recommender")
+        table.add_column("ndcg", justify="right")
+        table.add_column("recall", justify="right")
+        for name, values in validation.items():
+            table.add_row(name, f"{values['ndcg']:.4f}", f"{values['recall']:.4f}")
+        console.print(table)
     stages = Table(title="seconds per stage", show_header=False, box=None)
     for stage, seconds in summary["seconds"].items():
         stages.add_row(stage, f"{seconds:.1f}")
@@ -123,4 +132,44 @@ def print_answer(answer: Answer) -> None:
     table.add_column("score", justify="right")
     for rank, item, score in answer.rows:
         table.add_row(str(rank), item, f"{score:.4f}")
+    console.print(table)
+
+
+def print_evaluation(report) -> None:
+    """The protocol's tables: holdout (model and baselines) and cold start."""
+    console = Console()
+    console.print(_metrics_table(report.holdout, f"per-customer temporal holdout ({report.split})"))
+    console.print(_metrics_table(report.cold_start, f"cold start (customers first seen after {report.cold_start_cut:%Y-%m-%d})"))
+
+
+def _metrics_table(frame, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("recommender", "ndcg@12", "recall@12", "hitrate@12", "coverage", "customers", "seconds"):
+        table.add_column(column, justify="left" if column == "recommender" else "right")
+    for row in frame.to_dict("records"):
+        table.add_row(
+            row["recommender"], f"{row['ndcg']:.4f}", f"{row['recall']:.4f}", f"{row['hit_rate']:.4f}",
+            f"{row['coverage']:.3f}", f"{int(row['users']):,}", f"{row['seconds']:.1f}",
+        )
+    return table
+
+
+def print_runs(rows: list[dict]) -> None:
+    """Past runs, newest first."""
+    console = Console()
+    if not rows:
+        console.print("no runs yet")
+        return
+    table = Table(title="runs (newest first)")
+    for column in ("run", "started (UTC)", "status", "current", "customers", "ndcg@12 model / popularity", "note"):
+        table.add_column(column, no_wrap=column in ("run", "started (UTC)", "status"))
+    for row in rows:
+        validation = row["metrics"].get("validation", {})
+        model = validation.get("two_stage", {}).get("ndcg")
+        popular = validation.get("popularity", {}).get("ndcg")
+        headline = f"{model:.4f} / {popular:.4f}" if model is not None and popular is not None else "-"
+        table.add_row(
+            row["run_id"], str(row["started_at"])[:19], row["status"], "yes" if row["is_current"] else "",
+            f"{row['users']:,}" if row["users"] is not None else "-", headline, (row["message"] or "")[:80],
+        )
     console.print(table)

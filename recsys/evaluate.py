@@ -259,13 +259,112 @@ def evaluate_recommenders(
                                        "users", "k", "seconds"])
 
 
-__all__ = [
-    "ColdStart",
-    "Holdout",
-    "cold_start_split",
-    "evaluate_recommenders",
-    "ranking_metrics",
-    "score_recommender",
-    "temporal_holdout",
-    "validation_holdout",
-]
+
+
+METRIC_COLUMNS = ("ndcg", "recall", "hit_rate", "coverage")
+MODEL_NAME = "two_stage"
+
+
+def standard_recommenders(settings=None) -> dict[str, RecommenderFactory]:
+    """The two-stage model and every baseline it must beat, by name (ALS only if ``implicit`` is installed)."""
+    from recsys.baselines import ALS, ItemKNN, Popularity, RecentPopularity
+    from recsys.settings import Settings
+
+    settings = settings or Settings()
+
+    def two_stage():
+        from recsys.model import TwoStage
+
+        return TwoStage(settings)
+
+    factories: dict[str, RecommenderFactory] = {
+        MODEL_NAME: two_stage,
+        "popularity": Popularity,
+        f"recent_popularity_{settings.cold_start_days}d": lambda: RecentPopularity(settings.cold_start_days),
+        "item_knn": ItemKNN,
+    }
+    try:
+        import implicit  # noqa: F401
+    except ImportError:
+        return factories
+    # Few factors, strong regularisation: the best ALS setting on the validation split of the real export.
+    factories["als"] = lambda: ALS(factors=4, regularization=10.0)
+    return factories
+
+
+def cold_start_recommenders(settings=None) -> dict[str, RecommenderFactory]:
+    """Non-personal lists for customers with no history: all-time and recent popularity."""
+    from recsys.baselines import Popularity, RecentPopularity
+    from recsys.settings import Settings
+
+    settings = settings or Settings()
+    return {
+        "popularity": Popularity,
+        f"cold_start_list (recent_popularity_{settings.cold_start_days}d)": lambda: RecentPopularity(
+            settings.cold_start_days
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The quality gate's verdict: publish the model, or the named baseline, and why."""
+
+    passed: bool
+    publish: str
+    reason: str
+
+
+def quality_gate(table: pd.DataFrame) -> Gate:
+    """The model passes when its NDCG@k is at least popularity's; otherwise the best baseline is published."""
+    scores = dict(zip(table["recommender"], table["ndcg"]))
+    model, popularity = scores[MODEL_NAME], scores["popularity"]
+    if model >= popularity:
+        return Gate(True, MODEL_NAME, f"model NDCG@12 {model:.4f} >= popularity {popularity:.4f} on validation")
+    baselines = {name: value for name, value in scores.items() if name != MODEL_NAME}
+    best = max(baselines, key=lambda name: (baselines[name], name == "popularity"))
+    return Gate(
+        False,
+        best,
+        f"model NDCG@12 {model:.4f} < popularity {popularity:.4f} on validation: published {best} "
+        f"({baselines[best]:.4f}) instead",
+    )
+
+
+def markdown_table(table: pd.DataFrame, title: str | None = None) -> str:
+    """A metrics frame as a markdown table (no extra dependency)."""
+    columns = ["recommender", "ndcg", "recall", "hit_rate", "coverage", "users", "seconds"]
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for row in table[columns].itertuples(index=False):
+        cells = [row[0]] + [f"{v:.4f}" for v in row[1:5]] + [f"{int(row[5])}", f"{row[6]:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def metrics_record(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The metrics frame as JSON-ready ``{recommender: {metric: value}}``."""
+    return {
+        row["recommender"]: {name: round(float(row[name]), 6) for name in (*METRIC_COLUMNS, "users", "seconds")}
+        for row in table.to_dict("records")
+    }
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Everything ``recsys evaluate`` prints."""
+
+    split: str
+    holdout: pd.DataFrame
+    cold_start: pd.DataFrame
+    cold_start_cut: pd.Timestamp
+
+
+def evaluation_report(interactions: pd.DataFrame, settings=None, split: str = "test") -> EvaluationReport:
+    """The protocol in full: model and baselines on the holdout, non-personal lists on cold start."""
+    holdout = temporal_holdout(interactions) if split == "test" else validation_holdout(interactions)
+    table = evaluate_recommenders(interactions, standard_recommenders(settings), split=holdout)
+    cold = cold_start_split(interactions if split == "test" else holdout.train)
+    cold_table = evaluate_recommenders(interactions, cold_start_recommenders(settings), split=cold)
+    return EvaluationReport(split=split, holdout=table, cold_start=cold_table, cold_start_cut=cold.cut)

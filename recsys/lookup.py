@@ -102,3 +102,39 @@ def _query_sqlalchemy(db_url: str, user: str) -> tuple[list, list]:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0]
         raise StoreError(f"{engine.url.render_as_string(hide_password=True)}: cannot read the store ({reason})") from None
     return [tuple(r) for r in rows], [tuple(r) for r in popular]
+
+
+_RUNS_SQL = (
+    "SELECT run_id, started_at, finished_at, status, is_current, users, metrics, message "
+    "FROM runs ORDER BY started_at DESC LIMIT :limit"
+)
+
+
+def recent_runs(db_url: str, limit: int = 20) -> list[dict]:
+    """The newest runs, as dicts (metrics decoded from JSON)."""
+    import json
+
+    if db_url.startswith("sqlite:///"):
+        path = _sqlite_path(db_url)
+        if not path.is_file():
+            raise StoreError(f"no store at {path}: run `recsys run` first (or pass --output / --db-url)")
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as connection:
+                rows = connection.execute(_RUNS_SQL, {"limit": limit}).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: the store cannot be read ({exc})") from None
+    else:
+        import sqlalchemy as sa
+
+        try:
+            with sa.create_engine(db_url).connect() as conn:
+                rows = conn.execute(sa.text(_RUNS_SQL), {"limit": limit}).fetchall()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the runs ({str(getattr(exc, 'orig', exc)).splitlines()[0]})") from None
+    names = ("run_id", "started_at", "finished_at", "status", "is_current", "users", "metrics", "message")
+    out = []
+    for row in rows:
+        record = dict(zip(names, row))
+        record["metrics"] = json.loads(record["metrics"]) if record["metrics"] else {}
+        out.append(record)
+    return out

@@ -229,3 +229,13 @@ def popular_table(data: Interactions, settings: Settings) -> "pa.Table":
             "score": pa.array(scores),
         }
     )
+
+
+def lists_from_names(data: Interactions, items: np.ndarray, scores: np.ndarray) -> Lists:
+    """Lists given as item names (a baseline's output, ``None`` = no item) turned into codes of ``data``."""
+    names = np.asarray(items, dtype=object)
+    present = np.array([name is not None for name in names.ravel()]).reshape(names.shape)
+    vocab = data.items.astype(str)
+    codes = np.full(names.shape, -1, dtype=np.int64)
+    codes[present] = np.searchsorted(vocab, names[present].astype(str))
+    return Lists(items=codes, scores=np.where(present, scores, -np.inf))

@@ -63,6 +63,7 @@ class Settings:
     columns: ColumnMap = field(default_factory=ColumnMap)
     date_format: str = "%m/%d/%Y %H:%M"
     delimiter: str = ","
+    evaluate: bool = True
     model: ModelSettings = field(default_factory=ModelSettings)
 
     def resolved_db_url(self) -> str:
