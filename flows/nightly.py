@@ -18,6 +18,7 @@ from recsys.errors import RecsysError
 from recsys.evaluate import metrics_record
 from recsys.progress import step
 from recsys.settings import ColumnMap, ModelSettings, Settings
+from recsys.lock import run_lock
 from recsys.store import Store, new_run_id, utc_now
 
 # Inputs are DataFrames and TensorFlow models: hashing them for a cache key would be slow and
@@ -154,14 +155,16 @@ def score(prepared, retrieval, ranking, settings: Settings):
 
 
 @task(name="publish", **RETRY, **TASK)
-def publish(store: Store, run_id: str, generated_at, prepared, lists, settings: Settings):
-    """Swap the new lists into the SQL table and the Parquet file as a whole."""
+def publish(store: Store, run_id: str, generated_at, prepared, lists, settings: Settings, status: str, fields: dict):
+    """Swap the new lists into the SQL table and the Parquet file as a whole; the run becomes current."""
     started = time.perf_counter()
     published = store.publish(
         run_id,
         generated_at,
         two_stage.list_tables(prepared.data, lists),
         two_stage.popular_table(prepared.data, settings),
+        status=status,
+        **fields,
     )
     get_run_logger().info(
         "published %s rows for %s customers to %s and %s in %.1fs",
@@ -225,46 +228,31 @@ def run_nightly(settings: Settings) -> dict:
 
     frame, report = load(settings)
     lap("load")
-    # Nothing is written before the input has been read and validated.
-    store = Store(settings.resolved_db_url(), settings.output)
-    run_id, started_at = new_run_id(), utc_now()
-    store.begin_run(run_id, started_at, str(report.path))
-    metrics: dict = {"seconds": timings}
-    status, reason = "succeeded", None
-    try:
-        prepared = prepare(frame)
-        gate = None
-        if settings.evaluate:
-            table, gate = evaluate(frame, settings)
-            lap("evaluate")
-            if gate is not None:
-                metrics["validation"] = metrics_record(table)
-                metrics["gate"] = {"passed": gate.passed, "published": gate.publish, "reason": gate.reason}
-        if gate is not None and not gate.passed:
-            status, reason = "degraded", gate.reason
-            lists = baseline_lists(frame, prepared, gate.publish, settings)
-            lap("baseline_lists")
-        else:
-            retrieval = train_retrieval(prepared, settings)
-            lap("train_retrieval")
-            ranking = train_ranking(prepared, retrieval, settings)
-            lap("train_ranking")
-            retrieval = refresh_retrieval(retrieval, prepared, settings)
-            lap("refresh_retrieval")
-            lists = score(prepared, retrieval, ranking, settings)
-            lap("score")
-            metrics["ranking_lists"] = ranking.lists if ranking else 0
-        published = publish(store, run_id, started_at, prepared, lists, settings)
-        lap("publish")
-    except BaseException as exc:
-        store.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000], **_counts(report))
-        raise
-    store.finish_run(run_id, status, metrics=metrics, message=reason, **_counts(report))
+    # Nothing is written before the input has been read and validated; then one run at a time.
+    with run_lock(settings.output):
+        store = Store(settings.resolved_db_url(), settings.output)
+        store.ensure_schema()
+        repaired = store.reconcile()
+        if repaired:
+            get_run_logger().warning("store: %s (left by an interrupted run)", repaired)
+        run_id, started_at = new_run_id(), utc_now()
+        store.begin_run(run_id, started_at, str(report.path))
+        try:
+            status, reason, metrics, lists, prepared = _train_and_score(frame, settings, lap)
+            fields = dict(metrics=dict(metrics, seconds=timings), message=reason, **_counts(report))
+            published = publish(store, run_id, started_at, prepared, lists, settings, status, fields)
+            lap("publish")
+        except BaseException as exc:
+            store.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000], **_counts(report))
+            raise
+        # Only the publish time is new here; the status was recorded with the swap.
+        store.finish_run(run_id, metrics=dict(metrics, seconds=timings))
     return {
         "run_id": run_id,
         "status": status,
         "reason": reason,
         "validation": metrics.get("validation"),
+        "repaired": repaired,
         "users": published.users,
         "rows": published.rows,
         "items": report.items,
@@ -274,6 +262,38 @@ def run_nightly(settings: Settings) -> dict:
         "parquet": str(published.parquet),
         "db_url": store.engine.url.render_as_string(hide_password=True),
     }
+
+
+def _train_and_score(frame, settings: Settings, lap):
+    """Train and score, or fall back to a baseline; returns (status, reason, metrics, lists, prepared)."""
+    metrics: dict = {}
+    prepared = prepare(frame)
+    too_small = two_stage.untrainable(prepared.data)
+    if too_small:
+        get_run_logger().warning("%s: publishing the popularity list for everyone", too_small)
+        lists = baseline_lists(frame, prepared, "popularity", settings)
+        lap("baseline_lists")
+        return "degraded", f"{too_small}: published the popularity list for everyone", metrics, lists, prepared
+    if settings.evaluate:
+        table, gate = evaluate(frame, settings)
+        lap("evaluate")
+        if gate is not None:
+            metrics["validation"] = metrics_record(table)
+            metrics["gate"] = {"passed": gate.passed, "published": gate.publish, "reason": gate.reason}
+            if not gate.passed:
+                lists = baseline_lists(frame, prepared, gate.publish, settings)
+                lap("baseline_lists")
+                return "degraded", gate.reason, metrics, lists, prepared
+    retrieval = train_retrieval(prepared, settings)
+    lap("train_retrieval")
+    ranking = train_ranking(prepared, retrieval, settings)
+    lap("train_ranking")
+    retrieval = refresh_retrieval(retrieval, prepared, settings)
+    lap("refresh_retrieval")
+    lists = score(prepared, retrieval, ranking, settings)
+    lap("score")
+    metrics["ranking_lists"] = ranking.lists if ranking else 0
+    return "succeeded", None, metrics, lists, prepared
 
 
 def _counts(report: LoadReport) -> dict:

@@ -51,11 +51,6 @@ class Lists:
 def prepare(frame: pd.DataFrame) -> Prepared:
     """Encode the interactions and carve out the split the ranking stage trains on."""
     data = to_codes(frame)
-    if data.n_items < 2 or data.n_users < 2:
-        raise DataError(
-            f"too little data to train on ({data.n_users} customers, {data.n_items} items): "
-            "need at least 2 of each"
-        )
     split = temporal_holdout(frame)
     early = to_codes(split.train, data.users, data.items)
     target_users = np.repeat(split.users, [len(s) for s in split.relevant])
@@ -67,6 +62,22 @@ def prepare(frame: pd.DataFrame) -> Prepared:
     )
     target_rows = np.searchsorted(data.users.astype(str), split.users.astype(str)).astype(np.int64)
     return Prepared(data=data, early=early, targets=targets, target_rows=target_rows)
+
+
+MIN_USERS = 2
+MIN_ITEMS = 2
+MIN_PAIRS = 3
+
+
+def untrainable(data: Interactions) -> str | None:
+    """Why ``data`` is too small to train the two stages on, or ``None`` when it is not."""
+    pairs = len(distinct_pairs(data)[0])
+    if data.n_users < MIN_USERS or data.n_items < MIN_ITEMS or pairs < MIN_PAIRS:
+        return (
+            f"too little data to train on ({data.n_users} customers, {data.n_items} items, {pairs} distinct "
+            f"customer-item pairs; need at least {MIN_USERS}, {MIN_ITEMS} and {MIN_PAIRS})"
+        )
+    return None
 
 
 def train_retrieval(prepared: Prepared, settings: Settings, progress: Progress | None = None) -> RetrievalStage:
@@ -144,9 +155,12 @@ class TwoStage:
         self.timings: dict[str, float] = {}
 
     def fit(self, interactions: pd.DataFrame) -> "TwoStage":
-        """Train both stages on ``interactions``."""
+        """Train both stages on ``interactions`` (``DataError`` if there is too little to train on)."""
         started = time.perf_counter()
         self.prepared = prepare(interactions)
+        reason = untrainable(self.prepared.data)
+        if reason:
+            raise DataError(reason)
         self.retrieval = train_retrieval(self.prepared, self.settings)
         self.ranking = train_ranking_stage(self.prepared, self.retrieval, self.settings)
         self.retrieval = refresh_retrieval(self.retrieval, self.prepared, self.settings)

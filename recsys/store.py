@@ -179,14 +179,20 @@ class Store:
                 )
             )
 
-    def finish_run(self, run_id: str, status: str, **fields) -> None:
+    def finish_run(self, run_id: str, status: str | None = None, **fields) -> None:
         """Record how a run ended (status, counts, metrics as JSON, message)."""
-        if "metrics" in fields and not isinstance(fields["metrics"], str):
-            fields["metrics"] = json.dumps(fields["metrics"], sort_keys=True, default=float)
+        values = dict(fields)
+        if status is not None:
+            values.update(status=status, finished_at=utc_now())
+        if "metrics" in values and not isinstance(values["metrics"], str):
+            values["metrics"] = json.dumps(values["metrics"], sort_keys=True, default=float)
         with self.engine.begin() as conn:
-            conn.execute(
-                self.runs.update().where(self.runs.c.run_id == run_id).values(status=status, finished_at=utc_now(), **fields)
-            )
+            conn.execute(self.runs.update().where(self.runs.c.run_id == run_id).values(**values))
+
+    def current_run(self) -> str | None:
+        """The run whose lists are published now."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(self.runs.c.run_id).where(self.runs.c.is_current)).scalar()
 
     def publish(
         self,
@@ -194,17 +200,21 @@ class Store:
         generated_at: datetime,
         lists: Iterable[pa.Table],
         popular: pa.Table,
+        status: str = "succeeded",
+        **run_fields,
     ) -> Published:
         """Write the run's lists to staging, then swap them in as a whole (SQL first, then Parquet).
 
         ``lists`` yields Arrow tables with columns user_id, rank, item, score; ``popular`` has
-        rank, item, score.
+        rank, item, score. The run's row in ``runs`` gets ``status`` (and ``run_fields``) in the
+        same transaction that swaps the tables, so a run is current exactly when its lists are.
         """
-        staging_parquet = self.output / f".recommendations.{run_id}.parquet.tmp"
+        staging_parquet = self._staged_parquet(run_id)
         staging = recommendations_table(sa.MetaData(), RECOMMENDATIONS + STAGING)
         staging_popular = popular_table(sa.MetaData(), POPULAR + STAGING)
         rows = 0
         users = 0
+        swapped = False
         try:
             self.output.mkdir(parents=True, exist_ok=True)
             self.ensure_schema()
@@ -213,25 +223,34 @@ class Store:
                 staging_popular.drop(conn, checkfirst=True)
                 staging.create(conn)
                 staging_popular.create(conn)
-            with pq.ParquetWriter(staging_parquet, LIST_SCHEMA, compression="zstd") as writer:
+            schema = LIST_SCHEMA.with_metadata({"run_id": run_id})
+            with pq.ParquetWriter(staging_parquet, schema, compression="zstd") as writer:
                 for chunk in lists:
-                    chunk = _with_run(chunk, run_id, generated_at)
+                    chunk = _with_run(chunk, run_id, generated_at).cast(schema)
                     writer.write_table(chunk)
                     self._insert(staging, chunk)
                     rows += chunk.num_rows
                     users += int(np.count_nonzero(np.asarray(chunk.column("rank")) == 1))
+            _fsync(staging_parquet)
             popular = popular.append_column("run_id", pa.array([run_id] * popular.num_rows, pa.string()))
             self._insert(staging_popular, popular)
-            self._swap(run_id)
+            self._swap(run_id, status, run_fields)
+            swapped = True
             _replace_keeping_previous(staging_parquet, self.parquet_path, self.previous_parquet_path)
         except OSError as exc:
             raise StoreError(f"{self.output}: cannot write the store ({exc.strerror or exc})") from None
         except sa.exc.OperationalError as exc:
             raise StoreError(f"{self.db_url}: cannot write the store ({_reason(exc)})") from None
         finally:
-            with contextlib.suppress(OSError):
-                staging_parquet.unlink(missing_ok=True)
+            # Once the tables are swapped the staged file *is* the current Parquet: if renaming it
+            # failed, ``reconcile`` moves it into place, so it must not be deleted here.
+            if not swapped:
+                with contextlib.suppress(OSError):
+                    staging_parquet.unlink(missing_ok=True)
         return Published(rows=rows, users=users, parquet=self.parquet_path, db_url=self.db_url)
+
+    def _staged_parquet(self, run_id: str) -> Path:
+        return self.output / f".recommendations.{run_id}.parquet.tmp"
 
     def _insert(self, table: sa.Table, chunk: pa.Table) -> None:
         columns = [c.name for c in table.columns]
@@ -241,16 +260,79 @@ class Store:
             for start in range(0, len(records), INSERT_CHUNK):
                 conn.execute(table.insert(), records[start : start + INSERT_CHUNK])
 
-    def _swap(self, run_id: str) -> None:
-        """Current -> previous, staging -> current, in one transaction."""
-        inspector_names = set(sa.inspect(self.engine).get_table_names())
+    def _table_names(self) -> set[str]:
+        return set(sa.inspect(self.engine).get_table_names())
+
+    def _swap(self, run_id: str, status: str, run_fields: dict) -> None:
+        """Current -> previous, staging -> current, and the run's status, in one transaction."""
+        names = self._table_names()
+        values = dict(run_fields, status=status, finished_at=utc_now())
+        if "metrics" in values and not isinstance(values["metrics"], str):
+            values["metrics"] = json.dumps(values["metrics"], sort_keys=True, default=float)
         with self.engine.begin() as conn:
             for name in (RECOMMENDATIONS, POPULAR):
-                if name + PREVIOUS in inspector_names:
+                if name + PREVIOUS in names:
                     conn.exec_driver_sql(f"DROP TABLE {name}{PREVIOUS}")
                 conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}{PREVIOUS}")
                 conn.exec_driver_sql(f"ALTER TABLE {name}{STAGING} RENAME TO {name}")
+            conn.execute(self.runs.update().where(self.runs.c.run_id == run_id).values(**values))
             conn.execute(self.runs.update().values(is_current=(self.runs.c.run_id == run_id)))
+
+    def rollback(self) -> tuple[str, str]:
+        """Make the previous published run current again (one transaction); returns (from, to) run ids."""
+        names = self._table_names()
+        if RECOMMENDATIONS + PREVIOUS not in names:
+            raise StoreError(f"{self.db_url}: no previous run to roll back to")
+        with self.engine.begin() as conn:
+            previous = conn.exec_driver_sql(f"SELECT run_id FROM {RECOMMENDATIONS}{PREVIOUS} LIMIT 1").scalar()
+            if previous is None:
+                raise StoreError(f"{self.db_url}: no previous run to roll back to (the previous lists are empty)")
+            current = conn.execute(sa.select(self.runs.c.run_id).where(self.runs.c.is_current)).scalar()
+            for name in (RECOMMENDATIONS, POPULAR):
+                conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}_rollback")
+                conn.exec_driver_sql(f"ALTER TABLE {name}{PREVIOUS} RENAME TO {name}")
+                conn.exec_driver_sql(f"ALTER TABLE {name}_rollback RENAME TO {name}{PREVIOUS}")
+            conn.execute(self.runs.update().values(is_current=(self.runs.c.run_id == previous)))
+            if current is not None:
+                note = f"rolled back at {utc_now():%Y-%m-%d %H:%M:%S} UTC; {previous} made current again"
+                conn.execute(self.runs.update().where(self.runs.c.run_id == current).values(message=note))
+        self.reconcile()
+        return current, previous
+
+    def reconcile(self) -> str | None:
+        """Make the Parquet file hold the current run's lists after a crash between the two commits.
+
+        The SQL swap is the commit point. If the process died before the Parquet rename, the staged
+        file is moved into place; after a rollback the two Parquet files are swapped. Returns what
+        was done, or ``None`` when nothing was needed.
+        """
+        current = self.current_run()
+        if current is None or parquet_run_id(self.parquet_path) == current:
+            return None
+        staged = self._staged_parquet(current)
+        if staged.exists():
+            _replace_keeping_previous(staged, self.parquet_path, self.previous_parquet_path)
+            return f"moved the staged Parquet file of run {current} into place"
+        if parquet_run_id(self.previous_parquet_path) == current:
+            swap = self.output / ".recommendations.swap.parquet.tmp"
+            if self.parquet_path.exists():
+                os.replace(self.parquet_path, swap)
+            os.replace(self.previous_parquet_path, self.parquet_path)
+            if swap.exists():
+                os.replace(swap, self.previous_parquet_path)
+            _fsync_dir(self.output)
+            return f"restored the Parquet file of run {current}"
+        return None
+
+
+def parquet_run_id(path: Path) -> str | None:
+    """The run id a published Parquet file was written by (from its metadata), or None."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    value = metadata.get(b"run_id")
+    return value.decode() if value else None
 
 
 def _with_run(chunk: pa.Table, run_id: str, generated_at: datetime) -> pa.Table:
@@ -277,6 +359,11 @@ def _replace_keeping_previous(new: Path, current: Path, previous: Path) -> None:
         os.replace(link, previous)
     os.replace(new, current)
     _fsync_dir(current.parent)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -221,27 +221,33 @@ def test_bad_input_leaves_a_previous_store_unchanged(flow_run, tmp_path, no_load
 
 
 @pytest.mark.parametrize(
-    ("rows", "expect"),
+    "rows",
     [
-        ([("1", "1/30/2021 13:30", "Solo", "5"), ("2", "1/31/2021 13:30", "Solo", "4")], "too little data"),
+        pytest.param([("1", "1/30/2021 13:30", "Solo", "5"), ("2", "1/31/2021 13:30", "Solo", "4")], id="one item"),
+        pytest.param([("1", "1/30/2021 13:30", "Solo", "5"), ("1", "1/31/2021 13:30", "Otro", "4")], id="one customer"),
     ],
 )
-def test_too_little_data_fails_the_run_and_keeps_the_store(flow_run, tmp_path, rows, expect):
-    """Valid file, unusable data: the run is recorded as failed and the published lists stay."""
+def test_too_little_data_publishes_popularity_for_everyone(flow_run, tmp_path, rows):
+    """Valid file, too small to train on: everyone gets the popularity list, and the run says why."""
     from flows.nightly import nightly
 
     output = copy_store(flow_run[2], tmp_path / "out")
-    lists_before = read_sql(output / "recsys.db", "SELECT * FROM recommendations ORDER BY user_id, rank")
-    parquet_before = (output / "recommendations.parquet").read_bytes()
-    data = tmp_path / "one-item.csv"
+    data = tmp_path / "tiny.csv"
     data.write_text(csv_text(rows))
-    with pytest.raises(DataError, match=expect):
-        nightly(data=str(data), output=str(output), **EPOCHS)
-    assert read_sql(output / "recsys.db", "SELECT * FROM recommendations ORDER BY user_id, rank") == lists_before
-    assert (output / "recommendations.parquet").read_bytes() == parquet_before
+    summary = nightly(data=str(data), output=str(output), **EPOCHS)
+    assert summary["status"] == "degraded"
+    assert "too little data" in summary["reason"] and "popularity" in summary["reason"]
+    items = sorted({item for _, _, item, _ in rows})
+    users = sorted({user for user, _, _, _ in rows})
+    lists = read_sql(output / "recsys.db", "SELECT user_id, rank, item, run_id FROM recommendations ORDER BY user_id, rank")
+    consumed = {(user, item) for user, _, item, _ in rows}
+    assert {row[0] for row in lists} <= set(users)
+    assert all((user, item) not in consumed for user, _, item, _ in lists)
+    assert {row[3] for row in lists} <= {summary["run_id"]}
+    popular = read_sql(output / "recsys.db", "SELECT item FROM popular_items ORDER BY rank")
+    assert sorted(row[0] for row in popular) == items
     runs = read_sql(output / "recsys.db", "SELECT status, is_current, message FROM runs ORDER BY run_id")
-    assert runs[0][:2] == ("succeeded", 1)
-    assert runs[-1][0] == "failed" and runs[-1][1] == 0 and expect in runs[-1][2]
+    assert runs[-1][0] == "degraded" and runs[-1][1] == 1 and "too little data" in runs[-1][2]
 
 
 # --- `recsys run` --------------------------------------------------------------------------------

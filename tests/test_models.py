@@ -183,12 +183,14 @@ def test_planted_taste_groups_are_learned(synthetic):
 
 def test_one_customer_is_too_little_data(synthetic):
     frame = synthetic.frame[synthetic.frame["user_id"] == "1"]
+    assert two_stage.untrainable(two_stage.prepare(frame).data).startswith("too little data to train on (1 customers")
     with pytest.raises(DataError, match=r"too little data.*1 customers.*at least 2"):
-        two_stage.prepare(frame)
+        two_stage.TwoStage().fit(frame)
 
 
 def test_one_item_is_too_little_data(synthetic):
     frame = synthetic.frame[synthetic.frame["item"] == "Bono restaurante 0"]
     assert frame["user_id"].nunique() > 1
+    assert "1 items" in two_stage.untrainable(two_stage.prepare(frame).data)
     with pytest.raises(DataError, match=r"too little data.*1 items.*at least 2"):
-        two_stage.prepare(frame)
+        two_stage.TwoStage().fit(frame)
