@@ -156,6 +156,23 @@ def runs(
 
 
 @app.command()
+def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) -> None:
+    """Make the previously published run current again (one transaction), for the morning after a bad night."""
+    from recsys.lock import run_lock
+    from recsys.lookup import require_store
+    from recsys.store import Store
+
+    url = resolve_db_url(output, db_url)
+    try:
+        require_store(url)
+        with run_lock(output):
+            was, now = Store(url, output).rollback()
+    except RecsysError as exc:
+        _fail(str(exc))
+    typer.echo(f"rolled back: run {now} is current again (run {was} is kept as the previous one; roll back again to undo)")
+
+
+@app.command()
 def schedule(
     cron: Annotated[str, typer.Option(help="Cron expression of the nightly run (server time zone).")] = "0 2 * * *",
     name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",

@@ -155,21 +155,29 @@ def _metrics_table(frame, title: str) -> Table:
 
 
 def print_runs(rows: list[dict]) -> None:
-    """Past runs, newest first."""
+    """Past runs, newest first; notes (why a run failed or was degraded) below the table."""
     console = Console()
     if not rows:
         console.print("no runs yet")
         return
-    table = Table(title="runs (newest first)")
-    for column in ("run", "started (UTC)", "status", "current", "customers", "ndcg@12 model / popularity", "note"):
-        table.add_column(column, no_wrap=column in ("run", "started (UTC)", "status"))
+    table = Table(title="runs, newest first (* = published now)")
+    table.add_column("run", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("customers", justify="right", no_wrap=True)
+    table.add_column("ndcg@12 model/pop", justify="right", no_wrap=True)
+    notes = []
     for row in rows:
         validation = row["metrics"].get("validation", {})
         model = validation.get("two_stage", {}).get("ndcg")
         popular = validation.get("popularity", {}).get("ndcg")
-        headline = f"{model:.4f} / {popular:.4f}" if model is not None and popular is not None else "-"
+        headline = f"{model:.3f}/{popular:.3f}" if model is not None and popular is not None else "-"
+        marker = "* " if row["is_current"] else "  "
         table.add_row(
-            row["run_id"], str(row["started_at"])[:19], row["status"], "yes" if row["is_current"] else "",
-            f"{row['users']:,}" if row["users"] is not None else "-", headline, (row["message"] or "")[:80],
+            marker + row["run_id"], row["status"],
+            f"{row['users']:,}" if row["users"] is not None else "-", headline,
         )
+        if row["message"]:
+            notes.append(f"{row['run_id']}: {row['message']}")
     console.print(table)
+    for note in notes:
+        console.print(note, soft_wrap=True)

@@ -68,9 +68,16 @@ def _sqlite_path(db_url: str) -> Path:
     return Path(unquote(db_url[len("sqlite:///") :].split("?", 1)[0]))
 
 
+def require_store(db_url: str) -> None:
+    """Raise ``StoreError`` when the SQLite store does not exist (other databases are checked on use)."""
+    if db_url.startswith("sqlite:///"):
+        path = _sqlite_path(db_url)
+        if not path.is_file():
+            raise StoreError(f"no store at {path}: run `recsys run` first (or pass --output / --db-url)")
+
+
 def _query_sqlite(path: Path, user: str) -> tuple[list, list]:
-    if not path.is_file():
-        raise StoreError(f"no store at {path}: run `recsys run` first (or pass --output / --db-url)")
+    require_store(f"sqlite:///{path}")
     try:
         # Read-only, so a lookup can never create or change the store.
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
@@ -115,9 +122,8 @@ def recent_runs(db_url: str, limit: int = 20) -> list[dict]:
     import json
 
     if db_url.startswith("sqlite:///"):
+        require_store(db_url)
         path = _sqlite_path(db_url)
-        if not path.is_file():
-            raise StoreError(f"no store at {path}: run `recsys run` first (or pass --output / --db-url)")
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as connection:
                 rows = connection.execute(_RUNS_SQL, {"limit": limit}).fetchall()

@@ -38,7 +38,7 @@ class ModelSettings:
     retrieval_epochs: int | None = None
     ranking_epochs: int | None = None
     batch_size: int | None = None
-    learning_rate: float = 0.05
+    learning_rate: float = 0.02
     history_length: int = 20
     popularity_correction: bool = True
     user_id_min_items: int = 5

@@ -296,8 +296,19 @@ class Store:
             if current is not None:
                 note = f"rolled back at {utc_now():%Y-%m-%d %H:%M:%S} UTC; {previous} made current again"
                 conn.execute(self.runs.update().where(self.runs.c.run_id == current).values(message=note))
-        self.reconcile()
+        self._swap_parquet_files()
         return current, previous
+
+    def _swap_parquet_files(self) -> None:
+        """Exchange the current and previous Parquet files (a crash in between is mended by ``reconcile``)."""
+        swap = self.output / ".recommendations.swap.parquet.tmp"
+        if self.parquet_path.exists():
+            os.replace(self.parquet_path, swap)
+        if self.previous_parquet_path.exists():
+            os.replace(self.previous_parquet_path, self.parquet_path)
+        if swap.exists():
+            os.replace(swap, self.previous_parquet_path)
+        _fsync_dir(self.output)
 
     def reconcile(self) -> str | None:
         """Make the Parquet file hold the current run's lists after a crash between the two commits.
@@ -313,26 +324,27 @@ class Store:
         if staged.exists():
             _replace_keeping_previous(staged, self.parquet_path, self.previous_parquet_path)
             return f"moved the staged Parquet file of run {current} into place"
+        swap = self.output / ".recommendations.swap.parquet.tmp"
+        if not self.parquet_path.exists() and parquet_run_id(swap) == current:
+            os.replace(swap, self.parquet_path)  # died in the middle of a rollback's file swap
         if parquet_run_id(self.previous_parquet_path) == current:
-            swap = self.output / ".recommendations.swap.parquet.tmp"
-            if self.parquet_path.exists():
-                os.replace(self.parquet_path, swap)
-            os.replace(self.previous_parquet_path, self.parquet_path)
-            if swap.exists():
-                os.replace(swap, self.previous_parquet_path)
-            _fsync_dir(self.output)
+            self._swap_parquet_files()
             return f"restored the Parquet file of run {current}"
         return None
 
 
 def parquet_run_id(path: Path) -> str | None:
-    """The run id a published Parquet file was written by (from its metadata), or None."""
+    """The run id a published Parquet file was written by (its metadata, else its first row), or None."""
     try:
-        metadata = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowException):
+        handle = pq.ParquetFile(path)
+        value = (handle.schema_arrow.metadata or {}).get(b"run_id")
+        if value:
+            return value.decode()
+        if handle.metadata.num_rows == 0:
+            return None
+        return handle.read_row_group(0, columns=["run_id"]).column(0)[0].as_py()
+    except (OSError, pa.ArrowException, KeyError, IndexError):
         return None
-    value = metadata.get(b"run_id")
-    return value.decode() if value else None
 
 
 def _with_run(chunk: pa.Table, run_id: str, generated_at: datetime) -> pa.Table:
