@@ -144,8 +144,9 @@ def print_evaluation(report) -> None:
 
 def _metrics_table(frame, title: str) -> Table:
     table = Table(title=title)
-    for column in ("recommender", "ndcg@12", "recall@12", "hitrate@12", "coverage", "customers", "seconds"):
-        table.add_column(column, justify="left" if column == "recommender" else "right")
+    table.add_column("recommender", no_wrap=True)
+    for column in ("ndcg@12", "recall@12", "hitrate@12", "coverage", "customers", "seconds"):
+        table.add_column(column, justify="right")
     for row in frame.to_dict("records"):
         table.add_row(
             row["recommender"], f"{row['ndcg']:.4f}", f"{row['recall']:.4f}", f"{row['hit_rate']:.4f}",

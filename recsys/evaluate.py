@@ -318,15 +318,16 @@ class Gate:
 def quality_gate(table: pd.DataFrame) -> Gate:
     """The model passes when its NDCG@k is at least popularity's; otherwise the best baseline is published."""
     scores = dict(zip(table["recommender"], table["ndcg"]))
+    k = int(table["k"].iloc[0])
     model, popularity = scores[MODEL_NAME], scores["popularity"]
     if model >= popularity:
-        return Gate(True, MODEL_NAME, f"model NDCG@12 {model:.4f} >= popularity {popularity:.4f} on validation")
+        return Gate(True, MODEL_NAME, f"model NDCG@{k} {model:.4f} >= popularity {popularity:.4f} on validation")
     baselines = {name: value for name, value in scores.items() if name != MODEL_NAME}
     best = max(baselines, key=lambda name: (baselines[name], name == "popularity"))
     return Gate(
         False,
         best,
-        f"model NDCG@12 {model:.4f} < popularity {popularity:.4f} on validation: published {best} "
+        f"model NDCG@{k} {model:.4f} < popularity {popularity:.4f} on validation: published {best} "
         f"({baselines[best]:.4f}) instead",
     )
 
@@ -346,7 +347,10 @@ def markdown_table(table: pd.DataFrame, title: str | None = None) -> str:
 def metrics_record(table: pd.DataFrame) -> dict[str, dict[str, float]]:
     """The metrics frame as JSON-ready ``{recommender: {metric: value}}``."""
     return {
-        row["recommender"]: {name: round(float(row[name]), 6) for name in (*METRIC_COLUMNS, "users", "seconds")}
+        row["recommender"]: {
+            **{name: round(float(row[name]), 6) for name in (*METRIC_COLUMNS, "seconds")},
+            "users": int(row["users"]),
+        }
         for row in table.to_dict("records")
     }
 
@@ -363,8 +367,10 @@ class EvaluationReport:
 
 def evaluation_report(interactions: pd.DataFrame, settings=None, split: str = "test") -> EvaluationReport:
     """The protocol in full: model and baselines on the holdout, non-personal lists on cold start."""
-    holdout = temporal_holdout(interactions) if split == "test" else validation_holdout(interactions)
+    test = temporal_holdout(interactions)
+    holdout = test if split == "test" else temporal_holdout(test.train)
     table = evaluate_recommenders(interactions, standard_recommenders(settings), split=holdout)
-    cold = cold_start_split(interactions if split == "test" else holdout.train)
+    # Validation never looks past the test split's training part, for cold start too.
+    cold = cold_start_split(interactions if split == "test" else test.train)
     cold_table = evaluate_recommenders(interactions, cold_start_recommenders(settings), split=cold)
     return EvaluationReport(split=split, holdout=table, cold_start=cold_table, cold_start_cut=cold.cut)

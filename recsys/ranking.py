@@ -18,7 +18,13 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from recsys.features import Interactions, cooccurrence_similarity, item_popularity, recent_popularity, user_histories
+from recsys.features import (
+    Interactions,
+    cooccurrence_similarity,
+    item_popularity,
+    recent_popularity,
+    user_histories,
+)
 from recsys.retrieval import Candidates, Progress, _tf, progress_callback
 from recsys.settings import ModelSettings
 
@@ -189,24 +195,23 @@ def build_model(n_users: int, n_items: int, n_features: int, settings: ModelSett
 
 @dataclass
 class RankingStage:
-    """A trained ranking model with the feature scaling it was trained with."""
+    """Trained ranking models (an ensemble over seeds) with the feature scaling they were trained with."""
 
-    model: object
+    models: list
     mean: np.ndarray
     std: np.ndarray
     lists: int = 0
     seconds: float = 0.0
 
     def scores(self, rows: np.ndarray, candidates: Candidates, features: np.ndarray) -> np.ndarray:
-        """Ranking score of every candidate of users ``rows`` (invalid candidates get -inf)."""
-        output = self.model(
-            {
-                "user": rows.astype(np.int32),
-                "items": np.maximum(candidates.items, 0).astype(np.int32),
-                "valid": candidates.items >= 0,
-                "features": (features - self.mean) / self.std,
-            }
-        ).numpy()
+        """Ranking score of every candidate of users ``rows``: the ensemble's mean logit (invalid: -inf)."""
+        inputs = {
+            "user": rows.astype(np.int32),
+            "items": np.maximum(candidates.items, 0).astype(np.int32),
+            "valid": candidates.items >= 0,
+            "features": (features - self.mean) / self.std,
+        }
+        output = np.mean([model(inputs).numpy() for model in self.models], axis=0)
         return np.where(candidates.items >= 0, output, -np.inf)
 
 
@@ -238,26 +243,31 @@ def train_ranking(
     flat = features.reshape(-1, features.shape[-1])
     mean, std = flat.mean(axis=0), flat.std(axis=0)
     std[std < 1e-6] = 1.0
-    tf.keras.utils.set_random_seed(settings.seed)
-    model = build_model(n_users, context.similarity.shape[0], features.shape[-1], settings)
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=settings.ranking_learning_rate))
     epochs = epochs or settings.ranking_epochs or ranking_epochs_for(len(rows))
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(
-            {
-                "user": rows.astype(np.int32),
-                "items": np.maximum(kept.items, 0).astype(np.int32),
-                "valid": kept.items >= 0,
-                "features": (features - mean) / std,
-                "labels": labels,
-            }
+    examples = {
+        "user": rows.astype(np.int32),
+        "items": np.maximum(kept.items, 0).astype(np.int32),
+        "valid": kept.items >= 0,
+        "features": (features - mean) / std,
+        "labels": labels,
+    }
+    models = []
+    # A few small models from different seeds, averaged: with a few hundred training lists one
+    # model's ordering depends on its seed far more than an average of several does.
+    for member in range(settings.ranking_models):
+        seed = settings.seed + 1000 * member
+        tf.keras.utils.set_random_seed(seed)
+        model = build_model(n_users, context.similarity.shape[0], features.shape[-1], settings)
+        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=settings.ranking_learning_rate))
+        dataset = (
+            tf.data.Dataset.from_tensor_slices(examples)
+            .shuffle(len(rows), seed=seed)
+            .batch(64 if len(rows) < 20_000 else 512)
         )
-        .shuffle(len(rows), seed=settings.seed)
-        .batch(64 if len(rows) < 20_000 else 512)
-    )
-    callbacks = [progress_callback(epochs, progress)] if progress else []
-    model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
-    return RankingStage(model=model, mean=mean, std=std, lists=len(rows), seconds=time.perf_counter() - started)
+        callbacks = [progress_callback(epochs * settings.ranking_models, progress, offset=member * epochs)] if progress else []
+        model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
+        models.append(model)
+    return RankingStage(models=models, mean=mean, std=std, lists=len(rows), seconds=time.perf_counter() - started)
 
 
 def ranking_epochs_for(lists: int) -> int:

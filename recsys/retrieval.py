@@ -201,12 +201,12 @@ def new_stage(data: Interactions, settings: ModelSettings) -> RetrievalStage:
     return RetrievalStage(model=model, users=data.users, items=data.items, settings=settings)
 
 
-def progress_callback(epochs: int, progress: Progress):
-    """A Keras callback that reports each finished epoch as ``progress(done, epochs)``."""
+def progress_callback(epochs: int, progress: Progress, offset: int = 0):
+    """A Keras callback that reports each finished epoch as ``progress(offset + done, epochs)``."""
     tf, _ = _tf()
 
     class EpochProgress(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            progress(epoch + 1, epochs)
+            progress(offset + epoch + 1, epochs)
 
     return EpochProgress()

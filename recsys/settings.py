@@ -45,6 +45,7 @@ class ModelSettings:
     ranking_ids: bool = False
     ranking_loss: str = "listwise"
     ranking_learning_rate: float = 3e-3
+    ranking_models: int = 1
     ranking_features: tuple[str, ...] | None = None
     seed: int = 42
 

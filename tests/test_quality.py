@@ -1,0 +1,463 @@
+"""The quality gate: gate rules, markdown/JSON records, the flow with evaluation on, the degraded
+path (best baseline published), `recsys evaluate` and `recsys runs`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import csv_text, make_synthetic
+from recsys.evaluate import Gate, markdown_table, metrics_record, quality_gate
+
+try:
+    import implicit  # noqa: F401
+
+    HAS_IMPLICIT = True
+except ImportError:  # pragma: no cover - depends on the environment
+    HAS_IMPLICIT = False
+
+BASELINES = ["popularity", "recent_popularity_90d", "item_knn"] + (["als"] if HAS_IMPLICIT else [])
+RECOMMENDERS = ["two_stage", *BASELINES]
+METRICS = ("ndcg", "recall", "hit_rate", "coverage")
+EPOCHS = ["--epochs", "2", "--ranking-epochs", "2"]
+WIDE = {"COLUMNS": "200"}  # a wide terminal, so Rich tables are not cut
+FORCED = Gate(False, "popularity", "forced for the test")
+
+
+@pytest.fixture(autouse=True)
+def no_db_url_env(monkeypatch):
+    monkeypatch.delenv("RECSYS_DB_URL", raising=False)
+
+
+def table(**ndcg: float) -> pd.DataFrame:
+    """A metrics frame as evaluate_recommenders returns it, with the given NDCG per recommender."""
+    rows = []
+    for n, (name, value) in enumerate(ndcg.items()):
+        rows.append({"recommender": name, "ndcg": value, "recall": value + 0.1, "hit_rate": value + 0.2,
+                     "coverage": 0.5 + n / 100, "users": 120, "k": 12, "seconds": 1.25 * n})
+    return pd.DataFrame(rows, columns=["recommender", "ndcg", "recall", "hit_rate", "coverage", "users", "k", "seconds"])
+
+
+# --- quality_gate -----------------------------------------------------------------------------------
+
+
+def test_gate_passes_when_the_model_beats_popularity():
+    # item_knn is better still: the gate only asks the model to match popularity.
+    gate = quality_gate(table(two_stage=0.30, popularity=0.20, recent_popularity_90d=0.10, item_knn=0.40))
+    assert gate == Gate(True, "two_stage", "model NDCG@12 0.3000 >= popularity 0.2000 on validation")
+
+
+def test_gate_passes_on_a_tie():
+    gate = quality_gate(table(two_stage=0.25, popularity=0.25, item_knn=0.30))
+    assert gate.passed is True and gate.publish == "two_stage"
+    assert gate.reason == "model NDCG@12 0.2500 >= popularity 0.2500 on validation"
+
+
+def test_gate_fails_and_publishes_the_best_baseline_by_ndcg():
+    gate = quality_gate(
+        table(two_stage=0.10, popularity=0.20, recent_popularity_90d=0.15, item_knn=0.25, als=0.22)
+    )
+    assert gate.passed is False
+    assert gate.publish == "item_knn"
+    assert gate.reason == (
+        "model NDCG@12 0.1000 < popularity 0.2000 on validation: published item_knn (0.2500) instead"
+    )
+    assert "0.1000" in gate.reason and "0.2000" in gate.reason
+
+
+def test_gate_fails_to_popularity_when_it_is_the_best_baseline():
+    gate = quality_gate(table(two_stage=0.10, popularity=0.30, recent_popularity_90d=0.29, item_knn=0.05))
+    assert gate == Gate(
+        False, "popularity",
+        "model NDCG@12 0.1000 < popularity 0.3000 on validation: published popularity (0.3000) instead",
+    )
+
+
+def test_gate_prefers_popularity_among_tied_best_baselines():
+    for order in (["item_knn", "popularity"], ["popularity", "item_knn"]):
+        values = {"two_stage": 0.10, **{name: 0.30 for name in order}, "recent_popularity_90d": 0.20}
+        assert quality_gate(table(**values)).publish == "popularity"
+
+
+def test_gate_never_publishes_the_model_when_it_fails():
+    # With only popularity to fall back on, a losing model leaves popularity as the published list.
+    gate = quality_gate(table(popularity=0.2, two_stage=0.19))
+    assert (gate.passed, gate.publish) == (False, "popularity")
+
+
+def test_gate_reason_names_the_k_the_table_was_scored_at():
+    """`recsys run --top-k 5` scores NDCG@5; the reason recorded in runs.message must not say NDCG@12."""
+    frame = table(two_stage=0.10, popularity=0.20, item_knn=0.25).assign(k=5)
+    assert quality_gate(frame).reason.startswith("model NDCG@5 0.1000 < popularity 0.2000")
+    frame = table(two_stage=0.30, popularity=0.20).assign(k=5)
+    assert quality_gate(frame).reason == "model NDCG@5 0.3000 >= popularity 0.2000 on validation"
+
+
+# --- markdown_table / metrics_record -----------------------------------------------------------------
+
+
+def test_markdown_table_has_a_header_and_one_row_per_recommender():
+    frame = table(two_stage=0.123456, popularity=0.2, item_knn=1 / 3)
+    text = markdown_table(frame, "Validation NDCG@12 and friends (120 customers)")
+    assert text.splitlines() == [
+        "### Validation NDCG@12 and friends (120 customers)",
+        "",
+        "| recommender | ndcg | recall | hit_rate | coverage | users | seconds |",
+        "|---|---|---|---|---|---|---|",
+        "| two_stage | 0.1235 | 0.2235 | 0.3235 | 0.5000 | 120 | 0.0 |",
+        "| popularity | 0.2000 | 0.3000 | 0.4000 | 0.5100 | 120 | 1.2 |",
+        "| item_knn | 0.3333 | 0.4333 | 0.5333 | 0.5200 | 120 | 2.5 |",
+    ]
+    assert markdown_table(frame).splitlines()[0] == "| recommender | ndcg | recall | hit_rate | coverage | users | seconds |"
+
+
+def test_metrics_record_round_trips_names_and_values():
+    frame = table(two_stage=0.123456789, popularity=0.2, item_knn=1 / 3)
+    record = metrics_record(frame)
+    assert list(record) == ["two_stage", "popularity", "item_knn"]
+    assert json.loads(json.dumps(record)) == record
+    for row in frame.to_dict("records"):
+        values = record[row["recommender"]]
+        assert set(values) == {*METRICS, "users", "seconds"}
+        for name in (*METRICS, "users", "seconds"):
+            assert values[name] == pytest.approx(row[name], abs=5e-7)
+    assert record["two_stage"]["ndcg"] == 0.123457
+    assert record["item_knn"]["ndcg"] == 0.333333
+    assert record["popularity"]["users"] == 120
+
+
+# --- lists_from_names --------------------------------------------------------------------------------
+
+
+def test_lists_from_names_maps_names_to_codes_and_none_to_minus_one():
+    from recsys.features import to_codes
+    from recsys.model import lists_from_names
+
+    frame = pd.DataFrame({
+        "user_id": ["u1", "u1", "u2"],
+        "item": ["b", "a", "c"],
+        "timestamp": pd.to_datetime(["2022-01-01", "2022-01-02", "2022-01-03"]).astype("datetime64[ns]"),
+        "rating": np.array([5, 5, 5], dtype=np.int8),
+    })
+    data = to_codes(frame)
+    assert list(data.items) == ["a", "b", "c"]
+    names = np.array([["c", "a", None], [None, None, None], ["b", "c", "a"]], dtype=object)
+    scores = np.array([[3.0, 2.0, 1.0], [9.0, 8.0, 7.0], [0.5, 0.25, 0.125]])
+    lists = lists_from_names(data, names, scores)
+    np.testing.assert_array_equal(lists.items, [[2, 0, -1], [-1, -1, -1], [1, 2, 0]])
+    assert lists.items.dtype == np.int64
+    np.testing.assert_array_equal(
+        lists.scores, [[3.0, 2.0, -np.inf], [-np.inf, -np.inf, -np.inf], [0.5, 0.25, 0.125]]
+    )
+
+
+# --- the flow with evaluation on, then a forced degraded run, in one store ---------------------------
+
+
+def read_sql(db: Path, query: str, params=()) -> list[tuple]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def quality_artifacts() -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["recsys-quality"])))
+
+
+@pytest.fixture(scope="module")
+def two_runs(prefect_test_harness, synthetic, tmp_path_factory):
+    """Run A: the flow with evaluation on (2 epochs). Run B: `recsys run` with the gate forced to
+    fail (publish popularity), into the same store. Returns a dict of what each left behind."""
+    import recsys.console
+    import recsys.evaluate
+    from flows.nightly import nightly
+    from recsys.cli import app
+
+    folder = tmp_path_factory.mktemp("quality")
+    data = folder / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows), encoding="utf-8")
+    output = folder / "out"
+    artifacts_before = {a.id for a in quality_artifacts()}
+    summary_a = nightly(data=str(data), output=str(output), retrieval_epochs=2, ranking_epochs=2)
+    artifacts_a = [a for a in quality_artifacts() if a.id not in artifacts_before]
+
+    summaries: list[dict] = []
+    real_print_summary = recsys.console.print_summary
+
+    def keep_summary(summary: dict) -> None:
+        summaries.append(summary)
+        real_print_summary(summary)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("RECSYS_DB_URL", raising=False)
+        patch.setattr(recsys.evaluate, "quality_gate", lambda table: FORCED)
+        patch.setattr(recsys.console, "print_summary", keep_summary)
+        result_b = CliRunner().invoke(app, ["run", "--data", str(data), "--output", str(output), *EPOCHS], env=WIDE)
+    assert result_b.exit_code == 0, (result_b.output, result_b.exception)
+    assert len(summaries) == 1
+    return {
+        "data": data, "output": output, "summary_a": summary_a, "artifacts_a": artifacts_a,
+        "result_b": result_b, "summary_b": summaries[0],
+    }
+
+
+def run_metrics(output: Path, run_id: str) -> tuple[str, str | None, dict]:
+    [(status, message, metrics)] = read_sql(
+        output / "recsys.db", "SELECT status, message, metrics FROM runs WHERE run_id = ?", (run_id,)
+    )
+    return status, message, json.loads(metrics)
+
+
+@pytest.mark.slow
+def test_flow_with_evaluation_records_validation_metrics_and_the_gate(two_runs):
+    summary = two_runs["summary_a"]
+    status, message, metrics = run_metrics(two_runs["output"], summary["run_id"])
+    validation = metrics["validation"]
+    assert set(validation) == set(RECOMMENDERS)  # the store writes JSON with sorted keys
+    for name, values in validation.items():
+        for metric in METRICS:
+            assert 0.0 <= values[metric] <= 1.0, (name, metric, values[metric])
+        assert values["users"] == 120  # every synthetic customer has 4+ items
+    assert summary["validation"] == validation
+    assert "evaluate" in metrics["seconds"]
+
+    gate = metrics["gate"]
+    assert set(gate) == {"passed", "published", "reason"}
+    model, popularity = validation["two_stage"]["ndcg"], validation["popularity"]["ndcg"]
+    # The recorded verdict is the gate's rule applied to the recorded figures.
+    assert gate["passed"] is (model >= popularity)
+    assert f"{model:.4f}" in gate["reason"] and f"{popularity:.4f}" in gate["reason"]
+    if gate["passed"]:
+        assert gate["published"] == "two_stage"
+        assert (summary["status"], summary["reason"], status, message) == ("succeeded", None, "succeeded", None)
+    else:
+        best = max(BASELINES, key=lambda name: (validation[name]["ndcg"], name == "popularity"))
+        assert gate["published"] == best
+        assert (summary["status"], status) == ("degraded", "degraded")
+        assert summary["reason"] == message == gate["reason"]
+
+
+@pytest.mark.slow
+def test_flow_with_evaluation_creates_the_quality_artifact(two_runs):
+    [artifact] = two_runs["artifacts_a"]
+    assert artifact.key == "recsys-quality"
+    assert artifact.type == "markdown"
+    _, _, metrics = run_metrics(two_runs["output"], two_runs["summary_a"]["run_id"])
+    text = artifact.data
+    assert text.startswith("### Validation NDCG@12 and friends (120 customers)\n")
+    assert text.endswith(f"\n\n**Gate:** {metrics['gate']['reason']}")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"recommender", *RECOMMENDERS}
+    for name in RECOMMENDERS:
+        cells = [c.strip() for c in rows[name].strip("|").split("|")]
+        for cell, metric in zip(cells[1:5], METRICS):
+            assert abs(float(cell) - metrics["validation"][name][metric]) <= 5e-5 + 1e-6, (name, metric, cell)
+        assert cells[5] == "120"
+
+
+@pytest.mark.slow
+def test_forced_gate_failure_degrades_the_run(two_runs):
+    summary = two_runs["summary_b"]
+    assert summary["status"] == "degraded"
+    assert summary["reason"] == "forced for the test"
+    assert summary["users"] == 120 and summary["rows"] == 120 * 12
+    assert set(summary["seconds"]) == {"load", "evaluate", "baseline_lists", "publish"}
+    status, message, metrics = run_metrics(two_runs["output"], summary["run_id"])
+    assert (status, message) == ("degraded", "forced for the test")
+    assert metrics["gate"] == {"passed": False, "published": "popularity", "reason": "forced for the test"}
+    assert set(metrics["validation"]) == set(RECOMMENDERS)
+    assert list(summary["validation"]) == RECOMMENDERS
+    assert "ranking_lists" not in metrics  # no model was trained
+
+
+@pytest.mark.slow
+def test_degraded_run_publishes_the_popularity_lists(two_runs, synthetic):
+    from recsys.baselines import Popularity
+    from test_flow import check_lists
+
+    output = two_runs["output"]
+    lists = check_lists(output, synthetic.frame)  # 12 distinct, unconsumed items each; Parquet == SQL
+    assert set(lists["run_id"]) == {two_runs["summary_b"]["run_id"]}
+    users = np.array(sorted(set(synthetic.frame["user_id"])), dtype=object)
+    items, scores = Popularity().fit(synthetic.frame).recommend(users, 12, exclude_seen=True)
+    expected = {user: list(row) for user, row in zip(users, items)}
+    expected_scores = {user: list(row) for user, row in zip(users, scores)}
+    ordered = lists.sort_values(["user_id", "rank"])
+    published = ordered.groupby("user_id")["item"].apply(list).to_dict()
+    published_scores = ordered.groupby("user_id")["score"].apply(list).to_dict()
+    assert published.keys() == expected.keys()
+    mismatched = [user for user in users if published[user] != expected[user]]
+    assert not mismatched, [(u, published[u], expected[u]) for u in mismatched[:3]]
+    for user in users:
+        assert published_scores[user] == pytest.approx(expected_scores[user])
+
+
+@pytest.mark.slow
+def test_cli_run_says_quality_gate_when_degraded(two_runs):
+    out = two_runs["result_b"].stdout
+    assert "degraded" in out
+    assert "quality gate: forced for the test" in out
+    # The validation table of the summary names the model and every baseline.
+    for name in RECOMMENDERS:
+        assert name in out, name
+
+
+@pytest.mark.slow
+def test_cli_runs_lists_both_runs_newest_first(two_runs):
+    from recsys.cli import app
+    from recsys.lookup import recent_runs
+    from recsys.settings import resolve_db_url
+
+    output = two_runs["output"]
+    a, b = two_runs["summary_a"]["run_id"], two_runs["summary_b"]["run_id"]
+    rows = recent_runs(resolve_db_url(output))
+    assert [r["run_id"] for r in rows] == [b, a]
+    assert [bool(r["is_current"]) for r in rows] == [True, False]
+    assert rows[0]["status"] == "degraded" and rows[0]["message"] == "forced for the test"
+    assert rows[0]["users"] == 120
+    assert rows[0]["metrics"]["gate"]["published"] == "popularity"
+    assert [r["run_id"] for r in recent_runs(resolve_db_url(output), limit=1)] == [b]
+
+    result = CliRunner().invoke(app, ["runs", "--output", str(output)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    # Table rows (boxed) first, newest first; the current run carries the "* " marker.
+    table_rows = [line for line in lines if "│" in line and (a in line or b in line)]
+    assert len(table_rows) == 2
+    line_b, line_a = table_rows
+    assert f"* {b}" in line_b and "degraded" in line_b and "120" in line_b
+    assert a in line_a and f"* {a}" not in line_a
+    assert two_runs["summary_a"]["status"] in line_a
+    validation = rows[0]["metrics"]["validation"]
+    assert f"{validation['two_stage']['ndcg']:.3f}/{validation['popularity']['ndcg']:.3f}" in line_b
+    # Why the run was degraded: a note under the table.
+    assert f"{b}: forced for the test" in lines
+
+    limited = CliRunner().invoke(app, ["runs", "--output", str(output), "--limit", "1"], env=WIDE)
+    assert limited.exit_code == 0 and b in limited.stdout and a not in limited.stdout
+
+
+def test_cli_runs_without_a_store_exits_1_with_one_line(tmp_path):
+    from recsys.cli import app
+
+    result = CliRunner().invoke(app, ["runs", "--output", str(tmp_path / "nothing")])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stderr.splitlines() == [
+        f"error: no store at {(tmp_path / 'nothing' / 'recsys.db').resolve()}: "
+        "run `recsys run` first (or pass --output / --db-url)"
+    ]
+    assert not (tmp_path / "nothing").exists()
+
+
+# --- what an 80-column terminal (or a pipe) shows -----------------------------------------------------
+
+
+def test_print_runs_in_80_columns_shows_status_and_current(monkeypatch, capsys):
+    """`recsys runs` piped or in a standard terminal: nothing in the table is cut off."""
+    from recsys.console import print_runs
+
+    monkeypatch.setenv("COLUMNS", "80")
+    validation = {"two_stage": {"ndcg": 0.152401}, "popularity": {"ndcg": 0.334161}}
+    reason = "model NDCG@12 0.1524 < popularity 0.3342 on validation: published item_knn (0.4068) instead"
+    rows = [
+        {"run_id": "20240302T020000123456Z", "started_at": "2024-03-02 02:00:00.123456", "finished_at": None,
+         "status": "degraded", "is_current": 1, "users": 125_000, "metrics": {"validation": validation},
+         "message": reason},
+        {"run_id": "20240301T020000123456Z", "started_at": "2024-03-01 02:00:00.123456", "finished_at": None,
+         "status": "succeeded", "is_current": 0, "users": 124_000, "metrics": {}, "message": None},
+    ]
+    print_runs(rows)
+    out = capsys.readouterr().out
+    assert "…" not in out, out
+    lines = out.splitlines()
+    [current] = [line for line in lines if "│" in line and "20240302T020000123456Z" in line]
+    assert "* 20240302T020000123456Z" in current and "degraded" in current
+    assert "125,000" in current and "0.152/0.334" in current
+    [older] = [line for line in lines if "│" in line and "20240301T020000123456Z" in line]
+    assert "*" not in older and "succeeded" in older and "124,000" in older
+    assert f"20240302T020000123456Z: {reason}" in lines
+
+
+def test_print_evaluation_in_80_columns_shows_every_recommender_name(monkeypatch, capsys):
+    """`recsys evaluate` piped or in a standard terminal: the recommender names stay legible."""
+    from recsys.console import print_evaluation
+    from recsys.evaluate import EvaluationReport
+
+    monkeypatch.setenv("COLUMNS", "80")
+    cold = table(popularity=0.1)
+    cold["recommender"] = ["cold_start_list (recent_popularity_90d)"]
+    report = EvaluationReport(
+        split="test", holdout=table(**{name: 0.1 for name in RECOMMENDERS}), cold_start=cold,
+        cold_start_cut=pd.Timestamp("2022-09-26"),
+    )
+    print_evaluation(report)
+    out = capsys.readouterr().out
+    missing = [name for name in RECOMMENDERS if name not in out]
+    assert not missing, f"names cut off: {missing}\n{out}"
+
+
+# --- `recsys evaluate` --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory) -> Path:
+    """A 40-customer export (the model trains with derived epochs in `recsys evaluate`)."""
+    path = tmp_path_factory.mktemp("evaluate") / "small.csv"
+    path.write_text(csv_text(make_synthetic(n_users=40).rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_cli_evaluate_prints_every_recommender_and_cold_start(small_csv, split):
+    from recsys.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(small_csv), "--split", split], env=WIDE)
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = result.stdout
+    assert f"per-customer temporal holdout ({split})" in out
+    assert "cold start (customers first seen after " in out
+    for name in RECOMMENDERS:
+        assert name in out, name
+    assert "cold_start_list (recent_popularity_90d)" in out
+    for header in ("ndcg@12", "recall@12", "hitrate@12", "coverage", "customers"):
+        assert header in out
+    # Every holdout row has 4-decimal metrics in [0, 1] and the scored customer count.
+    holdout = out.split("cold start (customers first seen after ")[0]
+    for name in RECOMMENDERS:
+        [line] = [line for line in holdout.splitlines() if f" {name} " in line]
+        cells = [c.strip() for c in line.strip("│ \n").split("│")]
+        assert cells[0] == name
+        assert all(0.0 <= float(c) <= 1.0 and len(c.split(".")[1]) == 4 for c in cells[1:4]), cells
+        assert cells[5] == "40"
+
+
+def test_cli_evaluate_rejects_an_unknown_split_with_one_line(small_csv):
+    from recsys.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(small_csv), "--split", "nonsense"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stderr.splitlines() == ["error: --split must be 'test' or 'validation'"]
+    assert result.stdout == ""
+
+
+def test_cli_evaluate_on_a_missing_file_exits_1_with_one_line(tmp_path):
+    from recsys.cli import app
+
+    missing = tmp_path / "missing.csv"
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(missing)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.csv" in lines[0]
