@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from recsys.errors import DataError
 from recsys.evaluate import temporal_holdout
 from recsys.features import Interactions, distinct_pairs, recent_popularity, to_codes
-from recsys.ranking import Context, RankingStage, context_of, pair_features, train_ranking
+from recsys.ranking import RankingStage, context_of, pair_features, ranking_examples, train_ranking
 from recsys.retrieval import Candidates, Progress, RetrievalStage, candidates_for, epochs_for, new_stage
 from recsys.settings import Settings
 from recsys.topk import top_k_excluding
@@ -96,9 +96,8 @@ def train_ranking_stage(
     users, items = retrieval.vectors(prepared.early)
     rows = prepared.target_rows
     candidates = candidates_for(users, items, rows, settings.candidates, context.seen)
-    return train_ranking(
-        context, candidates, rows, prepared.targets, prepared.data.n_users, settings.model, progress=progress
-    )
+    examples = ranking_examples(context, candidates, rows, prepared.targets, settings.model)
+    return train_ranking(examples, prepared.data.n_users, prepared.data.n_items, settings.model, progress=progress)
 
 
 def refresh_retrieval(

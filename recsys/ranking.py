@@ -215,41 +215,56 @@ class RankingStage:
         return np.where(candidates.items >= 0, output, -np.inf)
 
 
-def train_ranking(
-    context: Context,
-    candidates: Candidates,
-    rows: np.ndarray,
-    targets: sp.csr_matrix,
-    n_users: int,
-    settings: ModelSettings,
-    epochs: int | None = None,
-    progress: Progress | None = None,
-) -> RankingStage | None:
-    """Train on the candidate lists of users ``rows``; ``targets`` (users × items) marks what they went on to consume.
+@dataclass(frozen=True)
+class Examples:
+    """Training lists for the ranking model: features, labels and candidate codes per user row."""
 
-    Returns ``None`` when no list contains a consumed item (nothing to learn from).
+    rows: np.ndarray
+    items: np.ndarray
+    features: np.ndarray
+    labels: np.ndarray
+
+
+def ranking_examples(
+    context: Context, candidates: Candidates, rows: np.ndarray, targets: sp.csr_matrix, settings: ModelSettings
+) -> Examples:
+    """The candidate lists of users ``rows`` labelled by ``targets`` (users × items: what they consumed next).
+
+    Lists holding no consumed item teach a listwise loss nothing and are dropped.
     """
-    tf, _ = _tf()
-    started = time.perf_counter()
     items = candidates.items
     labels = np.asarray(targets[rows][np.arange(len(rows))[:, None], np.maximum(items, 0)].todense(), dtype=np.float32)
     labels *= items >= 0
     useful = labels.sum(axis=1) > 0
-    if not useful.any():
-        return None
-    rows, labels = rows[useful], labels[useful]
     kept = Candidates(items=items[useful], scores=candidates.scores[useful])
-    features = pair_features(context, kept, rows, settings.ranking_features)
+    features = pair_features(context, kept, rows[useful], settings.ranking_features)
+    return Examples(rows=rows[useful], items=kept.items, features=features, labels=labels[useful])
+
+
+def train_ranking(
+    examples: Examples,
+    n_users: int,
+    n_items: int,
+    settings: ModelSettings,
+    epochs: int | None = None,
+    progress: Progress | None = None,
+) -> RankingStage | None:
+    """Train the ranking model on labelled candidate lists; ``None`` when there are none."""
+    tf, _ = _tf()
+    started = time.perf_counter()
+    if len(examples.rows) == 0:
+        return None
+    rows, features = examples.rows, examples.features
     flat = features.reshape(-1, features.shape[-1])
     mean, std = flat.mean(axis=0), flat.std(axis=0)
     std[std < 1e-6] = 1.0
     epochs = epochs or settings.ranking_epochs or ranking_epochs_for(len(rows))
-    examples = {
+    inputs = {
         "user": rows.astype(np.int32),
-        "items": np.maximum(kept.items, 0).astype(np.int32),
-        "valid": kept.items >= 0,
+        "items": np.maximum(examples.items, 0).astype(np.int32),
+        "valid": examples.items >= 0,
         "features": (features - mean) / std,
-        "labels": labels,
+        "labels": examples.labels,
     }
     models = []
     # A few small models from different seeds, averaged: with a few hundred training lists one
@@ -257,10 +272,10 @@ def train_ranking(
     for member in range(settings.ranking_models):
         seed = settings.seed + 1000 * member
         tf.keras.utils.set_random_seed(seed)
-        model = build_model(n_users, context.similarity.shape[0], features.shape[-1], settings)
+        model = build_model(n_users, n_items, features.shape[-1], settings)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=settings.ranking_learning_rate))
         dataset = (
-            tf.data.Dataset.from_tensor_slices(examples)
+            tf.data.Dataset.from_tensor_slices(inputs)
             .shuffle(len(rows), seed=seed)
             .batch(64 if len(rows) < 20_000 else 512)
         )
