@@ -7,8 +7,9 @@ evaluation (``TwoStage``), so both train exactly the same model.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,9 +19,12 @@ from recsys.errors import DataError
 from recsys.evaluate import temporal_holdout
 from recsys.features import Interactions, distinct_pairs, recent_popularity, to_codes
 from recsys.ranking import RankingStage, context_of, pair_features, ranking_examples, train_ranking
-from recsys.retrieval import Candidates, Progress, RetrievalStage, candidates_for, epochs_for, new_stage
+from recsys.retrieval import Progress, RetrievalStage, candidates_for, epochs_for, new_stage
 from recsys.settings import Settings
 from recsys.topk import top_k_excluding
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 BLOCK_USERS = 4096
 
@@ -149,7 +153,7 @@ class TwoStage:
 
     name = "two-stage (TFRS)"
 
-    def __init__(self, settings: Settings | None = None, progress: Callable[[str], None] | None = None):
+    def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings()
         self.timings: dict[str, float] = {}
 
