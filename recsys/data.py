@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from recsys.errors import DataError
 from recsys.settings import ColumnMap
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CANONICAL = ("user_id", "item", "timestamp", "rating")
 _SNIFF_BYTES = 64 * 1024
@@ -101,7 +104,7 @@ def _read_head(path: Path) -> bytes:
         return handle.read(_SNIFF_BYTES)
 
 
-def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, notes: list[str]) -> pd.DataFrame:
+def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, notes: list[str]) -> "pa.Table":
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -134,9 +137,7 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, notes
     extra = [name for name in table.column_names if name not in columns.required()]
     if extra:
         notes.append("extra columns ignored: " + ", ".join(extra))
-    return pd.DataFrame(
-        {name: np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=object) for name in columns.required()}
-    )
+    return table.select(list(columns.required()))
 
 
 def _is_utf8(path: Path) -> bool:
@@ -176,7 +177,7 @@ def _check_columns(path: Path, header: list[str], columns: ColumnMap, delimiter:
     raise DataError(f"{path}: line 1: missing column {missing[0]!r} (found: {found})")
 
 
-def _read_parquet(path: Path, columns: ColumnMap) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -195,65 +196,111 @@ def _read_parquet(path: Path, columns: ColumnMap) -> pd.DataFrame:
         columns.timestamp: (pa.types.is_string, pa.types.is_large_string, pa.types.is_timestamp, pa.types.is_date),
         columns.rating: (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_large_string),
     }
-    out = {}
     for name, checks in allowed.items():
         column = table.column(name)
         if not any(check(column.type) for check in checks):
             raise DataError(f"{path}: column {name!r} has type {column.type}, which cannot hold this field")
-        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-            out[name] = column.to_pandas()
-        else:
-            values = column.to_numpy(zero_copy_only=False)
-            out[name] = np.asarray(values, dtype=object)
-    return pd.DataFrame(out)
+    return table.select(list(columns.required()))
 
 
-def _validate(raw: pd.DataFrame, path: Path, columns: ColumnMap, date_format: str, notes: list[str]) -> pd.DataFrame:
-    """Turn raw string columns into the canonical frame; the first bad row stops the load."""
-    users = _clean_text(raw[columns.user], path, columns.user, "empty customer id")
-    items = _clean_text(raw[columns.item], path, columns.item, "empty item name")
-    stripped = int((pd.Series(raw[columns.item], dtype=object).astype(str) != items).sum())
+def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str, notes: list[str]) -> pd.DataFrame:
+    """Turn the raw columns into the canonical frame; the first bad row stops the load.
+
+    Everything runs in Arrow compute kernels, so tens of millions of rows never become Python
+    objects; the frame's string columns stay Arrow-backed.
+    """
+    import pyarrow as pa
+
+    users = _clean_text(raw.column(columns.user), path, columns.user, "empty customer id")
+    raw_items = raw.column(columns.item)
+    items = _clean_text(raw_items, path, columns.item, "empty item name")
+    stripped = _count(_pc().not_equal(raw_items.cast(pa.string()), items))
     if stripped:
         notes.append(f"surrounding spaces stripped from {stripped:,} item names")
-    timestamps = _parse_times(raw[columns.timestamp], path, columns.timestamp, date_format)
-    ratings = _parse_ratings(raw[columns.rating], path, columns.rating)
-    return pd.DataFrame({"user_id": users, "item": items, "timestamp": timestamps, "rating": ratings})
+    timestamps = _parse_times(raw.column(columns.timestamp), path, columns.timestamp, date_format)
+    ratings = _parse_ratings(raw.column(columns.rating), path, columns.rating)
+    table = pa.table({"user_id": users, "item": items, "timestamp": timestamps, "rating": ratings})
+    return table.to_pandas()
 
 
-def _clean_text(values: pd.Series, path: Path, column: str, problem: str) -> np.ndarray:
-    text = pd.Series(values, dtype=object)
-    if text.isna().any():
-        _fail(path, int(np.flatnonzero(text.isna().to_numpy())[0]), column, problem)
-    text = text.astype(str)
+def _pc():
+    import pyarrow.compute as pc
+
+    return pc
+
+
+def _count(mask) -> int:
+    return int(_pc().sum(mask).as_py() or 0)
+
+
+def _first(mask) -> int:
+    """Index of the first true value of a boolean (chunked) array."""
+    return int(_pc().index(mask, True).as_py())
+
+
+def _clean_text(values, path: Path, column: str, problem: str):
+    import pyarrow as pa
+
+    pc = _pc()
+    if values.null_count:
+        _fail(path, _first(pc.is_null(values)), column, problem, values.null_count)
     # Integer-typed ids from Parquet come through as "123": same as the CSV's quoted "123".
-    cleaned = text.str.strip()
-    empty = (cleaned == "").to_numpy()
-    if empty.any():
-        _fail(path, int(np.flatnonzero(empty)[0]), column, problem, int(empty.sum()))
-    return np.asarray(cleaned, dtype=object)
+    cleaned = pc.utf8_trim_whitespace(values.cast(pa.string()))
+    empty = pc.equal(pc.utf8_length(cleaned), 0)
+    count = _count(empty)
+    if count:
+        _fail(path, _first(empty), column, problem, count)
+    return cleaned
 
 
-def _parse_times(values: pd.Series, path: Path, column: str, date_format: str) -> np.ndarray:
-    if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = pd.to_datetime(values).dt.tz_localize(None) if getattr(values.dt, "tz", None) else pd.to_datetime(values)
+def _parse_times(values, path: Path, column: str, date_format: str):
+    import pyarrow as pa
+
+    pc = _pc()
+    if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
+        if pa.types.is_timestamp(values.type) and values.type.tz is not None:
+            values = values.cast(pa.timestamp(values.type.unit))  # UTC wall time, zone dropped
+        parsed = values.cast(pa.timestamp("ns"))
     else:
-        text = pd.Series(values, dtype=object).astype(str).str.strip()
-        parsed = pd.to_datetime(text, format=date_format, errors="coerce")
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        _fail(path, row, column, f"date {str(values.iloc[row])!r} does not match the format {date_format!r}", int(bad.sum()))
-    return parsed.to_numpy(dtype="datetime64[ns]")
+        text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+        parsed = pc.strptime(text, format=date_format, unit="s", error_is_null=True).cast(pa.timestamp("ns"))
+    bad = pc.is_null(parsed)
+    count = _count(bad)
+    if count:
+        row = _first(bad)
+        _fail(path, row, column, f"date {_text(values, row)!r} does not match the format {date_format!r}", count)
+    return parsed
 
 
-def _parse_ratings(values: pd.Series, path: Path, column: str) -> np.ndarray:
-    text = pd.Series(values, dtype=object)
-    numbers = pd.to_numeric(text.astype(str).str.strip(), errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 1) | (numbers > 5)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        _fail(path, row, column, f"rating {str(text.iloc[row])!r} is not a whole number from 1 to 5", int(bad.sum()))
-    return numbers.astype(np.int8)
+def _parse_ratings(values, path: Path, column: str):
+    import pyarrow as pa
+
+    pc = _pc()
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+        numbers = values.cast(pa.float64())
+    else:
+        text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+        numeric = pc.match_substring_regex(text, r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+        numbers = pc.if_else(numeric, text, pa.scalar(None, pa.string())).cast(pa.float64())
+    bad = pc.invert(
+        pc.fill_null(
+            pc.and_(
+                pc.and_(pc.greater_equal(numbers, 1.0), pc.less_equal(numbers, 5.0)),
+                pc.equal(numbers, pc.floor(numbers)),
+            ),
+            False,
+        )
+    )
+    count = _count(bad)
+    if count:
+        row = _first(bad)
+        _fail(path, row, column, f"rating {_text(values, row)!r} is not a whole number from 1 to 5", count)
+    return numbers.cast(pa.int8())
+
+
+def _text(values, row: int) -> str:
+    value = values[row].as_py()
+    return "" if value is None else str(value)
 
 
 def _fail(path: Path, row: int, column: str, problem: str, count: int = 1) -> None:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 
@@ -49,34 +53,57 @@ class Interactions:
 
 
 def to_codes(frame: pd.DataFrame, users: np.ndarray | None = None, items: np.ndarray | None = None) -> Interactions:
-    """Encode a canonical frame; given vocabularies are reused (rows outside them are dropped)."""
-    user_values = np.asarray(frame["user_id"], dtype=object).astype(str)
-    item_values = np.asarray(frame["item"], dtype=object).astype(str)
+    """Encode a canonical frame; given vocabularies are reused (rows outside them are dropped).
+
+    Dictionary encoding runs in Arrow: no Python object per row, even for tens of millions of rows.
+    """
     if users is None:
-        users = np.unique(user_values).astype(object)
+        users, user = _encode(frame["user_id"])
+    else:
+        user = _lookup(users, frame["user_id"])
     if items is None:
-        items = np.unique(item_values).astype(object)
-    user = _lookup(users, user_values)
-    item = _lookup(items, item_values)
+        items, item = _encode(frame["item"])
+    else:
+        item = _lookup(items, frame["item"])
     keep = (user >= 0) & (item >= 0)
     seconds = np.asarray(frame["timestamp"], dtype="datetime64[s]").astype(np.int64)
-    return Interactions(
-        users=users,
-        items=items,
-        user=user[keep],
-        item=item[keep],
-        time=seconds[keep],
-        rating=np.asarray(frame["rating"], dtype=np.int8)[keep],
-    )
+    rating = np.asarray(frame["rating"], dtype=np.int8)
+    if not keep.all():
+        user, item, seconds, rating = user[keep], item[keep], seconds[keep], rating[keep]
+    return Interactions(users=users, items=items, user=user, item=item, time=seconds, rating=rating)
 
 
-def _lookup(vocabulary: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _arrow(values) -> "pa.ChunkedArray":
+    """Values (a Series or array of strings) as an Arrow string array, zero-copy when Arrow-backed."""
+    import pyarrow as pa
+
+    array = pa.array(getattr(values, "array", values), type=pa.string(), from_pandas=True)
+    return array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array])
+
+
+def _encode(values) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted vocabulary (object array) and each value's int32 code in it."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(_arrow(values)).combine_chunks()
+    dictionary = encoded.dictionary
+    order = np.asarray(pc.array_sort_indices(dictionary))
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    vocabulary = np.asarray(dictionary.take(order).to_pylist(), dtype=object)
+    codes = rank[np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
+    return vocabulary, codes
+
+
+def _lookup(vocabulary: np.ndarray, values) -> np.ndarray:
     """Position of each value in a sorted vocabulary, -1 where absent."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if len(vocabulary) == 0:
         return np.full(len(values), -1, dtype=np.int32)
-    vocab = vocabulary.astype(str)
-    position = np.clip(np.searchsorted(vocab, values), 0, len(vocab) - 1)
-    return np.where(vocab[position] == values, position, -1).astype(np.int32)
+    index = pc.index_in(_arrow(values), value_set=pa.array(list(vocabulary), pa.string()))
+    return np.asarray(pc.fill_null(index, -1).to_numpy(), dtype=np.int32)
 
 
 def distinct_pairs(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
