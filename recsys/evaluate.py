@@ -65,11 +65,62 @@ def _group_sets(user_codes: np.ndarray, item_codes: np.ndarray, items: np.ndarra
     return [frozenset(items[chunk].tolist()) for chunk in np.split(item_codes, bounds)]
 
 
+@dataclass(frozen=True)
+class HoldoutArrays:
+    """The temporal holdout on integer codes: which rows train, which users are scored, what is held out."""
+
+    keep: np.ndarray  # bool per row: the row stays in training
+    scored: np.ndarray  # bool per user code: the user has training and held-out items
+    held_users: np.ndarray  # user code of each held-out (user, item) pair of a scored user, sorted
+    held_items: np.ndarray  # item code of each such pair
+
+
+def holdout_arrays(
+    user: np.ndarray, item: np.ndarray, time: np.ndarray, n_users: int, train_fraction: float = 0.8
+) -> HoldoutArrays:
+    """The protocol of :func:`temporal_holdout` on codes; item codes must follow name order (ties)."""
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+    u = np.asarray(user, dtype=np.int64)
+    i = np.asarray(item, dtype=np.int64)
+    t = np.asarray(time, dtype=np.int64)
+    n_item_codes = int(i.max()) + 1 if len(i) else 1
+    # First interaction time of every (customer, item) pair.
+    key = u * n_item_codes + i
+    order = np.lexsort((t, key))
+    first = order[np.r_[True, key[order][1:] != key[order][:-1]]] if len(order) else order
+    pu, pi, pt = u[first], i[first], t[first]
+    # Item codes are in name order, so sorting on (user, time, code) breaks time ties by name.
+    order = np.lexsort((pi, pt, pu))
+    pu, pi, pt = pu[order], pi[order], pt[order]
+
+    n_items = np.bincount(pu, minlength=n_users)
+    group_start = np.concatenate(([0], np.cumsum(n_items)[:-1]))
+    position = np.arange(len(pu)) - group_start[pu]
+    # The epsilon keeps e.g. 0.8 * 5 from flooring to 3 if it ever lands at 3.9999...
+    first_held = np.minimum(np.floor(train_fraction * n_items + 1e-9).astype(np.int64), n_items - 1)
+    eligible = n_items >= 2
+    held = eligible[pu] & (position >= first_held[pu])
+
+    # Earliest held-out interaction per customer; "never" for customers with nothing held out.
+    never = np.iinfo(np.int64).max
+    cutoff = np.full(n_users, never, dtype=np.int64)
+    at_cut = held & (position == first_held[pu])
+    cutoff[pu[at_cut]] = pt[at_cut]
+
+    # A held-out item's first interaction is >= the cutoff, so "strictly before the cutoff"
+    # already excludes every row of held-out items.
+    keep = t < cutoff[u]
+    has_train = np.bincount(u[keep], minlength=n_users) > 0
+    scored = has_train & (cutoff != never)
+    sel = held & scored[pu]
+    return HoldoutArrays(keep=keep, scored=scored, held_users=pu[sel], held_items=pi[sel])
+
+
 def temporal_holdout(interactions: pd.DataFrame, train_fraction: float = 0.8) -> Holdout:
     """Per-customer temporal holdout of the canonical interactions frame (see module docstring).
 
-    Vectorised: one groupby for the first time of each (customer, item) pair, one sort, and
-    array arithmetic; cost is dominated by factorising the id columns.
+    Vectorised: one sort of the (customer, item) pairs and array arithmetic (:func:`holdout_arrays`).
     """
     if not 0.0 < train_fraction <= 1.0:
         raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
@@ -79,44 +130,11 @@ def temporal_holdout(interactions: pd.DataFrame, train_fraction: float = 0.8) ->
     u, users = _codes(interactions["user_id"])
     i, items = _codes(interactions["item"])
     t = interactions["timestamp"].to_numpy(dtype="datetime64[ns]").view(np.int64)
-
-    # First interaction time of every (customer, item) pair.
-    pairs = (
-        pd.DataFrame({"u": u, "i": i, "t": t})
-        .groupby(["u", "i"], sort=False)["t"].min()
-        .reset_index()
-    )
-    pu, pi, pt = (pairs[c].to_numpy() for c in ("u", "i", "t"))
-    # Item codes are in name order, so sorting on (user, time, code) breaks time ties by name.
-    order = np.lexsort((pi, pt, pu))
-    pu, pi, pt = pu[order], pi[order], pt[order]
-
-    n_items = np.bincount(pu, minlength=len(users))
-    group_start = np.concatenate(([0], np.cumsum(n_items)[:-1]))
-    position = np.arange(len(pu)) - group_start[pu]
-    # The epsilon keeps e.g. 0.8 * 5 from flooring to 3 if it ever lands at 3.9999...
-    first_held = np.minimum(np.floor(train_fraction * n_items + 1e-9).astype(np.int64),
-                            n_items - 1)
-    eligible = n_items >= 2
-    held = eligible[pu] & (position >= first_held[pu])
-
-    # Earliest held-out interaction per customer; "never" for customers with nothing held out.
-    never = np.iinfo(np.int64).max
-    cutoff = np.full(len(users), never, dtype=np.int64)
-    at_cut = held & (position == first_held[pu])
-    cutoff[pu[at_cut]] = pt[at_cut]
-
-    # A held-out item's first interaction is >= the cutoff, so "strictly before the cutoff"
-    # already excludes every row of held-out items.
-    keep = t < cutoff[u]
-    train = interactions.loc[keep]
-
-    has_train = np.bincount(u[keep], minlength=len(users)) > 0
-    scored = has_train & (cutoff != never)
-    sel = held & scored[pu]
-    # pu is sorted, so the selected pairs come grouped by user in the order of `users`.
-    relevant = _group_sets(pu[sel], pi[sel], items)
-    return Holdout(train=train, users=users[scored], relevant=tuple(relevant))
+    split = holdout_arrays(u, i, t, len(users), train_fraction)
+    train = interactions.loc[split.keep]
+    # held_users is sorted, so the pairs come grouped by user in the order of `users`.
+    relevant = _group_sets(split.held_users, split.held_items, items)
+    return Holdout(train=train, users=users[split.scored], relevant=tuple(relevant))
 
 
 def validation_holdout(interactions: pd.DataFrame, train_fraction: float = 0.8) -> Holdout:

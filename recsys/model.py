@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.errors import DataError
-from recsys.evaluate import temporal_holdout
+from recsys.evaluate import holdout_arrays
 from recsys.features import Interactions, distinct_pairs, recent_popularity, to_codes
 from recsys.ranking import RankingStage, context_of, pair_features, ranking_examples, train_ranking
 from recsys.retrieval import Progress, RetrievalStage, candidates_for, epochs_for, new_stage
@@ -53,19 +53,19 @@ class Lists:
 
 
 def prepare(frame: pd.DataFrame) -> Prepared:
-    """Encode the interactions and carve out the split the ranking stage trains on."""
+    """Encode the interactions and carve out the split the ranking stage trains on (the evaluation protocol's)."""
     data = to_codes(frame)
-    split = temporal_holdout(frame)
-    early = to_codes(split.train, data.users, data.items)
-    target_users = np.repeat(split.users, [len(s) for s in split.relevant])
-    target_items = np.array([item for s in split.relevant for item in sorted(s)], dtype=object)
-    rows = np.searchsorted(data.users.astype(str), target_users.astype(str)).astype(np.int64)
-    cols = np.searchsorted(data.items.astype(str), target_items.astype(str)).astype(np.int64)
-    targets = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(data.n_users, data.n_items)
+    split = holdout_arrays(data.user, data.item, data.time, data.n_users)
+    keep = split.keep
+    early = Interactions(
+        users=data.users, items=data.items,
+        user=data.user[keep], item=data.item[keep], time=data.time[keep], rating=data.rating[keep],
     )
-    target_rows = np.searchsorted(data.users.astype(str), split.users.astype(str)).astype(np.int64)
-    return Prepared(data=data, early=early, targets=targets, target_rows=target_rows)
+    targets = sp.csr_matrix(
+        (np.ones(len(split.held_users), dtype=np.float32), (split.held_users, split.held_items)),
+        shape=(data.n_users, data.n_items),
+    )
+    return Prepared(data=data, early=early, targets=targets, target_rows=np.flatnonzero(split.scored))
 
 
 MIN_USERS = 2
