@@ -44,7 +44,6 @@ def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, set
     tf, tfrs = _tf()
     dim = settings.embedding_dim
     correct = settings.popularity_correction
-    regularizer = tf.keras.regularizers.l2(1e-6)
 
     class TwoTower(tfrs.Model):
         """Towers and loss only: user and item vectors, in-batch softmax with popularity correction."""
@@ -54,11 +53,13 @@ def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, set
             self.item_words = tf.constant(words, dtype=tf.int32)
             self.pad_item = n_items
             # Row 0 is shared by every customer with too few items to learn a vector of their own
-            # (see ``id_rows``): their tower output comes from their items, not from noise.
-            self.user_embedding = tf.keras.layers.Embedding(n_users + 1, dim, embeddings_regularizer=regularizer)
-            self.history_embedding = tf.keras.layers.Embedding(n_items + 1, dim, embeddings_regularizer=regularizer)
-            self.item_embedding = tf.keras.layers.Embedding(n_items, dim, embeddings_regularizer=regularizer)
-            self.word_embedding = tf.keras.layers.Embedding(n_words, dim, embeddings_regularizer=regularizer)
+            # (see ``id_rows``): their tower output comes from their items, not from noise. No
+            # weight penalty on the tables: it would touch every row at every step, and the
+            # sparse updates are what keep training fast on a million customers.
+            self.user_embedding = tf.keras.layers.Embedding(n_users + 1, dim)
+            self.history_embedding = tf.keras.layers.Embedding(n_items + 1, dim)
+            self.item_embedding = tf.keras.layers.Embedding(n_items, dim)
+            self.word_embedding = tf.keras.layers.Embedding(n_words, dim)
             self.user_dense = tf.keras.layers.Dense(dim)
             self.item_dense = tf.keras.layers.Dense(dim)
             self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True)
@@ -119,16 +120,26 @@ class RetrievalStage:
         counts = np.bincount(items, minlength=len(self.items)).astype(np.float32)
         probability = (counts / counts.sum())[items]
         batch = self.settings.batch_size or batch_size_for(len(users))
-        dataset = (
-            tf.data.Dataset.from_tensor_slices(
-                {"user": rows[users], "item": items, "history": history[users], "probability": probability}
+        per_epoch = examples_per_epoch(len(users), epochs)
+        rng = np.random.default_rng(self.settings.seed + self.epochs_run)
+        for epoch in range(epochs):
+            # A fresh random sample (all pairs while they fit the budget) in a fresh order each epoch.
+            pick = rng.permutation(len(users))[:per_epoch]
+            dataset = (
+                tf.data.Dataset.from_tensor_slices(
+                    {
+                        "user": rows[users[pick]],
+                        "item": items[pick],
+                        "history": history[users[pick]],
+                        "probability": probability[pick],
+                    }
+                )
+                .batch(batch)
+                .prefetch(2)
             )
-            .shuffle(len(users), seed=self.settings.seed, reshuffle_each_iteration=True)
-            .batch(batch)
-            .prefetch(2)
-        )
-        callbacks = [progress_callback(epochs, progress)] if progress else []
-        self.model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
+            self.model.fit(dataset, epochs=1, verbose=0)
+            if progress:
+                progress(epoch + 1, epochs)
         self.epochs_run += epochs
         self.seconds += time.perf_counter() - started
         return self
@@ -177,18 +188,34 @@ def id_rows(history: np.ndarray, n_items: int, min_items: int) -> np.ndarray:
     return np.where(counts >= min_items, np.arange(1, len(history) + 1), 0).astype(np.int32)
 
 
+MAX_TRAINING_EXAMPLES = 3_000_000
+
+
 def batch_size_for(pairs: int) -> int:
-    """Rule: larger batches for larger data (more in-batch negatives, fewer steps)."""
+    """Rule: 256 pairs per batch below 20k pairs, 512 below 500k, 1024 above.
+
+    Larger batches give more in-batch negatives, but the softmax costs grow with the batch for
+    every example: past 1024 training gets slower per example on a CPU, not faster.
+    """
     if pairs < 20_000:
         return 256
     if pairs < 500_000:
-        return 1024
-    return 4096
+        return 512
+    return 1024
 
 
 def epochs_for(pairs: int) -> int:
     """Rule: about 60k gradient examples at least, at most 30 epochs, at least 3."""
     return int(np.clip(np.ceil(60_000 / max(pairs, 1)), 3, 30))
+
+
+def examples_per_epoch(pairs: int, epochs: int) -> int:
+    """Rule: every pair each epoch, unless that passes 3M examples in all; then a random sample.
+
+    Past a few million examples the model has seen each item thousands of times; more epochs
+    over tens of millions of pairs would cost many minutes for little change.
+    """
+    return int(min(pairs, max(MAX_TRAINING_EXAMPLES // max(epochs, 1), 1)))
 
 
 def new_stage(data: Interactions, settings: ModelSettings) -> RetrievalStage:
@@ -201,7 +228,7 @@ def new_stage(data: Interactions, settings: ModelSettings) -> RetrievalStage:
     return RetrievalStage(model=model, users=data.users, items=data.items, settings=settings)
 
 
-def progress_callback(epochs: int, progress: Progress, offset: int = 0):
+def progress_callback(epochs: int, progress: Progress, offset: int = 0):  # used by the ranking stage
     """A Keras callback that reports each finished epoch as ``progress(offset + done, epochs)``."""
     tf, _ = _tf()
 
