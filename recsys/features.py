@@ -156,13 +156,44 @@ def name_words(items: np.ndarray, max_words: int = 8) -> tuple[np.ndarray, int]:
     return words, len(vocabulary) + 1
 
 
-def cooccurrence_similarity(seen: sp.csr_matrix) -> sp.csr_matrix:
-    """Cosine similarity of items by the users they share (zero diagonal)."""
-    item_users = seen.T.tocsr()
+def cooccurrence_similarity(seen: sp.csr_matrix, neighbours: int = 200, block: int = 2048) -> sp.csr_matrix:
+    """Cosine similarity of items by the users they share (zero diagonal), each item's top ``neighbours`` kept.
+
+    Computed a block of items at a time, so a catalogue of tens of thousands of items never
+    needs the full item x item matrix in memory.
+    """
+    item_users = seen.T.tocsr().astype(np.float32)
     norms = np.sqrt(np.asarray(item_users.multiply(item_users).sum(axis=1)).ravel())
     norms[norms == 0] = 1.0
-    scale = sp.diags(1.0 / norms)
-    similarity = (scale @ item_users @ item_users.T @ scale).tocsr()
-    similarity.setdiag(0.0)
-    similarity.eliminate_zeros()
-    return similarity.astype(np.float32)
+    scaled = sp.diags(1.0 / norms).astype(np.float32) @ item_users
+    scaled_t = scaled.T.tocsr()
+    n_items = seen.shape[1]
+    keep = min(neighbours, max(n_items - 1, 1))
+    rows, cols, values = [], [], []
+    for start in range(0, n_items, block):
+        stop = min(start + block, n_items)
+        dense = (scaled[start:stop] @ scaled_t).toarray()
+        dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        top = np.argpartition(-dense, keep - 1, axis=1)[:, :keep] if keep < n_items else np.tile(np.arange(n_items), (stop - start, 1))
+        picked = np.take_along_axis(dense, top, axis=1)
+        nonzero = picked > 0
+        rows.append(np.nonzero(nonzero)[0] + start)
+        cols.append(top[nonzero])
+        values.append(picked[nonzero])
+    return sp.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items), dtype=np.float32
+    )
+
+
+def gather(matrix: sp.spmatrix, columns: np.ndarray) -> np.ndarray:
+    """``matrix[r, columns[r, j]]`` for every row ``r`` (0 where the sparse matrix holds nothing)."""
+    matrix = sp.csr_matrix(matrix)
+    matrix.sort_indices()
+    n_columns = matrix.shape[1]
+    owner = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    keys = owner * n_columns + matrix.indices
+    wanted = np.arange(len(columns), dtype=np.int64)[:, None] * n_columns + columns
+    if len(keys) == 0:
+        return np.zeros(columns.shape, dtype=np.float32)
+    position = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
+    return np.where(keys[position] == wanted, matrix.data[position], 0.0).astype(np.float32)

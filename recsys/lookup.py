@@ -1,15 +1,17 @@
 """The fast read path: one customer's list from the store, without the model.
 
-Standard library only for the default SQLite store (SQLAlchemy only for other databases): a
-lookup must answer in a blink, so nothing here imports TensorFlow, Prefect, pandas or pyarrow.
+Standard library only for the default SQLite store, psycopg alone for PostgreSQL (importing
+SQLAlchemy too would double the start-up time), SQLAlchemy for other databases: a lookup must
+answer in a blink, so nothing here imports TensorFlow, Prefect, pandas or pyarrow.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from recsys.errors import StoreError
 
@@ -17,6 +19,16 @@ _LIST_SQL = (
     "SELECT rank, item, score, run_id, generated_at FROM recommendations WHERE user_id = :user ORDER BY rank"
 )
 _POPULAR_SQL = "SELECT rank, item, score, run_id FROM popular_items ORDER BY rank"
+# Other databases: the list, else the cold-start list, in one statement, so both come from the
+# same published run even without a transaction snapshot over the two tables (PostgreSQL resolves
+# a renamed table anew at each statement).
+_ANSWER_SQL = (
+    "SELECT 0 AS cold, rank, item, score, run_id, generated_at FROM recommendations WHERE user_id = :user "
+    "UNION ALL "
+    "SELECT 1 AS cold, rank, item, score, run_id, NULL FROM popular_items "
+    "WHERE NOT EXISTS (SELECT 1 FROM recommendations WHERE user_id = :user) "
+    "ORDER BY cold, rank"
+)
 
 
 @dataclass(frozen=True)
@@ -98,17 +110,90 @@ def _query_sqlite(path: Path, user: str) -> tuple[list, list]:
 
 
 def _query_sqlalchemy(db_url: str, user: str) -> tuple[list, list]:
-    import sqlalchemy as sa
+    """Any database but SQLite: one statement (``_ANSWER_SQL``); PostgreSQL through psycopg directly."""
+    if _is_postgres(db_url):
+        answer = _query_postgres(db_url, user)
+    else:
+        import sqlalchemy as sa
+
+        try:
+            engine = sa.create_engine(db_url)
+            with engine.connect() as conn:
+                answer = [tuple(r) for r in conn.execute(sa.text(_ANSWER_SQL), {"user": user}).fetchall()]
+        except sa.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+            raise StoreError(f"{_safe_url(db_url)}: cannot read the store ({reason})") from None
+    rows = [(r, i, s, run, _utc_text(at)) for cold, r, i, s, run, at in answer if not cold]
+    popular = [(r, i, s, run) for cold, r, i, s, run, _ in answer if cold]
+    return rows, popular
+
+
+def _is_postgres(db_url: str) -> bool:
+    scheme = db_url.split("://", 1)[0].lower()
+    return scheme in ("postgresql", "postgres", "postgresql+psycopg")
+
+
+def _safe_url(db_url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(db_url)
+    if parts.password is None:
+        return db_url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _postgres_params(db_url: str) -> dict:
+    """psycopg.connect keywords from a SQLAlchemy-style URL (query parameters are libpq's)."""
+    parts = urlsplit(db_url)
+    params = {key: value for key, value in parse_qsl(parts.query)}
+    if parts.hostname:
+        params["host"] = unquote(parts.hostname)
+    if parts.port:
+        params["port"] = parts.port
+    if parts.username:
+        params["user"] = unquote(parts.username)
+    if parts.password:
+        params["password"] = unquote(parts.password)
+    if parts.path.strip("/"):
+        params["dbname"] = unquote(parts.path.strip("/"))
+    return params
+
+
+def _connect_postgres(db_url: str):
+    import psycopg
 
     try:
-        engine = sa.create_engine(db_url)
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text(_LIST_SQL), {"user": user}).fetchall()
-            popular = [] if rows else conn.execute(sa.text(_POPULAR_SQL)).fetchall()
-    except sa.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise StoreError(f"{engine.url.render_as_string(hide_password=True)}: cannot read the store ({reason})") from None
-    return [tuple(r) for r in rows], [tuple(r) for r in popular]
+        return psycopg.connect(**_postgres_params(db_url), connect_timeout=10, autocommit=True)
+    except psycopg.Error as exc:
+        raise StoreError(f"{_safe_url(db_url)}: cannot open the store ({_first_line(exc)})") from None
+
+
+def _query_postgres(db_url: str, user: str) -> list[tuple]:
+    import psycopg
+
+    connection = _connect_postgres(db_url)
+    try:
+        sql = _ANSWER_SQL.replace(":user", "%(user)s")
+        return connection.execute(sql, {"user": user}).fetchall()
+    except psycopg.errors.UndefinedTable:
+        raise StoreError(f"no store in {_safe_url(db_url)}: run `recsys run` first (or pass --db-url)") from None
+    except psycopg.Error as exc:
+        raise StoreError(f"{_safe_url(db_url)}: cannot read the store ({_first_line(exc)})") from None
+    finally:
+        connection.close()
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0]
+
+
+def _utc_text(value) -> str | None:
+    """A time as the SQLite store prints it (UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``) whatever the driver returns."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 _RUNS_SQL = (
@@ -129,6 +214,19 @@ def recent_runs(db_url: str, limit: int = 20) -> list[dict]:
                 rows = connection.execute(_RUNS_SQL, {"limit": limit}).fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: the store cannot be read ({exc})") from None
+    elif _is_postgres(db_url):
+        import psycopg
+
+        connection = _connect_postgres(db_url)
+        try:
+            rows = connection.execute(_RUNS_SQL.replace(":limit", "%(limit)s"), {"limit": limit}).fetchall()
+        except psycopg.errors.UndefinedTable:
+            raise StoreError(f"no store in {_safe_url(db_url)}: run `recsys run` first (or pass --db-url)") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot read the runs ({_first_line(exc)})") from None
+        finally:
+            connection.close()
+        rows = [(r[0], _utc_text(r[1]), _utc_text(r[2]), *r[3:]) for r in rows]
     else:
         import sqlalchemy as sa
 

@@ -21,6 +21,7 @@ import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is impo
 from recsys.features import (
     Interactions,
     cooccurrence_similarity,
+    gather,
     item_popularity,
     recent_popularity,
     user_histories,
@@ -112,12 +113,11 @@ def pair_features(
     valid = candidates.items >= 0
     scores = np.where(valid, candidates.scores, 0.0)
     n = items.shape[1]
-    cooccurrence = np.take_along_axis((context.seen[rows] @ context.similarity).toarray(), items, axis=1)
+    cooccurrence = gather(context.seen[rows] @ context.similarity, items)
     last = context.last_item[rows]
     n_items = context.similarity.shape[0]
     has_last = last < n_items
-    last_rows = context.similarity[np.where(has_last, last, 0)].toarray()
-    last_similarity = np.take_along_axis(last_rows, items, axis=1) * has_last[:, None]
+    last_similarity = gather(context.similarity[np.where(has_last, last, 0)], items) * has_last[:, None]
     spread = np.where(valid, scores, np.nan)
     zscore = (scores - np.nanmean(spread, axis=1, keepdims=True)) / (np.nanstd(spread, axis=1, keepdims=True) + 1e-6)
     columns = [
@@ -233,12 +233,20 @@ def ranking_examples(
     Lists holding no consumed item teach a listwise loss nothing and are dropped.
     """
     items = candidates.items
-    labels = np.asarray(targets[rows][np.arange(len(rows))[:, None], np.maximum(items, 0)].todense(), dtype=np.float32)
-    labels *= items >= 0
+    labels = gather(targets[rows], np.maximum(items, 0)) * (items >= 0)
     useful = labels.sum(axis=1) > 0
-    kept = Candidates(items=items[useful], scores=candidates.scores[useful])
-    features = pair_features(context, kept, rows[useful], settings.ranking_features)
-    return Examples(rows=rows[useful], items=kept.items, features=features, labels=labels[useful])
+    rows, items, scores, labels = rows[useful], items[useful], candidates.scores[useful], labels[useful]
+    features = np.concatenate(
+        [
+            pair_features(context, Candidates(items[block], scores[block]), rows[block], settings.ranking_features)
+            for block in _blocks(len(rows))
+        ]
+    ) if len(rows) else np.zeros((0, items.shape[1], len(settings.ranking_features or FEATURES)), np.float32)
+    return Examples(rows=rows, items=items, features=features, labels=labels)
+
+
+def _blocks(n: int, size: int = 4096) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 def train_ranking(

@@ -6,13 +6,20 @@ staging tables, then swapped in by renaming tables inside one short transaction:
 previous complete set or the new complete set, never a mix. The tables being replaced are kept as
 ``*_previous`` so ``rollback`` can swap them back. The Parquet file is written beside its final
 name and renamed into place right after the swap.
+
+Staging tables are bulk loaded through the raw DBAPI connection, one Arrow chunk at a time (Python
+objects exist only for the slice in flight): ``executemany`` for SQLite, ``COPY ... FROM STDIN`` fed
+with CSV bytes written by Arrow for PostgreSQL. Each staging table is loaded in one transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import itertools
 import json
 import os
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -30,7 +39,16 @@ POPULAR = "popular_items"
 RUNS = "runs"
 STAGING = "_staging"
 PREVIOUS = "_previous"
-INSERT_CHUNK = 50_000
+CONSTANT_COLUMNS = ("run_id", "generated_at")  # one value per publish: passed to SQLite as one object
+BULK_ROWS = 100_000  # rows converted to Python objects (SQLite) or CSV bytes (PostgreSQL) at a time
+# How SQLAlchemy's DateTime stores a time in SQLite (text, naive UTC, always 6 fraction digits):
+# the bulk path writes the same text, so readers see one format whatever wrote the rows.
+SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S"  # + ".%f" in Python; Arrow's %S includes the microseconds
+# Per-connection settings while loading a staging table into SQLite. The WAL stays on; NORMAL
+# only skips the fsync at the load's own commit (WAL mode stays consistent on power loss, and the
+# swap, on a FULL connection, fsyncs the WAL with the staged pages in it before it commits).
+SQLITE_BULK_PRAGMAS = ("PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-262144", "PRAGMA temp_store=MEMORY")
+SQLITE_RESTORE_PRAGMAS = ("PRAGMA synchronous=FULL", "PRAGMA cache_size=-2000", "PRAGMA temp_store=DEFAULT")
 
 LIST_SCHEMA = pa.schema(
     [
@@ -44,30 +62,44 @@ LIST_SCHEMA = pa.schema(
 )
 
 
-def recommendations_table(metadata: sa.MetaData, name: str = RECOMMENDATIONS) -> sa.Table:
-    """The per-customer lists: one row per (customer, rank)."""
+def recommendations_table(
+    metadata: sa.MetaData, name: str = RECOMMENDATIONS, pk_name: str | None = None, primary_key: bool = True
+) -> sa.Table:
+    """The per-customer lists: one row per (customer, rank).
+
+    ``pk_name`` names the primary key (PostgreSQL keeps a constraint's name when its table is
+    renamed, so each creation needs its own); ``primary_key=False`` leaves it to be added after a
+    bulk load (``add_primary_key``).
+    """
     return sa.Table(
         name,
         metadata,
-        sa.Column("user_id", sa.String, primary_key=True),
-        sa.Column("rank", sa.SmallInteger, primary_key=True),
+        sa.Column("user_id", sa.String, nullable=False),
+        sa.Column("rank", sa.SmallInteger, nullable=False),
         sa.Column("item", sa.String, nullable=False),
         sa.Column("score", sa.Float, nullable=False),
         sa.Column("run_id", sa.String, nullable=False),
         sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
+        *([sa.PrimaryKeyConstraint("user_id", "rank", name=pk_name)] if primary_key else []),
     )
 
 
-def popular_table(metadata: sa.MetaData, name: str = POPULAR) -> sa.Table:
+def popular_table(
+    metadata: sa.MetaData, name: str = POPULAR, pk_name: str | None = None, primary_key: bool = True
+) -> sa.Table:
     """The cold-start list shown to customers with no history."""
     return sa.Table(
         name,
         metadata,
-        sa.Column("rank", sa.SmallInteger, primary_key=True),
+        sa.Column("rank", sa.SmallInteger, nullable=False),
         sa.Column("item", sa.String, nullable=False),
         sa.Column("score", sa.Float, nullable=False),
         sa.Column("run_id", sa.String, nullable=False),
+        *([sa.PrimaryKeyConstraint("rank", name=pk_name)] if primary_key else []),
     )
+
+
+PRIMARY_KEYS = {RECOMMENDATIONS: ("user_id", "rank"), POPULAR: ("rank",)}
 
 
 def runs_table(metadata: sa.MetaData) -> sa.Table:
@@ -117,6 +149,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=FULL")
+    # A bulk load leaves a WAL the size of the staging table; shrink it once it is checkpointed.
+    cursor.execute("PRAGMA journal_size_limit=67108864")
     cursor.close()
 
 
@@ -146,6 +180,8 @@ class Store:
             raise StoreError(f"--db-url {db_url!r} is not a database URL ({exc})") from None
         self.metadata = sa.MetaData()
         self.runs = runs_table(self.metadata)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.is_postgres = self.engine.dialect.name == "postgresql"
 
     @property
     def parquet_path(self) -> Path:
@@ -157,12 +193,18 @@ class Store:
         """The lists of the run before, kept for rollback."""
         return self.output / "recommendations.previous.parquet"
 
+    def _pk_name(self, table: str) -> str | None:
+        """A primary-key name no other table's key has (SQLite: the default, unnamed)."""
+        if self.is_sqlite:
+            return None
+        return f"{table}_pk_{secrets.token_hex(6)}"
+
     def ensure_schema(self) -> None:
         """Create the tables that do not exist yet."""
         with self.engine.begin() as conn:
             self.runs.create(conn, checkfirst=True)
-            recommendations_table(sa.MetaData()).create(conn, checkfirst=True)
-            popular_table(sa.MetaData()).create(conn, checkfirst=True)
+            recommendations_table(sa.MetaData(), pk_name=self._pk_name(RECOMMENDATIONS)).create(conn, checkfirst=True)
+            popular_table(sa.MetaData(), pk_name=self._pk_name(POPULAR)).create(conn, checkfirst=True)
 
     def begin_run(self, run_id: str, started_at: datetime, input_path: str) -> None:
         """Record a run as running; earlier runs left running by a killed process become failed."""
@@ -210,8 +252,11 @@ class Store:
         same transaction that swaps the tables, so a run is current exactly when its lists are.
         """
         staging_parquet = self._staged_parquet(run_id)
-        staging = recommendations_table(sa.MetaData(), RECOMMENDATIONS + STAGING)
-        staging_popular = popular_table(sa.MetaData(), POPULAR + STAGING)
+        # PostgreSQL builds the primary key once, after the load (a sort, not 12M index inserts);
+        # SQLite cannot add one later, so its staging table has it from the start.
+        key_first = not self.is_postgres
+        staging = recommendations_table(sa.MetaData(), RECOMMENDATIONS + STAGING, primary_key=key_first)
+        staging_popular = popular_table(sa.MetaData(), POPULAR + STAGING, primary_key=key_first)
         rows = 0
         users = 0
         swapped = False
@@ -224,16 +269,20 @@ class Store:
                 staging.create(conn)
                 staging_popular.create(conn)
             schema = LIST_SCHEMA.with_metadata({"run_id": run_id})
-            with pq.ParquetWriter(staging_parquet, schema, compression="zstd") as writer:
+            with (
+                pq.ParquetWriter(staging_parquet, schema, compression="zstd") as writer,
+                self._bulk_load(staging) as load,
+            ):
                 for chunk in lists:
                     chunk = _with_run(chunk, run_id, generated_at).cast(schema)
                     writer.write_table(chunk)
-                    self._insert(staging, chunk)
+                    self._insert(staging, chunk, load)
                     rows += chunk.num_rows
                     users += int(np.count_nonzero(np.asarray(chunk.column("rank")) == 1))
             _fsync(staging_parquet)
-            popular = popular.append_column("run_id", pa.array([run_id] * popular.num_rows, pa.string()))
-            self._insert(staging_popular, popular)
+            popular = popular.append_column("run_id", _constant(run_id, popular.num_rows, pa.string()))
+            with self._bulk_load(staging_popular) as load:
+                self._insert(staging_popular, popular, load)
             self._swap(run_id, status, run_fields)
             swapped = True
             _replace_keeping_previous(staging_parquet, self.parquet_path, self.previous_parquet_path)
@@ -252,13 +301,56 @@ class Store:
     def _staged_parquet(self, run_id: str) -> Path:
         return self.output / f".recommendations.{run_id}.parquet.tmp"
 
-    def _insert(self, table: sa.Table, chunk: pa.Table) -> None:
+    @contextlib.contextmanager
+    def _bulk_load(self, table: sa.Table):
+        """One transaction on one connection for loading ``table``; yields that SQLAlchemy connection.
+
+        Commits when the block ends (PostgreSQL first adds the table's primary key and analyses
+        it), rolls back if it raises: a failed load leaves only a staging table, which the next
+        publish drops. Errors of the driver come out as SQLAlchemy's (``OperationalError`` ...).
+        """
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            try:
+                with _driver_errors(self.engine):
+                    if self.is_sqlite:
+                        for pragma in SQLITE_BULK_PRAGMAS:
+                            raw.execute(pragma)
+                    with conn.begin():
+                        yield conn
+                        if not table.primary_key.columns:
+                            self._add_primary_key(raw, table)
+            finally:
+                if self.is_sqlite:
+                    try:
+                        for pragma in SQLITE_RESTORE_PRAGMAS:
+                            raw.execute(pragma)
+                    except Exception:  # noqa: BLE001 - never hand a bulk-tuned connection back to the pool
+                        conn.invalidate()
+
+    def _add_primary_key(self, raw, table: sa.Table) -> None:
+        base = table.name.removesuffix(STAGING)
+        columns = ", ".join(PRIMARY_KEYS[base])
+        with raw.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table.name} ADD CONSTRAINT {self._pk_name(base)} PRIMARY KEY ({columns})")
+            cursor.execute(f"ANALYZE {table.name}")
+
+    def _insert(self, table: sa.Table, chunk: pa.Table, load=None) -> None:
+        """Append an Arrow table to a staging table inside the bulk load ``load`` (see ``_bulk_load``)."""
+        if load is None:
+            with self._bulk_load(table) as own:
+                return self._insert(table, chunk, own)
         columns = [c.name for c in table.columns]
-        data = chunk.select(columns).to_pydict()
-        records = [dict(zip(columns, values)) for values in zip(*(data[c] for c in columns))]
-        with self.engine.begin() as conn:
-            for start in range(0, len(records), INSERT_CHUNK):
-                conn.execute(table.insert(), records[start : start + INSERT_CHUNK])
+        chunk = chunk.select(columns)
+        raw = load.connection.driver_connection
+        with _driver_errors(self.engine):
+            if self.is_postgres:
+                _copy_csv(raw, table.name, chunk)
+            elif self.is_sqlite:
+                _executemany_sqlite(raw, table.name, chunk)
+            else:  # other databases: SQLAlchemy's executemany, a slice at a time
+                for part in _slices(chunk):
+                    load.execute(table.insert(), part.to_pylist())
 
     def _table_names(self) -> set[str]:
         return set(sa.inspect(self.engine).get_table_names())
@@ -355,11 +447,82 @@ def _with_run(chunk: pa.Table, run_id: str, generated_at: datetime) -> pa.Table:
             "rank": chunk.column("rank").cast(pa.int16()),
             "item": chunk.column("item").cast(pa.string()),
             "score": chunk.column("score").cast(pa.float64()),
-            "run_id": pa.array([run_id] * n, pa.string()),
-            "generated_at": pa.array([generated_at] * n, pa.timestamp("us", tz="UTC")),
+            "run_id": _constant(run_id, n, pa.string()),
+            "generated_at": _constant(generated_at, n, pa.timestamp("us", tz="UTC")),
         },
         schema=LIST_SCHEMA,
     )
+
+
+def _constant(value, n: int, type_: pa.DataType) -> pa.Array:
+    """``n`` copies of ``value`` built by Arrow (no Python list of ``n`` elements)."""
+    return pc.fill_null(pa.nulls(n, type_), pa.scalar(value, type_))
+
+
+@contextlib.contextmanager
+def _driver_errors(engine: sa.Engine):
+    """Raise the driver's own errors (from the raw connection) as SQLAlchemy's wrapped ones."""
+    dbapi = engine.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(None, None, exc, dbapi.Error, dialect=engine.dialect) from exc
+
+
+def _slices(chunk: pa.Table, size: int = BULK_ROWS):
+    for start in range(0, chunk.num_rows, size):
+        yield chunk.slice(start, size)
+
+
+def _executemany_sqlite(raw, name: str, chunk: pa.Table) -> None:
+    """``executemany`` fed column-wise, ``BULK_ROWS`` rows of Python objects at a time.
+
+    A column holding one value (run_id, generated_at) is passed as that one object repeated;
+    timestamps go in as SQLAlchemy writes them for SQLite (``SQLITE_DATETIME``, UTC).
+    """
+    names = chunk.column_names
+    sql = f"INSERT INTO {name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    cursor = raw.cursor()
+    try:
+        for part in _slices(chunk):
+            columns = []
+            for column_name, column in zip(names, part.columns):
+                if pa.types.is_timestamp(column.type):
+                    column = column.cast(pa.timestamp("us", tz="UTC"))
+                single = _single_value(column) if column_name in CONSTANT_COLUMNS else None
+                if single is not None:
+                    if isinstance(single, datetime):
+                        single = single.astimezone(timezone.utc).strftime(SQLITE_DATETIME + ".%f")
+                    columns.append(itertools.repeat(single, len(column)))
+                elif pa.types.is_timestamp(column.type):
+                    # Arrow's %S carries the microseconds of a timestamp[us]: "05.123456".
+                    columns.append(pc.strftime(column, format=SQLITE_DATETIME).to_pylist())
+                else:
+                    columns.append(column.to_pylist())
+            cursor.executemany(sql, zip(*columns))
+    finally:
+        cursor.close()
+
+
+def _single_value(column: pa.ChunkedArray):
+    """The column's one value when every row holds it (no nulls), else None."""
+    if len(column) == 0 or column.null_count:
+        return None
+    bounds = pc.min_max(column)
+    if bounds["min"] != bounds["max"]:
+        return None
+    return bounds["min"].as_py()
+
+
+def _copy_csv(raw, name: str, chunk: pa.Table) -> None:
+    """PostgreSQL ``COPY ... FROM STDIN`` fed with the CSV bytes Arrow writes, a slice at a time."""
+    options = pacsv.WriteOptions(include_header=False, batch_size=BULK_ROWS)
+    sql = f"COPY {name} ({', '.join(chunk.column_names)}) FROM STDIN (FORMAT csv)"
+    with raw.cursor() as cursor, cursor.copy(sql) as copy:
+        for part in _slices(chunk):
+            buffer = io.BytesIO()
+            pacsv.write_csv(part, buffer, options)
+            copy.write(buffer.getbuffer())
 
 
 def _replace_keeping_previous(new: Path, current: Path, previous: Path) -> None:
