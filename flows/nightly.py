@@ -166,6 +166,8 @@ def publish(store: Store, run_id: str, generated_at, prepared, lists, settings: 
         status=status,
         **fields,
     )
+    if published.parquet_pending:
+        get_run_logger().warning("publish: %s", published.parquet_pending)
     get_run_logger().info(
         "published %s rows for %s customers to %s and %s in %.1fs",
         f"{published.rows:,}", f"{published.users:,}", published.parquet, store.engine.url.render_as_string(hide_password=True),

@@ -165,7 +165,9 @@ def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) 
     try:
         require_store(url)
         with run_lock(output):
-            was, now = Store(url, output).rollback()
+            store = Store(url, output)
+            store.reconcile()  # finish whatever an interrupted run or rollback left half done
+            was, now = store.rollback()
     except RecsysError as exc:
         _fail(str(exc))
     typer.echo(f"rolled back: run {now} is current again (run {was} is kept as the previous one; roll back again to undo)")

@@ -29,10 +29,11 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
     consoles = [handler for handler in root.handlers if isinstance(handler, PrefectConsoleHandler)]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(path, encoding="utf-8")
+        file_handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
     except OSError:
-        yield None  # an unwritable output folder is reported by the run itself
-        return
+        # An unwritable output folder is reported by the run itself, in one line; its log
+        # lines have nowhere to go, and must not flood the terminal either.
+        file_handler, path = logging.NullHandler(), None
     file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
     for handler in consoles:
         root.removeHandler(handler)

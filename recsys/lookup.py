@@ -54,7 +54,9 @@ class Answer:
 
 def lookup(user: str, db_url: str) -> Answer:
     """The customer's published list, or the cold-start list when the customer is not in it."""
-    user = str(user).strip()
+    # A command-line argument that is not valid UTF-8 arrives with lone surrogates, which no
+    # database can store: read it as the bytes it was, with unreadable ones replaced.
+    user = str(user).encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
     if db_url.startswith("sqlite:///"):
         rows, popular = _query_sqlite(_sqlite_path(db_url), user)
     else:

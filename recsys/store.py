@@ -130,6 +130,7 @@ class Published:
     users: int
     parquet: Path
     db_url: str
+    parquet_pending: str | None = None
 
 
 def utc_now() -> datetime:
@@ -143,6 +144,7 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # transactions are begun explicitly (see engine_for)
     cursor = dbapi_connection.cursor()
     # WAL lets readers keep reading the last committed lists while a run publishes; the busy
     # timeout makes a second writer wait instead of failing with "database is locked".
@@ -162,6 +164,10 @@ def engine_for(db_url: str) -> sa.Engine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        # Python's sqlite3 driver commits before DDL on its own, which would split the table
+        # swap into separate commits; let SQLAlchemy emit BEGIN itself so the renames are one
+        # transaction (SQLAlchemy's documented recipe for pysqlite).
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
@@ -260,6 +266,7 @@ class Store:
         rows = 0
         users = 0
         swapped = False
+        parquet_pending = None
         try:
             self.output.mkdir(parents=True, exist_ok=True)
             self.ensure_schema()
@@ -285,7 +292,12 @@ class Store:
                 self._insert(staging_popular, popular, load)
             self._swap(run_id, status, run_fields)
             swapped = True
-            _replace_keeping_previous(staging_parquet, self.parquet_path, self.previous_parquet_path)
+            try:
+                _replace_keeping_previous(staging_parquet, self.parquet_path, self.previous_parquet_path)
+            except OSError as exc:
+                # The run is published (the SQL swap is the commit point); the staged file is
+                # complete and ``reconcile`` moves it into place at the next run or rollback.
+                parquet_pending = f"Parquet not yet renamed into place ({exc.strerror or exc})"
         except OSError as exc:
             raise StoreError(f"{self.output}: cannot write the store ({exc.strerror or exc})") from None
         except sa.exc.OperationalError as exc:
@@ -296,7 +308,9 @@ class Store:
             if not swapped:
                 with contextlib.suppress(OSError):
                     staging_parquet.unlink(missing_ok=True)
-        return Published(rows=rows, users=users, parquet=self.parquet_path, db_url=self.db_url)
+        return Published(
+            rows=rows, users=users, parquet=self.parquet_path, db_url=self.db_url, parquet_pending=parquet_pending
+        )
 
     def _staged_parquet(self, run_id: str) -> Path:
         return self.output / f".recommendations.{run_id}.parquet.tmp"
@@ -388,7 +402,13 @@ class Store:
             if current is not None:
                 note = f"rolled back at {utc_now():%Y-%m-%d %H:%M:%S} UTC; {previous} made current again"
                 conn.execute(self.runs.update().where(self.runs.c.run_id == current).values(message=note))
-        self._swap_parquet_files()
+        try:
+            self._swap_parquet_files()
+        except OSError as exc:
+            raise StoreError(
+                f"{self.output}: rolled back in SQL, but the Parquet files could not be swapped "
+                f"({exc.strerror or exc}); the next run or rollback repairs them"
+            ) from None
         return current, previous
 
     def _swap_parquet_files(self) -> None:
@@ -410,19 +430,28 @@ class Store:
         was done, or ``None`` when nothing was needed.
         """
         current = self.current_run()
-        if current is None or parquet_run_id(self.parquet_path) == current:
-            return None
-        staged = self._staged_parquet(current)
-        if staged.exists():
-            _replace_keeping_previous(staged, self.parquet_path, self.previous_parquet_path)
-            return f"moved the staged Parquet file of run {current} into place"
+        done = []
         swap = self.output / ".recommendations.swap.parquet.tmp"
-        if not self.parquet_path.exists() and parquet_run_id(swap) == current:
-            os.replace(swap, self.parquet_path)  # died in the middle of a rollback's file swap
-        if parquet_run_id(self.previous_parquet_path) == current:
-            self._swap_parquet_files()
-            return f"restored the Parquet file of run {current}"
-        return None
+        # A rollback's file swap cut short: put the file it had moved aside back in its place.
+        if swap.exists():
+            target = self.parquet_path if not self.parquet_path.exists() else self.previous_parquet_path
+            if not target.exists():
+                os.replace(swap, target)
+                done.append(f"restored {target.name} from an interrupted rollback")
+        if current is not None and parquet_run_id(self.parquet_path) != current:
+            staged = self._staged_parquet(current)
+            if staged.exists():
+                _replace_keeping_previous(staged, self.parquet_path, self.previous_parquet_path)
+                done.append(f"moved the staged Parquet file of run {current} into place")
+            elif parquet_run_id(self.previous_parquet_path) == current:
+                self._swap_parquet_files()
+                done.append(f"restored the Parquet file of run {current}")
+        # Staged files of runs killed before their swap will never be published.
+        for stale in self.output.glob(".recommendations.*.parquet.tmp"):
+            if stale != swap and stale != self._staged_parquet(current or ""):
+                stale.unlink(missing_ok=True)
+                done.append(f"removed {stale.name}")
+        return "; ".join(done) or None
 
 
 def parquet_run_id(path: Path) -> str | None:
