@@ -41,8 +41,7 @@ FEATURES = (
     "days_inactive",
     "popularity_when_active",
 )
-_WINDOW_SECONDS = 30 * 86400
-_TIME_KEY = 1 << 40
+_WINDOW_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,8 @@ class Context:
     last_item: np.ndarray
     similarity: sp.csr_matrix
     last_time: np.ndarray
-    item_times: np.ndarray  # sorted item * 2**40 + first time a user took the item
+    first_day: int  # day number of the first interaction
+    item_days: np.ndarray  # (items, days + 1) int32: customers who first took the item up to each day
 
 
 def context_of(data: Interactions, recent_days: int) -> Context:
@@ -83,26 +83,29 @@ def context_of(data: Interactions, recent_days: int) -> Context:
         last_item=history,
         similarity=cooccurrence_similarity(seen),
         last_time=last_time,
-        item_times=np.sort(_first_times(data)),
+        **_daily_counts(data),
     )
 
 
-def _first_times(data: Interactions) -> np.ndarray:
-    """item * 2**40 + time of each (user, item) pair's first interaction."""
+def _daily_counts(data: Interactions) -> dict:
+    """Cumulative count, per item and day, of customers who had taken the item by that day."""
     key = data.user.astype(np.int64) * data.n_items + data.item
     order = np.lexsort((data.time, key))
-    first = np.r_[True, key[order][1:] != key[order][:-1]]
-    chosen = order[first]
-    return data.item[chosen].astype(np.int64) * _TIME_KEY + data.time[chosen]
+    chosen = order[np.r_[True, key[order][1:] != key[order][:-1]]] if len(order) else order
+    days = data.time[chosen] // 86400
+    first_day = int(days.min()) if len(days) else 0
+    n_days = int(days.max()) - first_day + 1 if len(days) else 1
+    counts = np.zeros((data.n_items, n_days + 1), dtype=np.int32)
+    np.add.at(counts, (data.item[chosen], days - first_day + 1), 1)
+    return {"first_day": first_day, "item_days": np.cumsum(counts, axis=1, dtype=np.int32)}
 
 
 def popularity_when_active(context: Context, items: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Customers who took each candidate in the 30 days before the customer's own last visit."""
-    end = context.last_time[rows][:, None]
-    base = items.astype(np.int64) * _TIME_KEY
-    upper = np.searchsorted(context.item_times, base + end, side="right")
-    lower = np.searchsorted(context.item_times, base + end - _WINDOW_SECONDS, side="left")
-    return np.log1p(upper - lower).astype(np.float32)
+    """Customers who took each candidate in the 30 days up to the customer's own last visit."""
+    last_column = context.item_days.shape[1] - 1
+    end = np.clip(context.last_time[rows] // 86400 - context.first_day + 1, 0, last_column)[:, None]
+    start = np.clip(end - _WINDOW_DAYS, 0, last_column)
+    return np.log1p(context.item_days[items, end] - context.item_days[items, start]).astype(np.float32)
 
 
 def pair_features(
