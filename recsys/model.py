@@ -125,17 +125,30 @@ def score_blocks(
     rows: np.ndarray | None = None,
     exclude_seen: bool | None = None,
     block: int = BLOCK_USERS,
+    seconds: dict[str, float] | None = None,
 ) -> Iterator[tuple[np.ndarray, Lists]]:
-    """Yield (rows, top-k lists) for blocks of users: retrieval candidates, then ranking order."""
+    """Yield (rows, top-k lists) for blocks of users: retrieval candidates, then ranking order.
+
+    ``seconds``, if given, accumulates the time spent in each stage ("retrieval_scoring",
+    "ranking_scoring").
+    """
+    seconds = {} if seconds is None else seconds
     exclude = (not settings.include_seen) if exclude_seen is None else exclude_seen
     rows = np.arange(data.n_users) if rows is None else np.asarray(rows, dtype=np.int64)
-    context = context_of(data, settings.cold_start_days)
+    clock = time.perf_counter()
     users, items = retrieval.vectors(data)
+    _add(seconds, "retrieval_scoring", clock)
+    clock = time.perf_counter()
+    context = context_of(data, settings.cold_start_days)
     seen = context.seen if exclude else None
+    _add(seconds, "ranking_scoring", clock)
     n = max(settings.candidates, settings.top_k)
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
+        clock = time.perf_counter()
         candidates = candidates_for(users, items, part, n, seen)
+        _add(seconds, "retrieval_scoring", clock)
+        clock = time.perf_counter()
         if ranking is None:
             order = candidates.scores
         else:
@@ -143,7 +156,12 @@ def score_blocks(
         picked, scores = top_k_excluding(order, None, min(settings.top_k, order.shape[1]))
         chosen = np.take_along_axis(candidates.items, np.maximum(picked, 0), axis=1)
         chosen[picked < 0] = -1
+        _add(seconds, "ranking_scoring", clock)
         yield part, Lists(items=chosen, scores=scores)
+
+
+def _add(seconds: dict[str, float], name: str, since: float) -> None:
+    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - since
 
 
 def cold_start(data: Interactions, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
@@ -207,11 +225,12 @@ def score_all(
     ranking: RankingStage | None,
     settings: Settings,
     progress: Progress | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> Lists:
-    """Every user's top-k list (rows follow ``data.users``)."""
+    """Every user's top-k list (rows follow ``data.users``); ``seconds`` as in ``score_blocks``."""
     items = np.full((data.n_users, settings.top_k), -1, dtype=np.int64)
     scores = np.full((data.n_users, settings.top_k), -np.inf)
-    for rows, lists in score_blocks(data, retrieval, ranking, settings):
+    for rows, lists in score_blocks(data, retrieval, ranking, settings, seconds=seconds):
         items[rows, : lists.items.shape[1]] = lists.items
         scores[rows, : lists.scores.shape[1]] = lists.scores
         if progress:
