@@ -1,0 +1,166 @@
+"""Scale benchmark: the nightly flow end to end on generated exports of 100k and 1M customers.
+
+    python benchmarks/scale.py [--customers 100000 1000000] [--items 20000] [--per-customer 20]
+
+For each size: generate the export (same schema as the real one; Zipf-like popularity, planted
+taste groups), run `recsys run --no-evaluate` on it in a child process, and report seconds per
+stage (from the run's `runs.metrics`), peak resident memory of the run, customers scored per
+second, the retrieval scoring rate as a fraction of a plain NumPy float32 matrix product of the
+same shapes timed here, and the median wall time of 50 `recsys lookup` processes against the
+published store. Writes benchmarks/results/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("load", "train_retrieval", "train_ranking", "refresh_retrieval", "retrieval_scoring", "ranking_scoring", "publish")
+
+
+def machine() -> str:
+    """Cores, memory and CPU model of this machine."""
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as handle:
+        memory_kb = int(handle.readline().split()[1])
+    return f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024**2:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def matmul_seconds(n_users: int, n_items: int, dim: int, block: int = 4096) -> float:
+    """A plain NumPy float32 product of the retrieval shapes, block by block (the step's practical limit)."""
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((n_items, dim), dtype=np.float32)
+    users = rng.standard_normal((block, dim), dtype=np.float32)
+    started = time.perf_counter()
+    for start in range(0, n_users, block):
+        _ = users[: min(block, n_users - start)] @ items.T
+    return time.perf_counter() - started
+
+
+def run_flow(data: Path, output: Path) -> tuple[float, float]:
+    """Run `recsys run` once; returns (wall seconds, peak RSS GiB of the child)."""
+    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    command = [sys.executable, "-m", "recsys.cli", "run", "--data", str(data), "--output", str(output), "--no-evaluate"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak <= before:
+        print("warning: peak RSS of this run is not above an earlier child's; figure is an upper bound")
+    return seconds, peak / 1024**2
+
+
+def lookup_median(output: Path, n: int = 50) -> float:
+    """Median wall milliseconds of `n` `recsys lookup` processes for random customers."""
+    with sqlite3.connect(f"file:{output / 'recsys.db'}?mode=ro", uri=True) as conn:
+        count = conn.execute("SELECT count(*) FROM recommendations WHERE rank = 1").fetchone()[0]
+        rng = np.random.default_rng(1)
+        users = [
+            conn.execute("SELECT user_id FROM recommendations WHERE rank = 1 LIMIT 1 OFFSET ?", (int(i),)).fetchone()[0]
+            for i in rng.integers(0, count, n)
+        ]
+    command = shutil.which("recsys") or str(Path(sys.executable).with_name("recsys"))
+    subprocess.run([command, "lookup", users[0], "--output", str(output)], check=True, capture_output=True)
+    samples = []
+    for user in users:
+        started = time.perf_counter()
+        subprocess.run([command, "lookup", user, "--output", str(output)], check=True, capture_output=True)
+        samples.append((time.perf_counter() - started) * 1000)
+    return float(np.median(samples))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--per-customer", type=float, default=20.0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/recsys-scale"))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scale.md")
+    args = parser.parse_args()
+
+    from recsys.synthetic import generate_export, write_export
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for customers in args.customers:
+        data = args.workdir / f"export_{customers}.csv"
+        if not data.exists():
+            started = time.perf_counter()
+            write_export(generate_export(customers, args.items, args.per_customer, seed=11), data)
+            print(f"generated {data} in {time.perf_counter() - started:.0f}s", flush=True)
+        output = args.workdir / f"out_{customers}"
+        shutil.rmtree(output, ignore_errors=True)
+        wall, peak = run_flow(data, output)
+        with sqlite3.connect(output / "recsys.db") as conn:
+            run_rows, users, metrics = conn.execute(
+                "SELECT rows, users, metrics FROM runs WHERE is_current"
+            ).fetchone()
+        metrics = json.loads(metrics)
+        seconds = dict(metrics["seconds"], **metrics.get("scoring_seconds", {}))
+        reference = matmul_seconds(users, args.items, 32)
+        rows.append(
+            {
+                "customers": users,
+                "interactions": run_rows,
+                "wall": wall,
+                "peak": peak,
+                "seconds": seconds,
+                "rate": users / wall,
+                "matmul": reference,
+                "fraction": reference / seconds["retrieval_scoring"],
+                "lookup": lookup_median(output),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    lines = [
+        "# Scale benchmark",
+        "",
+        f"`python benchmarks/scale.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
+        f"Exports generated with `recsys.synthetic` ({args.items:,} items, about {args.per_customer:g} distinct items "
+        "per customer, half the rows exact duplicates as in the real export); `recsys run --no-evaluate` end to end "
+        "(a temporary Prefect server included).",
+        "",
+        "| customers | interactions (rows) | end to end (s) | peak RSS (GiB) | customers/s | "
+        + " | ".join(STAGES) + " | retrieval scoring / NumPy matmul rate | `recsys lookup` median (ms) |",
+        "|" + "---|" * (7 + len(STAGES)),
+    ]
+    for row in rows:
+        stage_cells = " | ".join(f"{row['seconds'].get(stage, 0.0):.1f}" for stage in STAGES)
+        lines.append(
+            f"| {row['customers']:,} | {row['interactions']:,} | {row['wall']:.0f} | {row['peak']:.1f} | "
+            f"{row['rate']:.0f} | {stage_cells} | {row['fraction']:.0%} (matmul {row['matmul']:.1f}s) | {row['lookup']:.0f} |"
+        )
+    lines += [
+        "",
+        "Stages in seconds. `retrieval_scoring` = customer vectors, the product with all item vectors and the top-100 "
+        "per customer (seen items masked); `ranking_scoring` = pair features, the ranking model and the final top 12. "
+        "The matmul reference is `users[4096 x 32] @ items.T` over all customers, float32, timed in the benchmark "
+        "process right after the run.",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
