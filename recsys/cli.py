@@ -97,6 +97,7 @@ def lookup(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show a customer's published list (the cold-start list for unknown customers)."""
+    from recsys.lookup import format_answer
     from recsys.lookup import lookup as read_list
 
     if user is None:
@@ -105,12 +106,7 @@ def lookup(
         answer = read_list(user, resolve_db_url(output, db_url))
     except RecsysError as exc:
         _fail(str(exc))
-    if as_json:
-        typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False, indent=2))
-        return
-    from recsys.console import print_answer
-
-    print_answer(answer)
+    typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False, indent=2) if as_json else format_answer(answer))
 
 
 @app.command("evaluate")
@@ -208,7 +204,7 @@ def generate(
 
 
 def main() -> None:
-    """Entry point for ``python -m recsys``."""
+    """Entry point of ``python -m recsys.cli``."""
     app()
 
 

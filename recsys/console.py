@@ -11,7 +11,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from recsys.lookup import Answer
 
 
 @contextmanager
@@ -115,25 +114,6 @@ def print_summary(summary: dict) -> None:
     console.print(stages)
     console.print(f"Parquet: {summary['parquet']}")
     console.print(f"SQL:     {summary['db_url']}")
-
-
-def print_answer(answer: Answer) -> None:
-    """A customer's list as a table, labelled when it is the cold-start list."""
-    console = Console()
-    if not answer.rows:
-        console.print(f"customer {answer.user!r}: no list and no cold-start list in the store")
-        return
-    if answer.cold_start:
-        title = f"customer {answer.user!r} is not in the last run: cold-start list (popular recently)"
-    else:
-        title = f"recommendations for customer {answer.user!r} (run {answer.run_id})"
-    table = Table(title=title)
-    table.add_column("rank", justify="right")
-    table.add_column("item")
-    table.add_column("score", justify="right")
-    for rank, item, score in answer.rows:
-        table.add_row(str(rank), item, f"{score:.4f}")
-    console.print(table)
 
 
 def print_evaluation(report) -> None:

@@ -52,6 +52,24 @@ class Answer:
         }
 
 
+def format_answer(answer: Answer) -> str:
+    """A customer's list as an aligned text table, titled as the cold-start list when it is one.
+
+    Plain text on purpose: it is the whole output of the fast ``recsys lookup`` path, which must
+    not pay for importing a terminal-rendering library.
+    """
+    if not answer.rows:
+        return f"customer {answer.user!r}: no list and no cold-start list in the store"
+    if answer.cold_start:
+        title = f"customer {answer.user!r} is not in the last run: cold-start list (popular recently)"
+    else:
+        title = f"recommendations for customer {answer.user!r} (run {answer.run_id})"
+    width = max(len("item"), *(len(item) for _, item, _ in answer.rows))
+    lines = [title, f"{'rank':>4}  {'item':<{width}}  {'score':>10}", f"{'-' * 4}  {'-' * width}  {'-' * 10}"]
+    lines += [f"{rank:>4}  {item:<{width}}  {score:>10.4f}" for rank, item, score in answer.rows]
+    return "\n".join(lines)
+
+
 def lookup(user: str, db_url: str) -> Answer:
     """The customer's published list, or the cold-start list when the customer is not in it."""
     # A command-line argument that is not valid UTF-8 arrives with lone surrogates, which no

@@ -195,10 +195,11 @@ def test_cli_lookup_missing_store_exits_1_with_one_line(tmp_path):
     assert result.stdout == ""
 
 
-def test_lookup_command_imports_no_heavy_modules(output):
+@pytest.mark.parametrize("entry", ["recsys.launcher", "recsys.cli"], ids=["recsys-command", "typer-app"])
+def test_lookup_command_imports_no_heavy_modules(output, entry):
     code = (
         "import sys, json\n"
-        "from recsys.cli import main\n"
+        f"from {entry} import main\n"
         f"sys.argv = ['recsys', 'lookup', 'u1', '--output', {str(output)!r}]\n"
         "try:\n"
         "    main()\n"
@@ -221,3 +222,35 @@ def test_lookup_command_imports_no_heavy_modules(output):
     assert not top & {"tensorflow", "prefect", "pandas"}, result["heavy"]
     # Reported, not asserted: pyarrow / sqlalchemy on the lookup path (expected: neither).
     print("heavy modules imported by `recsys lookup`:", sorted(top) or "none")
+
+
+def _launch(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RECSYS_DB_URL"}
+    return subprocess.run(
+        [sys.executable, "-c", "from recsys.launcher import main; main()", *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+
+
+@pytest.mark.parametrize("user", ["u1", "nobody", "1' OR '1'='1"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_fast_lookup_path_answers_exactly_like_the_typer_command(output, user, as_json):
+    """`recsys lookup` skips Typer for speed; what it prints must not differ."""
+    args = ["lookup", user, "--output", str(output)] + (["--json"] if as_json else [])
+    fast = _launch(*args)
+    typer_result = CliRunner().invoke(app, args)
+    assert fast.returncode == typer_result.exit_code == 0
+    assert fast.stdout == typer_result.stdout
+
+
+def test_fast_lookup_path_missing_store_is_one_line(tmp_path):
+    done = _launch("lookup", "u1", "--output", str(tmp_path / "none"))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [f"error: no store at {tmp_path / 'none' / 'recsys.db'}: run `recsys run` first (or pass --output / --db-url)"]
+
+
+def test_fast_lookup_path_hands_help_and_other_commands_to_typer(output):
+    assert "Usage: recsys lookup" in _launch("lookup", "--help").stdout
+    runs = _launch("runs", "--output", str(output))
+    assert runs.returncode == 0 and "runs, newest first" in runs.stdout

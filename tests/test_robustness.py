@@ -267,9 +267,11 @@ def test_sigkill_at_random_moments_never_loses_or_corrupts_the_lists(prefect_tes
         # Every fifth trial aims at the publish phase; the others kill at a random moment of the
         # first 70% (a run costs ~12 s whatever the data size: this keeps the test under 3 minutes).
         targeted = trial % 5 == 4
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        errors = tmp_path / f"trial-{trial}.stderr"
+        with open(errors, "wb") as stderr:
+            proc = subprocess.Popen(
+                cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+            )
         try:
             if targeted:
                 # The run's staged Parquet file appears when publishing starts; kill within ~1.3x the publish time.
@@ -287,7 +289,8 @@ def test_sigkill_at_random_moments_never_loses_or_corrupts_the_lists(prefect_tes
                 pass
             proc.wait(timeout=60)
         if exited:
-            assert proc.returncode == 0, f"trial {trial}: the run failed by itself (exit {proc.returncode})"
+            said = errors.read_text(errors="replace").strip().splitlines()[-5:]
+            assert proc.returncode == 0, f"trial {trial}: the run failed by itself (exit {proc.returncode}): {said}"
 
         after = runs_rows(db)
         new = [run for run in after if run not in before]

@@ -1,0 +1,55 @@
+"""The ``recsys`` command's entry point: ``recsys lookup`` answers without starting Typer or Rich.
+
+A lookup is read all day by people at a terminal and by scripts; importing the command-line
+framework would cost more than the lookup itself. Every other command, and ``lookup --help``, goes
+through the Typer app in ``recsys.cli``, which documents the same options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``recsys`` with ``argv`` (default: the process's arguments)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["lookup"] and not {"--help", "-h"} & set(args[1:]):
+        sys.exit(lookup_command(args[1:]))
+    from recsys.cli import app
+
+    app(args=args, prog_name="recsys")
+
+
+def lookup_command(args: list[str]) -> int:
+    """``recsys lookup [USER] [--output DIR] [--db-url URL] [--json]``; returns the exit code."""
+    from recsys.errors import RecsysError
+    from recsys.lookup import format_answer, lookup
+    from recsys.settings import DEFAULT_OUTPUT, DB_URL_ENV, resolve_db_url
+
+    parser = argparse.ArgumentParser(prog="recsys lookup", add_help=False)
+    parser.add_argument("user", nargs="?")
+    parser.add_argument("--output", "-o", default=str(DEFAULT_OUTPUT))
+    parser.add_argument("--db-url", default=os.environ.get(DB_URL_ENV))
+    parser.add_argument("--json", dest="as_json", action="store_true")
+    options = parser.parse_args(args)
+    user = options.user
+    if user is None:
+        try:
+            user = input("Customer id: ")
+        except EOFError:
+            print("error: no customer id given", file=sys.stderr)
+            return 1
+    try:
+        answer = lookup(user, resolve_db_url(options.output, options.db_url))
+    except RecsysError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer.as_dict(), ensure_ascii=False, indent=2) if options.as_json else format_answer(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    main()
