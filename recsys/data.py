@@ -65,22 +65,23 @@ def load_interactions(
         if b"\x00" in head:
             raise DataError(f"{path}: not a CSV file (it holds binary data)")
         raw = _read_csv(path, head, columns, delimiter, notes)
-    frame = _validate(raw, path, columns, date_format, notes)
-    duplicates = int(frame.duplicated().sum())
+    table = _validate(raw, path, columns, date_format, notes)
+    del raw
+    duplicates, users, items = _counts(table)
     if duplicates:
         notes.append(f"{duplicates:,} exact duplicate rows kept as extra units of the same redemption")
     report = LoadReport(
         path=str(path),
         sha256=file_sha256(path),
-        rows=len(frame),
+        rows=table.num_rows,
         duplicate_rows=duplicates,
-        users=int(frame["user_id"].nunique()),
-        items=int(frame["item"].nunique()),
-        first=str(frame["timestamp"].min()),
-        last=str(frame["timestamp"].max()),
+        users=users,
+        items=items,
+        first=str(_pc().min(table.column("timestamp")).as_py()),
+        last=str(_pc().max(table.column("timestamp")).as_py()),
         notes=tuple(notes),
     )
-    return frame, report
+    return table.to_pandas(), report
 
 
 def _check_readable(path: Path) -> None:
@@ -203,7 +204,7 @@ def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
     return table.select(list(columns.required()))
 
 
-def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str, notes: list[str]) -> pd.DataFrame:
+def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str, notes: list[str]) -> "pa.Table":
     """Turn the raw columns into the canonical frame; the first bad row stops the load.
 
     Everything runs in Arrow compute kernels, so tens of millions of rows never become Python
@@ -219,8 +220,27 @@ def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str,
         notes.append(f"surrounding spaces stripped from {stripped:,} item names")
     timestamps = _parse_times(raw.column(columns.timestamp), path, columns.timestamp, date_format)
     ratings = _parse_ratings(raw.column(columns.rating), path, columns.rating)
-    table = pa.table({"user_id": users, "item": items, "timestamp": timestamps, "rating": ratings})
-    return table.to_pandas()
+    return pa.table({"user_id": users, "item": items, "timestamp": timestamps, "rating": ratings})
+
+
+def _counts(table: "pa.Table") -> tuple[int, int, int]:
+    """Exact duplicate rows, distinct customers and distinct items, counted on integer codes.
+
+    Hashing the string columns row by row (``DataFrame.duplicated``) would turn tens of millions
+    of Arrow strings into Python objects; dictionary codes keep it to a few integer arrays.
+    """
+    pc = _pc()
+    user = pc.dictionary_encode(table.column("user_id")).combine_chunks()
+    item = pc.dictionary_encode(table.column("item")).combine_chunks()
+    codes = pd.DataFrame(
+        {
+            "user": user.indices.to_numpy(),
+            "item": item.indices.to_numpy(),
+            "time": table.column("timestamp").to_numpy(),
+            "rating": table.column("rating").to_numpy(),
+        }
+    )
+    return int(codes.duplicated().sum()), len(user.dictionary), len(item.dictionary)
 
 
 def _pc():
