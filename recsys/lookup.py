@@ -189,12 +189,16 @@ def _connect_postgres(db_url: str):
 
 
 def _query_postgres(db_url: str, user: str) -> list[tuple]:
+    return _postgres_rows(db_url, _ANSWER_SQL.replace(":user", "%(user)s"), {"user": user})
+
+
+def _postgres_rows(db_url: str, sql: str, params: dict) -> list[tuple]:
+    """Rows of one query on the PostgreSQL store; a missing store or a driver error is a ``StoreError``."""
     import psycopg
 
     connection = _connect_postgres(db_url)
     try:
-        sql = _ANSWER_SQL.replace(":user", "%(user)s")
-        return connection.execute(sql, {"user": user}).fetchall()
+        return connection.execute(sql, params).fetchall()
     except psycopg.errors.UndefinedTable:
         raise StoreError(f"no store in {_safe_url(db_url)}: run `recsys run` first (or pass --db-url)") from None
     except psycopg.Error as exc:
@@ -235,17 +239,7 @@ def recent_runs(db_url: str, limit: int = 20) -> list[dict]:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: the store cannot be read ({exc})") from None
     elif _is_postgres(db_url):
-        import psycopg
-
-        connection = _connect_postgres(db_url)
-        try:
-            rows = connection.execute(_RUNS_SQL.replace(":limit", "%(limit)s"), {"limit": limit}).fetchall()
-        except psycopg.errors.UndefinedTable:
-            raise StoreError(f"no store in {_safe_url(db_url)}: run `recsys run` first (or pass --db-url)") from None
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot read the runs ({_first_line(exc)})") from None
-        finally:
-            connection.close()
+        rows = _postgres_rows(db_url, _RUNS_SQL.replace(":limit", "%(limit)s"), {"limit": limit})
         rows = [(r[0], _utc_text(r[1]), _utc_text(r[2]), *r[3:]) for r in rows]
     else:
         import sqlalchemy as sa
