@@ -162,11 +162,9 @@ def build_model(n_users: int, n_items: int, n_features: int, settings: ModelSett
                     tf.keras.layers.Dense(1, kernel_regularizer=regularizer),
                 ]
             )
-            if settings.ranking_loss == "listwise":
-                loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
-            else:
-                loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
-            self.task = tfrs.tasks.Ranking(loss=loss)
+            # Listwise: softmax cross-entropy over each customer's candidates (a pointwise binary
+            # loss measured far worse on validation; see benchmarks/results/quality_attempts.md).
+            self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
 
         def call(self, features):
             items = features["items"]
@@ -181,17 +179,8 @@ def build_model(n_users: int, n_items: int, n_features: int, settings: ModelSett
 
         def compute_loss(self, features, training=False):
             labels = features["labels"]
-            predictions = self(features)
-            if settings.ranking_loss == "listwise":
-                labels = labels / tf.maximum(tf.reduce_sum(labels, axis=1, keepdims=True), 1.0)
-                return self.task(labels=labels, predictions=predictions, compute_metrics=False)
-            valid = tf.cast(features["valid"], tf.float32)
-            return self.task(
-                labels=tf.reshape(labels, [-1, 1]),
-                predictions=tf.reshape(predictions, [-1, 1]),
-                sample_weight=tf.reshape(valid, [-1, 1]),
-                compute_metrics=False,
-            )
+            labels = labels / tf.maximum(tf.reduce_sum(labels, axis=1, keepdims=True), 1.0)
+            return self.task(labels=labels, predictions=self(features), compute_metrics=False)
 
     return Ranker()
 

@@ -43,7 +43,6 @@ class ModelSettings:
     popularity_correction: bool = True
     user_id_min_items: int = 5
     ranking_ids: bool = False
-    ranking_loss: str = "listwise"
     ranking_learning_rate: float = 3e-3
     ranking_models: int = 1
     ranking_features: tuple[str, ...] | None = None
