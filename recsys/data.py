@@ -20,7 +20,6 @@ from recsys.settings import ColumnMap
 if TYPE_CHECKING:
     import pyarrow as pa
 
-CANONICAL = ("user_id", "item", "timestamp", "rating")
 _SNIFF_BYTES = 64 * 1024
 
 
