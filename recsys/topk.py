@@ -8,7 +8,11 @@ items that cannot be recommended (seen, or masked by the caller with ``-inf``) r
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
@@ -162,3 +166,146 @@ def top_k_shared_excluding(
         idx[rows], vals[rows] = b_idx, b_val
         start = stop
     return idx, vals
+
+
+#: Items per group in :func:`top_k_dot` (its group maxima are one cheap pass over a score block).
+DOT_GROUP = 32
+#: Customers per score block in :func:`top_k_dot`: a block of 20,000 items stays in the CPU cache.
+DOT_BLOCK = 256
+
+
+def top_k_dot(
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    k: int,
+    seen: sp.csr_matrix | None = None,
+    threads: int | None = None,
+    block: int = DOT_BLOCK,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``k`` items by dot product for every user, skipping ``seen`` (CSR users × items).
+
+    Returns ``(indices, scores)`` ``(n_users, k)`` (int64, float32), sorted by descending score,
+    ties to the lower item index, ``-1``/``-inf`` where fewer than ``k`` items are eligible.
+
+    A full sort or ``argpartition`` of each row costs several times the matrix product itself, so
+    selection works on groups of items: the maximum of every group (one pass), the ``k``-th largest
+    group maximum ``t`` (which can never exceed the ``k``-th largest score, since ``k`` groups reach
+    it), then only the groups whose maximum is at least ``t`` (about ``k`` of them) are read again
+    to collect the few scores ``>= t``, of which the best ``k`` are exact. Blocks of ``block``
+    users run on ``threads`` threads (default: every core), each with one-thread BLAS and its own
+    score buffer, so no block allocates memory in the loop.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = np.ascontiguousarray(user_vectors, dtype=np.float32)
+    n_users, n_items = len(users), len(item_vectors)
+    k = min(k, n_items) if n_items else k
+    indices = np.full((n_users, k), -1, dtype=np.int64)
+    scores = np.full((n_users, k), -np.inf, dtype=np.float32)
+    if n_users == 0 or n_items == 0:
+        return indices, scores
+    groups = -(-n_items // DOT_GROUP)
+    padded = groups * DOT_GROUP
+    matrix = np.zeros((item_vectors.shape[1], padded), dtype=np.float32)
+    matrix[:, :n_items] = np.asarray(item_vectors, dtype=np.float32).T
+    seen = sp.csr_matrix(seen) if seen is not None else None
+    threads = max(1, min(threads or os.cpu_count() or 1, -(-n_users // block)))
+    buffers = queue.SimpleQueue()
+    for _ in range(threads):
+        buffers.put(np.empty((block, padded), dtype=np.float32))
+
+    def run(start: int) -> None:
+        buffer = buffers.get()
+        try:
+            stop = min(start + block, n_users)
+            block_seen = seen[start:stop] if seen is not None else None
+            out = _top_k_block(users[start:stop], matrix, n_items, k, block_seen, buffer[: stop - start])
+            indices[start:stop], scores[start:stop] = out
+        finally:
+            buffers.put(buffer)
+
+    with one_blas_thread():
+        if threads == 1:
+            for start in range(0, n_users, block):
+                run(start)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(run, range(0, n_users, block)))
+    return indices, scores
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limits = None
+
+
+@contextmanager
+def one_blas_thread():
+    """Hold BLAS to one thread while any caller is inside (the limit is process-wide, so it is
+    counted: concurrent scoring shards on threads must not restore it under each other)."""
+    global _blas_users, _blas_limits
+    from threadpoolctl import threadpool_limits
+
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limits = threadpool_limits(1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limits is not None:
+                _blas_limits.restore_original_limits()
+                _blas_limits = None
+
+
+def _top_k_block(
+    users: np.ndarray, matrix: np.ndarray, n_items: int, k: int, seen: sp.csr_matrix | None, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k_dot` for one block of users; ``scores`` is a reusable (len(users), padded) buffer."""
+    b, padded = scores.shape
+    np.matmul(users, matrix, out=scores)
+    scores[:, n_items:] = -np.inf
+    if seen is not None and seen.nnz:
+        mask = seen.tocoo()
+        scores[mask.row, mask.col] = -np.inf
+    groups = padded // DOT_GROUP
+    if groups <= 2 * k:
+        # A small catalogue: sorting whole rows is cheap, and grouping would not prune anything.
+        return _sorted_top(scores[:, :n_items].copy(), np.arange(n_items), k)
+    # Group g holds items g, g + groups, g + 2*groups, ...: its maximum is a reduction over the
+    # block's outer axis, which vectorises (a reduction over 32 adjacent columns does not).
+    maxima = np.maximum.reduce(scores.reshape(b, DOT_GROUP, groups), axis=1)
+    if np.isnan(maxima).any():  # a diverged model: NaN cannot be ranked, treat it as "no item"
+        scores[np.isnan(scores)] = -np.inf
+        maxima = np.maximum.reduce(scores.reshape(b, DOT_GROUP, groups), axis=1)
+    threshold = np.partition(maxima, groups - k, axis=1)[:, groups - k]
+    # Every group holding a score >= threshold has its maximum >= threshold: take all such groups.
+    wide = int((maxima >= threshold[:, None]).sum(axis=1).max())
+    chosen = np.argpartition(maxima, groups - wide, axis=1)[:, groups - wide :] if wide < groups else (
+        np.broadcast_to(np.arange(groups), (b, groups))
+    )
+    columns = (chosen[:, :, None] + groups * np.arange(DOT_GROUP)).reshape(b, -1)
+    values = np.take(scores.ravel(), columns + (np.arange(b) * padded)[:, None])
+    hits = np.flatnonzero(values >= threshold[:, None])
+    rows = hits // values.shape[1]
+    counts = np.bincount(rows, minlength=b)
+    width = max(int(counts.max()), k)
+    slot = np.arange(len(hits)) - np.repeat(np.cumsum(counts) - counts, counts)
+    short_values = np.full((b, width), -np.inf, dtype=np.float32)
+    short_columns = np.full((b, width), padded, dtype=np.int64)
+    short_values[rows, slot] = values.ravel()[hits]
+    short_columns[rows, slot] = columns.ravel()[hits]
+    order = np.argsort(short_columns, axis=1)
+    return _sorted_top(np.take_along_axis(short_values, order, 1), np.take_along_axis(short_columns, order, 1), k)
+
+
+def _sorted_top(values: np.ndarray, columns: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` of each row of ``values`` (columns ascending within a row, so ties go to the lower column)."""
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(values, order, 1)
+    picked = np.broadcast_to(columns, values.shape) if columns.ndim == 1 else columns
+    picked = np.take_along_axis(picked, order, 1)
+    finite = np.isfinite(top)
+    return np.where(finite, picked, -1), np.where(finite, top, np.float32(-np.inf))
