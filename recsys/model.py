@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from recsys.errors import DataError
 from recsys.evaluate import holdout_arrays
 from recsys.features import Interactions, distinct_pairs, recent_popularity, to_codes
-from recsys.ranking import RankingStage, context_of, pair_features, ranking_examples, train_ranking
+from recsys.ranking import Context, Ranker, RankingStage, context_of, pair_features, ranking_examples, train_ranking
 from recsys.retrieval import Progress, RetrievalStage, candidates_for, epochs_for, new_stage
 from recsys.settings import Settings
 from recsys.topk import top_k_excluding
@@ -117,6 +117,104 @@ def refresh_retrieval(
     return retrieval.fit(prepared.data, epochs, progress)
 
 
+@dataclass(frozen=True)
+class Scorer:
+    """Everything scoring needs, as plain arrays: no TensorFlow, picklable.
+
+    Built once after training (user and item vectors from the towers, the ranking context, the
+    ranker's weights); shards of customers are then scored from it in this process or on Dask
+    workers, which receive it once.
+    """
+
+    users: np.ndarray  # (n_users, dim) user-tower vectors
+    items: np.ndarray  # (n_items, dim) item-tower vectors
+    context: Context
+    ranker: Ranker | None
+    candidates: int
+    top_k: int
+    exclude_seen: bool
+    features: tuple[str, ...] | None = None
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+
+def scorer_for(
+    data: Interactions,
+    retrieval: RetrievalStage,
+    ranking: RankingStage | None,
+    settings: Settings,
+    exclude_seen: bool | None = None,
+    seconds: dict[str, float] | None = None,
+) -> Scorer:
+    """The trained stages turned into a :class:`Scorer` for the users of ``data``."""
+    seconds = {} if seconds is None else seconds
+    clock = time.perf_counter()
+    users, items = retrieval.vectors(data)
+    _add(seconds, "retrieval_scoring", clock)
+    clock = time.perf_counter()
+    context = context_of(data, settings.cold_start_days)
+    ranker = ranking.ranker() if ranking is not None else None
+    _add(seconds, "ranking_scoring", clock)
+    return Scorer(
+        users=users,
+        items=items,
+        context=context,
+        ranker=ranker,
+        candidates=max(settings.candidates, settings.top_k),
+        top_k=settings.top_k,
+        exclude_seen=(not settings.include_seen) if exclude_seen is None else exclude_seen,
+        features=settings.model.ranking_features,
+    )
+
+
+def score_rows(
+    scorer: Scorer, rows: np.ndarray, block: int = BLOCK_USERS, seconds: dict[str, float] | None = None
+) -> Iterator[tuple[np.ndarray, Lists]]:
+    """Yield (rows, top-k lists) for blocks of users ``rows``: retrieval candidates, then ranking order.
+
+    ``seconds``, if given, accumulates the time spent in each stage ("retrieval_scoring",
+    "ranking_scoring").
+    """
+    seconds = {} if seconds is None else seconds
+    rows = np.asarray(rows, dtype=np.int64)
+    seen = scorer.context.seen if scorer.exclude_seen else None
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        clock = time.perf_counter()
+        candidates = candidates_for(scorer.users, scorer.items, part, scorer.candidates, seen)
+        _add(seconds, "retrieval_scoring", clock)
+        clock = time.perf_counter()
+        if scorer.ranker is None:
+            order = candidates.scores
+        else:
+            features = pair_features(scorer.context, candidates, part, scorer.features)
+            order = scorer.ranker.scores(part, candidates, features)
+        picked, scores = top_k_excluding(order, None, min(scorer.top_k, order.shape[1]))
+        chosen = np.take_along_axis(candidates.items, np.maximum(picked, 0), axis=1)
+        chosen[picked < 0] = -1
+        _add(seconds, "ranking_scoring", clock)
+        yield part, Lists(items=chosen, scores=scores)
+
+
+def score_shard(scorer: Scorer, start: int, stop: int) -> tuple[Lists, dict[str, float]]:
+    """Top-k lists of users ``start..stop-1`` (one shard), and the seconds each stage took."""
+    seconds: dict[str, float] = {}
+    items = np.full((stop - start, scorer.top_k), -1, dtype=np.int64)
+    scores = np.full((stop - start, scorer.top_k), -np.inf)
+    for rows, lists in score_rows(scorer, np.arange(start, stop), seconds=seconds):
+        items[rows - start, : lists.items.shape[1]] = lists.items
+        scores[rows - start, : lists.scores.shape[1]] = lists.scores
+    return Lists(items=items, scores=scores), seconds
+
+
+def shard_bounds(n_users: int, shard_users: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of at most ``shard_users`` users covering every user."""
+    size = max(1, shard_users)
+    return [(start, min(start + size, n_users)) for start in range(0, n_users, size)]
+
+
 def score_blocks(
     data: Interactions,
     retrieval: RetrievalStage,
@@ -127,37 +225,10 @@ def score_blocks(
     block: int = BLOCK_USERS,
     seconds: dict[str, float] | None = None,
 ) -> Iterator[tuple[np.ndarray, Lists]]:
-    """Yield (rows, top-k lists) for blocks of users: retrieval candidates, then ranking order.
-
-    ``seconds``, if given, accumulates the time spent in each stage ("retrieval_scoring",
-    "ranking_scoring").
-    """
-    seconds = {} if seconds is None else seconds
-    exclude = (not settings.include_seen) if exclude_seen is None else exclude_seen
-    rows = np.arange(data.n_users) if rows is None else np.asarray(rows, dtype=np.int64)
-    clock = time.perf_counter()
-    users, items = retrieval.vectors(data)
-    _add(seconds, "retrieval_scoring", clock)
-    clock = time.perf_counter()
-    context = context_of(data, settings.cold_start_days)
-    seen = context.seen if exclude else None
-    _add(seconds, "ranking_scoring", clock)
-    n = max(settings.candidates, settings.top_k)
-    for start in range(0, len(rows), block):
-        part = rows[start : start + block]
-        clock = time.perf_counter()
-        candidates = candidates_for(users, items, part, n, seen)
-        _add(seconds, "retrieval_scoring", clock)
-        clock = time.perf_counter()
-        if ranking is None:
-            order = candidates.scores
-        else:
-            order = ranking.scores(part, candidates, pair_features(context, candidates, part, settings.model.ranking_features))
-        picked, scores = top_k_excluding(order, None, min(settings.top_k, order.shape[1]))
-        chosen = np.take_along_axis(candidates.items, np.maximum(picked, 0), axis=1)
-        chosen[picked < 0] = -1
-        _add(seconds, "ranking_scoring", clock)
-        yield part, Lists(items=chosen, scores=scores)
+    """Yield (rows, top-k lists) for blocks of users ``rows`` (default: all), straight from the stages."""
+    scorer = scorer_for(data, retrieval, ranking, settings, exclude_seen, seconds)
+    rows = np.arange(data.n_users) if rows is None else rows
+    yield from score_rows(scorer, rows, block, seconds)
 
 
 def _add(seconds: dict[str, float], name: str, since: float) -> None:
@@ -227,15 +298,29 @@ def score_all(
     progress: Progress | None = None,
     seconds: dict[str, float] | None = None,
 ) -> Lists:
-    """Every user's top-k list (rows follow ``data.users``); ``seconds`` as in ``score_blocks``."""
-    items = np.full((data.n_users, settings.top_k), -1, dtype=np.int64)
-    scores = np.full((data.n_users, settings.top_k), -np.inf)
-    for rows, lists in score_blocks(data, retrieval, ranking, settings, seconds=seconds):
-        items[rows, : lists.items.shape[1]] = lists.items
-        scores[rows, : lists.scores.shape[1]] = lists.scores
+    """Every user's top-k list (rows follow ``data.users``), in this process; ``seconds`` as in ``score_rows``."""
+    seconds = {} if seconds is None else seconds
+    scorer = scorer_for(data, retrieval, ranking, settings, seconds=seconds)
+    lists = empty_lists(data.n_users, settings.top_k)
+    for start, stop in shard_bounds(data.n_users, settings.shard_users):
+        shard, shard_seconds = score_shard(scorer, start, stop)
+        put(lists, start, shard)
+        for name, value in shard_seconds.items():
+            seconds[name] = seconds.get(name, 0.0) + value
         if progress:
-            progress(int(rows[-1]) + 1, data.n_users)
-    return Lists(items=items, scores=scores)
+            progress(stop, data.n_users)
+    return lists
+
+
+def empty_lists(n_users: int, k: int) -> Lists:
+    """Lists of ``n_users`` users with no item yet."""
+    return Lists(items=np.full((n_users, k), -1, dtype=np.int64), scores=np.full((n_users, k), -np.inf))
+
+
+def put(lists: Lists, start: int, shard: Lists) -> None:
+    """Copy a shard's lists into ``lists`` from row ``start``."""
+    lists.items[start : start + len(shard.items)] = shard.items
+    lists.scores[start : start + len(shard.scores)] = shard.scores
 
 
 def list_tables(data: Interactions, lists: Lists, chunk_users: int = 100_000) -> Iterator["pa.Table"]:

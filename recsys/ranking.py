@@ -185,6 +185,52 @@ def build_model(n_users: int, n_items: int, n_features: int, settings: ModelSett
     return Ranker()
 
 
+@dataclass(frozen=True)
+class Ranker:
+    """The trained ranking models as NumPy weights: the Keras models' scores, without TensorFlow.
+
+    Picklable and small, so scoring can run in any process (a Dask worker) from plain arrays.
+    """
+
+    members: tuple[dict[str, np.ndarray], ...]
+    mean: np.ndarray
+    std: np.ndarray
+
+    def scores(self, rows: np.ndarray, candidates: Candidates, features: np.ndarray) -> np.ndarray:
+        """Ranking score of every candidate of users ``rows``: the ensemble's mean logit (invalid: -inf)."""
+        items = np.maximum(candidates.items, 0)
+        valid = candidates.items >= 0
+        x = ((features - self.mean) / self.std).astype(np.float32)
+        outputs = []
+        for weights in self.members:
+            parts = [x]
+            if "user_embedding" in weights:
+                users = weights["user_embedding"][rows]
+                parts = [np.broadcast_to(users[:, None, :], items.shape + users.shape[-1:]), weights["item_embedding"][items]] + parts
+            inputs = np.concatenate(parts, axis=-1) if len(parts) > 1 else x
+            hidden = np.maximum(inputs @ weights["hidden_kernel"] + weights["hidden_bias"], 0.0)
+            logits = (x @ weights["linear_kernel"] + weights["linear_bias"] + hidden @ weights["out_kernel"] + weights["out_bias"])[..., 0]
+            outputs.append(np.where(valid, logits, np.float32(-1e9)))
+        return np.where(valid, np.mean(outputs, axis=0), -np.inf)
+
+
+def export_weights(model, ids: bool) -> dict[str, np.ndarray]:
+    """One Keras ranking model's weights by name (see ``build_model``)."""
+    hidden, out = model.scorer.layers
+    weights = {
+        "linear_kernel": model.linear.kernel.numpy(),
+        "linear_bias": model.linear.bias.numpy(),
+        "hidden_kernel": hidden.kernel.numpy(),
+        "hidden_bias": hidden.bias.numpy(),
+        "out_kernel": out.kernel.numpy(),
+        "out_bias": out.bias.numpy(),
+    }
+    if ids:
+        weights["user_embedding"] = model.user_embedding.embeddings.numpy()
+        weights["item_embedding"] = model.item_embedding.embeddings.numpy()
+    return weights
+
+
 @dataclass
 class RankingStage:
     """Trained ranking models (an ensemble over seeds) with the feature scaling they were trained with."""
@@ -194,9 +240,14 @@ class RankingStage:
     std: np.ndarray
     lists: int = 0
     seconds: float = 0.0
+    ids: bool = False
+
+    def ranker(self) -> Ranker:
+        """The models as NumPy weights (what scoring uses, in this process or on a Dask worker)."""
+        return Ranker(members=tuple(export_weights(model, self.ids) for model in self.models), mean=self.mean, std=self.std)
 
     def scores(self, rows: np.ndarray, candidates: Candidates, features: np.ndarray) -> np.ndarray:
-        """Ranking score of every candidate of users ``rows``: the ensemble's mean logit (invalid: -inf)."""
+        """Ranking scores of the Keras models themselves (tests compare :class:`Ranker` with these)."""
         inputs = {
             "user": rows.astype(np.int32),
             "items": np.maximum(candidates.items, 0).astype(np.int32),
@@ -282,7 +333,9 @@ def train_ranking(
         callbacks = [progress_callback(epochs * settings.ranking_models, progress, offset=member * epochs)] if progress else []
         model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
         models.append(model)
-    return RankingStage(models=models, mean=mean, std=std, lists=len(rows), seconds=time.perf_counter() - started)
+    return RankingStage(
+        models=models, mean=mean, std=std, lists=len(rows), seconds=time.perf_counter() - started, ids=settings.ranking_ids
+    )
 
 
 def ranking_epochs_for(lists: int) -> int:

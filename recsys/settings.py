@@ -64,6 +64,7 @@ class Settings:
     date_format: str = "%m/%d/%Y %H:%M"
     delimiter: str = ","
     evaluate: bool = True
+    shard_users: int = 100_000  # customers per scoring task (one Prefect task, or one Dask task)
     model: ModelSettings = field(default_factory=ModelSettings)
 
     def resolved_db_url(self) -> str:

@@ -194,3 +194,22 @@ def test_one_item_is_too_little_data(synthetic):
     assert "1 items" in two_stage.untrainable(two_stage.prepare(frame).data)
     with pytest.raises(DataError, match=r"too little data.*1 items.*at least 2"):
         two_stage.TwoStage().fit(frame)
+
+
+@pytest.mark.parametrize("ids", [False, True])
+def test_numpy_ranker_scores_like_the_keras_models(synthetic, trained, ids):
+    """Scoring (in-process or on Dask workers) uses the ranker's NumPy weights: same scores as Keras."""
+    prepared, retrieval = trained["prepared"], trained["retrieval"]
+    ranking = trained["ranking"]
+    if ids:
+        settings = FAST.with_(model=ModelSettings(retrieval_epochs=2, ranking_epochs=2, ranking_ids=True))
+        ranking = two_stage.train_ranking_stage(prepared, retrieval, settings)
+    scorer = two_stage.scorer_for(prepared.data, retrieval, ranking, FAST)
+    rows = np.arange(prepared.data.n_users)
+    candidates = candidates_for(scorer.users, scorer.items, rows, 30, scorer.context.seen)
+    features = two_stage.pair_features(scorer.context, candidates, rows)
+    keras = ranking.scores(rows, candidates, features)
+    numpy = scorer.ranker.scores(rows, candidates, features)
+    assert np.isfinite(keras).sum() > 1000
+    np.testing.assert_array_equal(np.isfinite(keras), np.isfinite(numpy))
+    np.testing.assert_allclose(numpy[np.isfinite(numpy)], keras[np.isfinite(keras)], rtol=1e-4, atol=1e-4)
