@@ -40,6 +40,30 @@ def _transient(task, task_run, state) -> bool:
 RETRY = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient)
 
 
+def task_runner(kind: str = "threads", dask_address: str | None = None, workers: int | None = None):
+    """The Prefect task runner the scoring shards run on.
+
+    ``threads``: this process, one thread per core. ``dask``: a Dask cluster through prefect-dask,
+    the one at ``dask_address`` (``tcp://host:8786``) or else a local cluster of ``workers``
+    processes (default: one per core).
+    """
+    import os
+
+    if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=workers or os.cpu_count() or 1)
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": workers or os.cpu_count() or 1, "threads_per_worker": 1}
+        )
+    raise ValueError(f"unknown task runner {kind!r}: use 'threads' or 'dask'")
+
+
 @task(name="load_interactions", **RETRY, **TASK)
 def load(settings: Settings):
     """Read and validate the export."""
@@ -141,16 +165,60 @@ def refresh_retrieval(retrieval, prepared, settings: Settings):
     return retrieval
 
 
-@task(name="score", **TASK)
-def score(prepared, retrieval, ranking, settings: Settings):
-    """Every customer's top-k: retrieval candidates, then ranking order."""
-    started = time.perf_counter()
+@task(name="scoring_model", **TASK)
+def scoring_model(prepared, retrieval, ranking, settings: Settings):
+    """Turn the trained stages into plain arrays (vectors, context, ranker weights) that shards score from."""
     seconds: dict[str, float] = {}
+    scorer = two_stage.scorer_for(prepared.data, retrieval, ranking, settings, seconds=seconds)
+    return scorer, seconds
+
+
+@task(name="score_shard", **TASK)
+def score_shard(scorer, start: int, stop: int):
+    """Top-k lists of customers ``start..stop-1``: retrieval candidates, then ranking order."""
+    lists, seconds = two_stage.score_shard(scorer, start, stop)
+    return start, lists, seconds
+
+
+def _dask_client():
+    """The Dask client of this flow run's task runner, or ``None`` when the flow runs on threads."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if runner is None or type(runner).__name__ != "DaskTaskRunner":
+        return None
+    return runner.client
+
+
+def score(prepared, retrieval, ranking, settings: Settings):
+    """Every customer's top-k, one Prefect task per shard of customers (on threads or Dask workers).
+
+    The scorer is built once; on Dask it is scattered to every worker once (``broadcast``), and the
+    shard tasks receive a reference to it, so no task ships the model again.
+    """
+    started = time.perf_counter()
+    scorer, seconds = scoring_model(prepared, retrieval, ranking, settings)
+    client = _dask_client()
+    handle = client.scatter(scorer, broadcast=True, hash=False) if client is not None else scorer
+    n_users = prepared.data.n_users
+    lists = two_stage.empty_lists(n_users, settings.top_k)
+    shards = two_stage.shard_bounds(n_users, settings.shard_users)
     with step("Scoring customers") as update:
-        lists = two_stage.score_all(prepared.data, retrieval, ranking, settings, update, seconds)
+        futures = [score_shard.submit(handle, start, stop) for start, stop in shards]
+        done = 0
+        for future in futures:
+            start, shard, shard_seconds = future.result()
+            two_stage.put(lists, start, shard)
+            for name, value in shard_seconds.items():
+                seconds[name] = seconds.get(name, 0.0) + value
+            done += len(shard.items)
+            if update:
+                update(done, n_users)
+    where = f"{len(shards)} shards on Dask at {client.scheduler.address}" if client is not None else f"{len(shards)} shards"
     get_run_logger().info(
-        "scored %s customers (%d candidates each) in %.1fs (retrieval %.1fs, ranking %.1fs)",
-        f"{prepared.data.n_users:,}", settings.candidates, time.perf_counter() - started,
+        "scored %s customers (%d candidates each, %s) in %.1fs (retrieval %.1fs, ranking %.1fs, summed over shards)",
+        f"{n_users:,}", settings.candidates, where, time.perf_counter() - started,
         seconds.get("retrieval_scoring", 0.0), seconds.get("ranking_scoring", 0.0),
     )
     return lists, {name: round(value, 2) for name, value in seconds.items()}
@@ -178,7 +246,7 @@ def publish(store: Store, run_id: str, generated_at, prepared, lists, settings: 
     return published
 
 
-@flow(name="recsys-nightly")
+@flow(name="recsys-nightly", task_runner=task_runner("threads"))
 def nightly(
     data: str = str(Settings().data),
     output: str = str(Settings().output),
@@ -198,6 +266,7 @@ def nightly(
     ranking_epochs: int | None = None,
     seed: int = 42,
     evaluate: bool = True,
+    shard_size: int = Settings().shard_users,
 ) -> dict:
     """Retrain both stages on the latest export and publish every customer's top-k list."""
     settings = Settings(
@@ -212,6 +281,7 @@ def nightly(
         date_format=date_format,
         delimiter=delimiter,
         evaluate=evaluate,
+        shard_users=shard_size,
         model=ModelSettings(
             embedding_dim=embedding_dim, retrieval_epochs=retrieval_epochs, ranking_epochs=ranking_epochs, seed=seed
         ),

@@ -60,21 +60,37 @@ def run(
             help="Score the model and the baselines on a validation split first; publish the best baseline if the model loses to popularity.",
         ),
     ] = True,
+    shard_size: Annotated[int, typer.Option(min=1, help="Customers per scoring task.")] = Settings().shard_users,
+    task_runner: Annotated[
+        str,
+        typer.Option(
+            "--task-runner",
+            help="Where the scoring tasks run: 'threads' (this process) or 'dask' (a Dask cluster: a local one, or --dask-address).",
+        ),
+    ] = "threads",
+    dask_address: Annotated[
+        Optional[str], typer.Option(help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (with --task-runner dask).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print Prefect's log lines instead of writing them to DIR/logs/recsys.log.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Run the nightly flow once: train both stages and publish every customer's list."""
+    if task_runner not in ("threads", "dask"):
+        _fail("--task-runner must be 'threads' or 'dask'")
+    if dask_address and task_runner != "dask":
+        _fail("--dask-address needs --task-runner dask")
     parameters = dict(
         data=str(data), output=str(output), db_url=db_url, top_k=top_k, candidates=candidates,
         include_seen=include_seen, cold_start_days=cold_start_days, user_column=user_column,
         time_column=time_column, item_column=item_column, rating_column=rating_column,
         date_format=date_format, delimiter="\t" if delimiter == "tab" else delimiter,
         retrieval_epochs=epochs, ranking_epochs=ranking_epochs, seed=seed, evaluate=evaluate,
+        shard_size=shard_size,
     )
     from recsys.console import run_with_progress
 
     try:
-        summary = run_with_progress(parameters, verbose=verbose or debug)
+        summary = run_with_progress(parameters, verbose=verbose or debug, runner=task_runner, dask_address=dask_address)
     except RecsysError as exc:
         if debug:
             raise

@@ -46,16 +46,17 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
             root.addHandler(handler)
 
 
-def run_with_progress(parameters: dict, verbose: bool = False) -> dict:
+def run_with_progress(parameters: dict, verbose: bool = False, runner: str = "threads", dask_address: str | None = None) -> dict:
     """Run the nightly flow once with Rich progress bars for the long steps.
 
-    Prefect's log lines go to ``<output>/logs/recsys.log`` unless ``verbose``.
+    Prefect's log lines go to ``<output>/logs/recsys.log`` unless ``verbose``. ``runner`` and
+    ``dask_address`` choose where the scoring shards run (see ``flows.nightly.task_runner``).
     """
     # This machine may have no route to Prefect's telemetry endpoint; don't log errors about it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flows.nightly import nightly
+    from flows.nightly import nightly, task_runner
     from recsys.progress import reporting
 
     console = Console(stderr=True)
@@ -82,7 +83,8 @@ def run_with_progress(parameters: dict, verbose: bool = False) -> dict:
 
         log_path = Path(parameters["output"]) / "logs" / "recsys.log"
         with reporting(reporter), (nullcontext() if verbose else prefect_logs_to(log_path)):
-            return nightly(**parameters)
+            flow = nightly if runner == "threads" else nightly.with_options(task_runner=task_runner(runner, dask_address))
+            return flow(**parameters)
 
 
 def print_summary(summary: dict) -> None:

@@ -1,0 +1,88 @@
+"""Scoring shards on a local Dask cluster (prefect-dask): same lists as on threads, model shipped once."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import csv_text
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = dict(retrieval_epochs=2, ranking_epochs=2, evaluate=False)
+COLUMNS = ["user_id", "rank", "item", "score"]
+
+
+def test_flow_on_a_local_dask_cluster_equals_the_single_process_run(
+    prefect_test_harness, synthetic, tmp_path, monkeypatch
+):
+    import distributed
+
+    import flows.nightly as nightly_module
+    from flows.nightly import nightly, task_runner
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows), encoding="utf-8")
+    # Small shards, so several scoring tasks run (the export has 120 customers).
+    single = nightly(data=str(data), output=str(tmp_path / "threads"), shard_size=25, **EPOCHS)
+
+    handles, scatters = [], []
+    real_submit = nightly_module.score_shard.submit
+    real_client = nightly_module._dask_client
+
+    def recording_submit(scorer, start, stop):
+        handles.append(scorer)
+        return real_submit(scorer, start, stop)
+
+    def recording_client():
+        client = real_client()
+        real_scatter = client.scatter
+
+        def scatter(data, **kwargs):
+            scatters.append(kwargs)
+            return real_scatter(data, **kwargs)
+
+        monkeypatch.setattr(client, "scatter", scatter)
+        return client
+
+    monkeypatch.setattr(nightly_module.score_shard, "submit", recording_submit)
+    monkeypatch.setattr(nightly_module, "_dask_client", recording_client)
+    on_dask = nightly.with_options(task_runner=task_runner("dask", workers=2))
+    distributed_run = on_dask(data=str(data), output=str(tmp_path / "dask"), shard_size=25, **EPOCHS)
+
+    assert single["status"] == distributed_run["status"] == "succeeded"
+    assert single["rows"] == distributed_run["rows"] == 120 * 12
+    threads_lists = pq.read_table(single["parquet"]).to_pandas()[COLUMNS]
+    dask_lists = pq.read_table(distributed_run["parquet"]).to_pandas()[COLUMNS]
+    assert threads_lists.equals(dask_lists)
+    # The scorer went to the workers once (one broadcast scatter); each of the 5 shard tasks got
+    # only a reference to it, never the arrays themselves.
+    assert scatters == [{"broadcast": True, "hash": False}]
+    assert len(handles) == 5
+    assert all(isinstance(handle, distributed.Future) for handle in handles)
+    assert len({handle.key for handle in handles}) == 1
+
+
+def test_unknown_task_runner_is_refused():
+    from flows.nightly import task_runner
+
+    with pytest.raises(ValueError, match="threads.*dask"):
+        task_runner("spark")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--task-runner", "spark"], "--task-runner must be 'threads' or 'dask'"),
+        (["--dask-address", "tcp://127.0.0.1:8786"], "--dask-address needs --task-runner dask"),
+    ],
+)
+def test_run_refuses_bad_runner_options(arguments, message, tmp_path):
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--output", str(tmp_path / "out"), *arguments])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not (tmp_path / "out").exists()
