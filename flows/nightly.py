@@ -313,7 +313,16 @@ def run_nightly(settings: Settings) -> dict:
         run_id, started_at = new_run_id(), utc_now()
         store.begin_run(run_id, started_at, str(report.path))
         try:
-            status, reason, metrics, lists, prepared = _train_and_score(frame, settings, lap)
+            metrics: dict = {}
+            prepared, fallback = _prepare_and_gate(frame, settings, lap, metrics)
+            # From here on only the integer codes are needed: at a million customers the frame
+            # holds 41M rows, so it goes before training starts.
+            del frame
+            if fallback is None:
+                status, reason = "succeeded", None
+                lists = _train_and_score(prepared, settings, lap, metrics)
+            else:
+                status, reason, lists = fallback
             fields = dict(metrics=dict(metrics, seconds=timings), message=reason, **_counts(report))
             published = publish(store, run_id, started_at, prepared, lists, settings, status, fields)
             lap("publish")
@@ -339,16 +348,19 @@ def run_nightly(settings: Settings) -> dict:
     }
 
 
-def _train_and_score(frame, settings: Settings, lap):
-    """Train and score, or fall back to a baseline; returns (status, reason, metrics, lists, prepared)."""
-    metrics: dict = {}
+def _prepare_and_gate(frame, settings: Settings, lap, metrics: dict):
+    """Encode the export and decide whether the model may be trained and published.
+
+    Returns (prepared, fallback): ``fallback`` is ``None`` when the model should be trained, else
+    (status, reason, lists) of the baseline published instead. ``metrics`` gets the evaluation.
+    """
     prepared = prepare(frame)
     too_small = two_stage.untrainable(prepared.data)
     if too_small:
         get_run_logger().warning("%s: publishing the popularity list for everyone", too_small)
         lists = baseline_lists(frame, prepared, "popularity", settings)
         lap("baseline_lists")
-        return "degraded", f"{too_small}: published the popularity list for everyone", metrics, lists, prepared
+        return prepared, ("degraded", f"{too_small}: published the popularity list for everyone", lists)
     if settings.evaluate:
         table, gate = evaluate(frame, settings)
         lap("evaluate")
@@ -358,7 +370,12 @@ def _train_and_score(frame, settings: Settings, lap):
             if not gate.passed:
                 lists = baseline_lists(frame, prepared, gate.publish, settings)
                 lap("baseline_lists")
-                return "degraded", gate.reason, metrics, lists, prepared
+                return prepared, ("degraded", gate.reason, lists)
+    return prepared, None
+
+
+def _train_and_score(prepared, settings: Settings, lap, metrics: dict):
+    """Train both stages and score every customer; returns the lists (``metrics`` gets counts and seconds)."""
     retrieval = train_retrieval(prepared, settings)
     lap("train_retrieval")
     ranking = train_ranking(prepared, retrieval, settings)
@@ -369,7 +386,7 @@ def _train_and_score(frame, settings: Settings, lap):
     lap("score")
     metrics["ranking_lists"] = ranking.lists if ranking else 0
     metrics["scoring_seconds"] = scoring
-    return "succeeded", None, metrics, lists, prepared
+    return lists
 
 
 def _counts(report: LoadReport) -> dict:
