@@ -21,7 +21,7 @@ from recsys.features import Interactions, distinct_pairs, recent_popularity, to_
 from recsys.ranking import Context, Ranker, RankingStage, context_of, pair_features, ranking_examples, train_ranking
 from recsys.retrieval import Progress, RetrievalStage, candidates_for, epochs_for, new_stage
 from recsys.settings import Settings
-from recsys.topk import top_k_excluding
+from recsys.topk import one_blas_thread, top_k_excluding
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -180,6 +180,13 @@ def score_rows(
     seconds = {} if seconds is None else seconds
     rows = np.asarray(rows, dtype=np.int64)
     seen = scorer.context.seen if scorer.exclude_seen else None
+    # One BLAS thread: the products here are tall and thin (candidates x 10 features), where
+    # OpenBLAS's threads cost 5x more than they give; the candidate search has its own threads.
+    with one_blas_thread():
+        yield from _score_rows(scorer, rows, seen, block, seconds)
+
+
+def _score_rows(scorer: Scorer, rows: np.ndarray, seen, block: int, seconds: dict[str, float]):
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
         clock = time.perf_counter()

@@ -200,17 +200,20 @@ class Ranker:
         """Ranking score of every candidate of users ``rows``: the ensemble's mean logit (invalid: -inf)."""
         items = np.maximum(candidates.items, 0)
         valid = candidates.items >= 0
-        x = ((features - self.mean) / self.std).astype(np.float32)
+        # One (lists x candidates, features) matrix: a single BLAS call per layer, not one per list.
+        x = ((features - self.mean) / self.std).astype(np.float32).reshape(-1, features.shape[-1])
         outputs = []
         for weights in self.members:
-            parts = [x]
+            inputs = x
             if "user_embedding" in weights:
-                users = weights["user_embedding"][rows]
-                parts = [np.broadcast_to(users[:, None, :], items.shape + users.shape[-1:]), weights["item_embedding"][items]] + parts
-            inputs = np.concatenate(parts, axis=-1) if len(parts) > 1 else x
-            hidden = np.maximum(inputs @ weights["hidden_kernel"] + weights["hidden_bias"], 0.0)
-            logits = (x @ weights["linear_kernel"] + weights["linear_bias"] + hidden @ weights["out_kernel"] + weights["out_bias"])[..., 0]
-            outputs.append(np.where(valid, logits, np.float32(-1e9)))
+                users = np.repeat(weights["user_embedding"][rows], items.shape[1], axis=0)
+                inputs = np.concatenate([users, weights["item_embedding"][items.ravel()], x], axis=1)
+            hidden = inputs @ weights["hidden_kernel"]
+            hidden += weights["hidden_bias"]
+            np.maximum(hidden, 0.0, out=hidden)
+            logits = x @ weights["linear_kernel"] + hidden @ weights["out_kernel"]
+            logits += weights["linear_bias"] + weights["out_bias"]
+            outputs.append(np.where(valid, logits.reshape(items.shape), np.float32(-1e9)))
         return np.where(valid, np.mean(outputs, axis=0), -np.inf)
 
 
