@@ -30,6 +30,25 @@ DbUrlOption = Annotated[
 ]
 
 
+TaskRunnerOption = Annotated[
+    str,
+    typer.Option(
+        "--task-runner",
+        help="Where the scoring tasks run: 'threads' (this process) or 'dask' (a Dask cluster: a local one, or --dask-address).",
+    ),
+]
+DaskAddressOption = Annotated[
+    Optional[str], typer.Option(help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (with --task-runner dask).")
+]
+
+
+def _check_runner(task_runner: str, dask_address: str | None) -> None:
+    if task_runner not in ("threads", "dask"):
+        _fail("--task-runner must be 'threads' or 'dask'")
+    if dask_address and task_runner != "dask":
+        _fail("--dask-address needs --task-runner dask")
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -61,24 +80,13 @@ def run(
         ),
     ] = True,
     shard_size: Annotated[int, typer.Option(min=1, help="Customers per scoring task.")] = Settings().shard_users,
-    task_runner: Annotated[
-        str,
-        typer.Option(
-            "--task-runner",
-            help="Where the scoring tasks run: 'threads' (this process) or 'dask' (a Dask cluster: a local one, or --dask-address).",
-        ),
-    ] = "threads",
-    dask_address: Annotated[
-        Optional[str], typer.Option(help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (with --task-runner dask).")
-    ] = None,
+    task_runner: TaskRunnerOption = "threads",
+    dask_address: DaskAddressOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print Prefect's log lines instead of writing them to DIR/logs/recsys.log.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Run the nightly flow once: train both stages and publish every customer's list."""
-    if task_runner not in ("threads", "dask"):
-        _fail("--task-runner must be 'threads' or 'dask'")
-    if dask_address and task_runner != "dask":
-        _fail("--dask-address needs --task-runner dask")
+    _check_runner(task_runner, dask_address)
     parameters = dict(
         data=str(data), output=str(output), db_url=db_url, top_k=top_k, candidates=candidates,
         include_seen=include_seen, cold_start_days=cold_start_days, user_column=user_column,
@@ -192,14 +200,19 @@ def schedule(
     data: Annotated[Path, typer.Option("--data", "-d", help="Interactions export read each night.")] = DEFAULT_DATA,
     output: OutputOption = DEFAULT_OUTPUT,
     db_url: DbUrlOption = None,
+    task_runner: TaskRunnerOption = "threads",
+    dask_address: DaskAddressOption = None,
 ) -> None:
     """Serve the flow as a Prefect deployment on a cron schedule (runs until stopped)."""
+    _check_runner(task_runner, dask_address)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.nightly import nightly
+    from flows.nightly import task_runner as make_runner
 
     parameters = {"data": str(Path(data).resolve()), "output": str(Path(output).resolve()), "db_url": db_url}
+    flow = nightly if task_runner == "threads" else nightly.with_options(task_runner=make_runner(task_runner, dask_address))
     typer.echo(f"serving deployment recsys-nightly/{name} on cron '{cron}'; Ctrl-C to stop")
-    nightly.serve(name=name, cron=cron, parameters=parameters)
+    flow.serve(name=name, cron=cron, parameters=parameters)
 
 
 @app.command()
