@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 _SNIFF_BYTES = 64 * 1024
+_BLOCK_BYTES = 1 << 24  # CSV reader block: each block's columns get their own dictionaries
+_DECODE_ROWS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ def load_interactions(
         raw = _read_csv(path, head, columns, delimiter, notes)
     table = _validate(raw, path, columns, date_format, notes)
     del raw
-    duplicates, users, items = _counts(table)
+    users = _encoded(table.column("user_id"))
+    items = _encoded(table.column("item"))
+    duplicates = _duplicates(users, items, table.column("timestamp"), table.column("rating"))
     if duplicates:
         notes.append(f"{duplicates:,} exact duplicate rows kept as extra units of the same redemption")
     report = LoadReport(
@@ -74,13 +78,18 @@ def load_interactions(
         sha256=file_sha256(path),
         rows=table.num_rows,
         duplicate_rows=duplicates,
-        users=users,
-        items=items,
+        users=len(users.dictionary),
+        items=len(items.dictionary),
         first=str(_pc().min(table.column("timestamp")).as_py()),
         last=str(_pc().max(table.column("timestamp")).as_py()),
         notes=tuple(notes),
     )
-    return table.to_pandas(), report
+    timestamps, ratings = table.column("timestamp"), table.column("rating")
+    del table
+    # The frame's string columns are written once, straight from the codes (pandas keeps Arrow
+    # strings as large_string, so nothing is converted again on the way in).
+    frame = _frame(users, items, timestamps, ratings)
+    return frame, report
 
 
 def _check_readable(path: Path) -> None:
@@ -122,10 +131,10 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, notes
     try:
         table = pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 24),
+            read_options=pacsv.ReadOptions(encoding=encoding, block_size=_BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
+                column_types={name: _csv_type(name, columns) for name in header},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -138,6 +147,21 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, notes
     if extra:
         notes.append("extra columns ignored: " + ", ".join(extra))
     return table.select(list(columns.required()))
+
+
+def _csv_type(name: str, columns: ColumnMap) -> "pa.DataType":
+    """How the reader keeps a column: the four export columns dictionary-encoded.
+
+    Each of them repeats a few values (a million customers, thousands of items, a few ratings, one
+    time per purchase across its units), so the reader stores every distinct value once per block
+    plus an int32 code per row, instead of tens of millions of separate strings. Validation then
+    runs once per distinct value (see ``_per_row``).
+    """
+    import pyarrow as pa
+
+    if name in columns.required():
+        return pa.dictionary(pa.int32(), pa.string())
+    return pa.string()
 
 
 def _is_utf8(path: Path) -> bool:
@@ -207,14 +231,27 @@ def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str,
     """Turn the raw columns into the canonical frame; the first bad row stops the load.
 
     Everything runs in Arrow compute kernels, so tens of millions of rows never become Python
-    objects; the frame's string columns stay Arrow-backed.
+    objects. Dictionary-encoded columns (the CSV reader's) are checked and converted once per
+    distinct value, and the customer and item columns stay dictionary-encoded.
     """
     import pyarrow as pa
 
+    pc = _pc()
     users = _clean_text(raw.column(columns.user), path, columns.user, "empty customer id")
     raw_items = raw.column(columns.item)
     items = _clean_text(raw_items, path, columns.item, "empty item name")
-    stripped = _count(_pc().not_equal(raw_items.cast(pa.string()), items))
+    if pa.types.is_dictionary(raw_items.type):
+        changed = pa.chunked_array(
+            [
+                pc.not_equal(before.dictionary.cast(pa.string()), after.dictionary).take(before.indices)
+                for before, after in zip(raw_items.chunks, items.chunks)
+            ],
+            pa.bool_(),
+        )
+    else:
+        changed = pc.not_equal(raw_items.cast(pa.string()), items)
+    stripped = _count(changed)
+    del changed
     if stripped:
         notes.append(f"surrounding spaces stripped from {stripped:,} item names")
     timestamps = _parse_times(raw.column(columns.timestamp), path, columns.timestamp, date_format)
@@ -222,24 +259,67 @@ def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str,
     return pa.table({"user_id": users, "item": items, "timestamp": timestamps, "rating": ratings})
 
 
-def _counts(table: "pa.Table") -> tuple[int, int, int]:
-    """Exact duplicate rows, distinct customers and distinct items, counted on integer codes.
+def _encoded(column) -> "pa.DictionaryArray":
+    """A (clean) text column as one dictionary array: each distinct value once, an int32 code per row."""
+    import pyarrow as pa
+
+    pc = _pc()
+    if not pa.types.is_dictionary(column.type):
+        return pc.dictionary_encode(column).combine_chunks()
+    # The reader's blocks each have their own dictionary: one shared dictionary for all rows.
+    encoded = column.unify_dictionaries().combine_chunks()
+    if pc.count_distinct(encoded.dictionary).as_py() < len(encoded.dictionary):
+        # Trimming made two entries equal ("a" and "a "): one entry each, codes follow.
+        merged = pc.dictionary_encode(encoded.dictionary)
+        encoded = pa.DictionaryArray.from_arrays(merged.indices.take(encoded.indices), merged.dictionary)
+    return encoded
+
+
+def _duplicates(users: "pa.DictionaryArray", items: "pa.DictionaryArray", timestamps, ratings) -> int:
+    """Exact duplicate rows, counted on integer codes.
 
     Hashing the string columns row by row (``DataFrame.duplicated``) would turn tens of millions
-    of Arrow strings into Python objects; dictionary codes keep it to a few integer arrays.
+    of Arrow strings into Python objects; here every row becomes one int64 (customer, item, time
+    and rating codes in mixed radix), and sorting those finds the repeats.
     """
-    pc = _pc()
-    user = pc.dictionary_encode(table.column("user_id")).combine_chunks()
-    item = pc.dictionary_encode(table.column("item")).combine_chunks()
-    codes = pd.DataFrame(
-        {
-            "user": user.indices.to_numpy(),
-            "item": item.indices.to_numpy(),
-            "time": table.column("timestamp").to_numpy(),
-            "rating": table.column("rating").to_numpy(),
-        }
-    )
-    return int(codes.duplicated().sum()), len(user.dictionary), len(item.dictionary)
+    import numpy as np
+
+    times = _pc().dictionary_encode(timestamps).combine_chunks()
+    user = users.indices.to_numpy()
+    item = items.indices.to_numpy()
+    time = times.indices.to_numpy()
+    rating = ratings.to_numpy()  # 1 to 5 (validated)
+    n_users, n_items, n_times = len(users.dictionary), len(items.dictionary), len(times.dictionary)
+    del times
+    if n_users * n_items * n_times * 5 > np.iinfo(np.int64).max:
+        codes = pd.DataFrame({"user": user, "item": item, "time": time, "rating": rating})
+        return int(codes.duplicated().sum())
+    key = user.astype(np.int64)
+    key *= n_items
+    key += item
+    key *= n_times
+    key += time
+    key *= 5
+    key += rating
+    key -= 1
+    key.sort()
+    return len(key) - 1 - int(np.count_nonzero(key[1:] != key[:-1]))
+
+
+def _frame(users: "pa.DictionaryArray", items: "pa.DictionaryArray", timestamps, ratings) -> pd.DataFrame:
+    """The canonical pandas frame, its text columns decoded from the codes."""
+    import pyarrow as pa
+
+    def decode(encoded: "pa.DictionaryArray") -> "pa.ChunkedArray":
+        # A block of rows at a time: one take over all rows underestimates the text's size and
+        # regrows a buffer of gigabytes (slower, and the freed copies linger in the allocator).
+        values = encoded.dictionary.cast(pa.large_string())
+        indices = encoded.indices
+        blocks = [values.take(indices.slice(start, _DECODE_ROWS)) for start in range(0, len(indices), _DECODE_ROWS)]
+        return pa.chunked_array(blocks, pa.large_string())
+
+    table = pa.table({"user_id": decode(users), "item": decode(items), "timestamp": timestamps, "rating": ratings})
+    return table.to_pandas()
 
 
 def _pc():
@@ -257,6 +337,26 @@ def _first(mask) -> int:
     return int(_pc().index(mask, True).as_py())
 
 
+def _per_value(values, function):
+    """``values`` with ``function`` applied to its values: to each dictionary if dictionary-encoded (same codes)."""
+    import pyarrow as pa
+
+    if not pa.types.is_dictionary(values.type):
+        return function(values)
+    return pa.chunked_array(
+        [pa.DictionaryArray.from_arrays(chunk.indices, function(chunk.dictionary)) for chunk in values.chunks]
+    )
+
+
+def _per_row(values, function):
+    """``function`` of every row's value, computed once per distinct value if ``values`` is dictionary-encoded."""
+    import pyarrow as pa
+
+    if not pa.types.is_dictionary(values.type):
+        return function(values)
+    return pa.chunked_array([function(chunk.dictionary).take(chunk.indices) for chunk in values.chunks])
+
+
 def _clean_text(values, path: Path, column: str, problem: str):
     import pyarrow as pa
 
@@ -264,8 +364,8 @@ def _clean_text(values, path: Path, column: str, problem: str):
     if values.null_count:
         _fail(path, _first(pc.is_null(values)), column, problem, values.null_count)
     # Integer-typed ids from Parquet come through as "123": same as the CSV's quoted "123".
-    cleaned = pc.utf8_trim_whitespace(values.cast(pa.string()))
-    empty = pc.equal(pc.utf8_length(cleaned), 0)
+    cleaned = _per_value(values, lambda v: pc.utf8_trim_whitespace(v.cast(pa.string())))
+    empty = _per_row(cleaned, lambda v: pc.equal(pc.utf8_length(v), 0))
     count = _count(empty)
     if count:
         _fail(path, _first(empty), column, problem, count)
@@ -281,8 +381,12 @@ def _parse_times(values, path: Path, column: str, date_format: str):
             values = values.cast(pa.timestamp(values.type.unit))  # UTC wall time, zone dropped
         parsed = values.cast(pa.timestamp("ns"))
     else:
-        text = pc.utf8_trim_whitespace(values.cast(pa.string()))
-        parsed = pc.strptime(text, format=date_format, unit="s", error_is_null=True).cast(pa.timestamp("ns"))
+
+        def parse(text):
+            text = pc.utf8_trim_whitespace(text.cast(pa.string()))
+            return pc.strptime(text, format=date_format, unit="s", error_is_null=True).cast(pa.timestamp("ns"))
+
+        parsed = _per_row(values, parse)
     bad = pc.is_null(parsed)
     count = _count(bad)
     if count:
@@ -295,26 +399,33 @@ def _parse_ratings(values, path: Path, column: str):
     import pyarrow as pa
 
     pc = _pc()
-    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
-        numbers = values.cast(pa.float64())
-    else:
-        text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+
+    def number(v):
+        if pa.types.is_integer(v.type) or pa.types.is_floating(v.type):
+            return v.cast(pa.float64())
+        text = pc.utf8_trim_whitespace(v.cast(pa.string()))
         numeric = pc.match_substring_regex(text, r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
-        numbers = pc.if_else(numeric, text, pa.scalar(None, pa.string())).cast(pa.float64())
-    bad = pc.invert(
-        pc.fill_null(
-            pc.and_(
-                pc.and_(pc.greater_equal(numbers, 1.0), pc.less_equal(numbers, 5.0)),
-                pc.equal(numbers, pc.floor(numbers)),
-            ),
-            False,
+        return pc.if_else(numeric, text, pa.scalar(None, pa.string())).cast(pa.float64())
+
+    def is_bad(numbers):
+        return pc.invert(
+            pc.fill_null(
+                pc.and_(
+                    pc.and_(pc.greater_equal(numbers, 1.0), pc.less_equal(numbers, 5.0)),
+                    pc.equal(numbers, pc.floor(numbers)),
+                ),
+                False,
+            )
         )
-    )
+
+    numbers = _per_value(values, number)
+    bad = _per_row(numbers, is_bad)
     count = _count(bad)
     if count:
         row = _first(bad)
         _fail(path, row, column, f"rating {_text(values, row)!r} is not a whole number from 1 to 5", count)
-    return numbers.cast(pa.int8())
+    # Every row holds a whole number from 1 to 5 now (a dictionary entry no row uses may not).
+    return _per_row(numbers, lambda v: v.cast(pa.int8(), safe=False))
 
 
 def _text(values, row: int) -> str:

@@ -57,6 +57,7 @@ def to_codes(frame: pd.DataFrame, users: np.ndarray | None = None, items: np.nda
 
     Dictionary encoding runs in Arrow: no Python object per row, even for tens of millions of rows.
     """
+    built_here = users is None and items is None
     if users is None:
         users, user = _encode(frame["user_id"])
     else:
@@ -65,19 +66,28 @@ def to_codes(frame: pd.DataFrame, users: np.ndarray | None = None, items: np.nda
         items, item = _encode(frame["item"])
     else:
         item = _lookup(items, frame["item"])
-    keep = (user >= 0) & (item >= 0)
-    seconds = np.asarray(frame["timestamp"], dtype="datetime64[s]").astype(np.int64)
+    # A fresh array in whole seconds, read as its int64 count (no second copy).
+    seconds = np.array(frame["timestamp"], dtype="datetime64[s]", copy=True).view(np.int64)
     rating = np.asarray(frame["rating"], dtype=np.int8)
-    if not keep.all():
-        user, item, seconds, rating = user[keep], item[keep], seconds[keep], rating[keep]
+    if not built_here:  # codes against vocabularies built here are never -1
+        keep = (user >= 0) & (item >= 0)
+        if not keep.all():
+            user, item, seconds, rating = user[keep], item[keep], seconds[keep], rating[keep]
     return Interactions(users=users, items=items, user=user, item=item, time=seconds, rating=rating)
 
 
 def _arrow(values) -> "pa.ChunkedArray":
-    """Values (a Series or array of strings) as an Arrow string array, zero-copy when Arrow-backed."""
+    """Values (a Series or array of strings) as an Arrow string array, zero-copy when Arrow-backed.
+
+    pandas keeps Arrow strings as ``large_string``; they are used as they are (a cast to
+    ``string`` would copy every row's text).
+    """
     import pyarrow as pa
 
-    array = pa.array(getattr(values, "array", values), type=pa.string(), from_pandas=True)
+    values = getattr(values, "array", values)
+    array = pa.array(values) if hasattr(values, "__arrow_array__") else None
+    if array is None or not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        array = pa.array(values, type=pa.string(), from_pandas=True)
     return array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array])
 
 
@@ -85,13 +95,22 @@ def _encode(values) -> tuple[np.ndarray, np.ndarray]:
     """Sorted vocabulary (object array) and each value's int32 code in it."""
     import pyarrow.compute as pc
 
-    encoded = pc.dictionary_encode(_arrow(values)).combine_chunks()
-    dictionary = encoded.dictionary
+    encoded = pc.dictionary_encode(_arrow(values))
+    chunks = encoded.chunks
+    if not chunks or any(not chunk.dictionary.equals(chunks[-1].dictionary) for chunk in chunks[:-1]):
+        chunks = [encoded.combine_chunks()]
+    del encoded
+    dictionary = chunks[0].dictionary
     order = np.asarray(pc.array_sort_indices(dictionary))
     rank = np.empty(len(order), dtype=np.int32)
     rank[order] = np.arange(len(order), dtype=np.int32)
     vocabulary = np.asarray(dictionary.take(order).to_pylist(), dtype=object)
-    codes = rank[np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
+    # Chunk by chunk (all share the dictionary): no combined copy of the codes.
+    codes = np.empty(sum(len(chunk) for chunk in chunks), dtype=np.int32)
+    start = 0
+    for chunk in chunks:
+        codes[start : start + len(chunk)] = rank[chunk.indices.to_numpy(zero_copy_only=False)]
+        start += len(chunk)
     return vocabulary, codes
 
 
@@ -102,7 +121,8 @@ def _lookup(vocabulary: np.ndarray, values) -> np.ndarray:
 
     if len(vocabulary) == 0:
         return np.full(len(values), -1, dtype=np.int32)
-    index = pc.index_in(_arrow(values), value_set=pa.array(list(vocabulary), pa.string()))
+    array = _arrow(values)
+    index = pc.index_in(array, value_set=pa.array(list(vocabulary), array.type))
     return np.asarray(pc.fill_null(index, -1).to_numpy(), dtype=np.int32)
 
 

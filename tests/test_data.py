@@ -153,6 +153,59 @@ def test_semicolon_file_reads_with_the_delimiter_option(write_csv):
     assert len(frame) == 5 and frame["item"].iloc[2] == "Entrada Teatro Nacional"
 
 
+def _spread_rows(n: int = 400) -> list[tuple[str, str, str, str]]:
+    """Rows whose ids and names repeat across the file, sometimes with spaces, sometimes duplicated."""
+    rows = []
+    for k in range(n):
+        user = str(k % 23)
+        user = {0: f" {user}", 1: f"{user} "}.get(k % 7, user)
+        item = f"Curso {k % 11}" + ("  " if k % 5 == 0 else "")
+        rating = {0: "5.0", 1: " 4"}.get(k % 9, str(1 + k % 5))
+        rows.append((user, f"{1 + k % 12}/{1 + k % 28}/2021 {k % 24}:{k % 60:02d}", item, rating))
+        if k % 4 == 0:
+            rows.append(rows[-1])  # several units of one redemption
+    return rows
+
+
+def test_many_reader_blocks_load_as_one(write_csv, monkeypatch):
+    """Each CSV reader block encodes its own dictionaries; the frame and counts do not depend on them."""
+    import recsys.data as data
+
+    rows = _spread_rows()
+    path = write_csv(rows)
+    one_frame, one_report = load_interactions(path)
+    monkeypatch.setattr(data, "_BLOCK_BYTES", 512)  # a few rows per block
+    frame, report = load_interactions(path)
+
+    pd.testing.assert_frame_equal(frame, one_frame)
+    assert report == one_report
+    stripped = pd.DataFrame(
+        {
+            "user_id": [r[0].strip() for r in rows],
+            "item": [r[2].strip() for r in rows],
+            "timestamp": pd.to_datetime([r[1] for r in rows], format="%m/%d/%Y %H:%M").astype("datetime64[ns]"),
+            "rating": np.array([int(float(r[3])) for r in rows], dtype=np.int8),
+        }
+    )
+    pd.testing.assert_frame_equal(frame, stripped, check_dtype=False)
+    assert frame["user_id"].dtype == one_frame["user_id"].dtype and frame["rating"].dtype == np.int8
+    assert report.rows == len(rows)
+    assert report.duplicate_rows == int(stripped.duplicated().sum()) > 0
+    assert report.users == 23 and report.items == 11
+
+
+def test_bad_row_in_a_later_reader_block_is_found(write_csv, monkeypatch):
+    import recsys.data as data
+
+    rows = _spread_rows()
+    rows[300] = rows[300][:3] + ("7",)
+    rows[350] = rows[350][:3] + ("0",)
+    monkeypatch.setattr(data, "_BLOCK_BYTES", 512)
+    message = load_error(write_csv(rows))
+    assert "line 302, column CALIFICACION: rating '7'" in message
+    assert "(1 more rows like it)" in message
+
+
 # --- accepted quirks ------------------------------------------------------------------------------
 
 
