@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.baselines import Recommender
+from recsys.features import lex_order
 
 DEFAULT_K = 12
 
@@ -87,11 +88,12 @@ def holdout_arrays(
     n_item_codes = int(i.max()) + 1 if len(i) else 1
     # First interaction time of every (customer, item) pair.
     key = u * n_item_codes + i
-    order = np.lexsort((t, key))
+    order = lex_order(key, t)
     first = order[np.r_[True, key[order][1:] != key[order][:-1]]] if len(order) else order
+    del key
     pu, pi, pt = u[first], i[first], t[first]
     # Item codes are in name order, so sorting on (user, time, code) breaks time ties by name.
-    order = np.lexsort((pi, pt, pu))
+    order = lex_order(pu, pt, pi)
     pu, pi, pt = pu[order], pi[order], pt[order]
 
     n_items = np.bincount(pu, minlength=n_users)

@@ -126,10 +126,30 @@ def _lookup(vocabulary: np.ndarray, values) -> np.ndarray:
     return np.asarray(pc.fill_null(index, -1).to_numpy(), dtype=np.int32)
 
 
+def lex_order(*keys: np.ndarray) -> np.ndarray:
+    """Indices that sort rows by ``keys`` (integer arrays, the first one most significant), stably.
+
+    The same order as ``np.lexsort(keys[::-1])``, but when the keys' value ranges fit in 63 bits
+    together they are packed into one int64 and sorted once, which is several times faster on
+    tens of millions of rows.
+    """
+    if len(keys[0]) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lows = [int(key.min()) for key in keys]
+    spans = [int(key.max()) - low + 1 for key, low in zip(keys, lows)]
+    if int(np.prod([float(span) for span in spans])) >= 2**62:
+        return np.lexsort(keys[::-1])
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    for key, low, span in zip(keys, lows, spans):
+        packed *= span
+        packed += np.asarray(key, dtype=np.int64) - low
+    return np.argsort(packed, kind="stable")
+
+
 def distinct_pairs(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each (user, item) once, with the time of its last interaction."""
     key = data.user.astype(np.int64) * data.n_items + data.item
-    order = np.lexsort((data.time, key))
+    order = lex_order(key, data.time)
     key_sorted = key[order]
     last = np.r_[key_sorted[1:] != key_sorted[:-1], True]
     chosen = order[last]
@@ -139,7 +159,7 @@ def distinct_pairs(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def user_histories(data: Interactions, length: int) -> np.ndarray:
     """Each user's most recent distinct items, newest first, padded with ``n_items``."""
     users, items, times = distinct_pairs(data)
-    order = np.lexsort((-times, users))
+    order = lex_order(users, -times)
     users, items = users[order], items[order]
     starts = np.searchsorted(users, np.arange(data.n_users))
     position = np.arange(len(users)) - starts[users]

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from recsys.features import Interactions, cooccurrence_similarity, gather
+from recsys.features import Interactions, cooccurrence_similarity, gather, lex_order
 from recsys.retrieval import Candidates, Progress, _tf, progress_callback
 from recsys.settings import ModelSettings
 
@@ -63,7 +63,7 @@ def context_of(data: Interactions, recent_days: int) -> Context:
     """
     n_users, n_items = data.n_users, data.n_items
     key = data.user.astype(np.int64) * n_items + data.item
-    order = np.lexsort((data.time, key))
+    order = lex_order(key, data.time)
     key = key[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
     ends = np.r_[starts[1:], len(key)] - 1 if len(key) else starts
@@ -86,7 +86,7 @@ def context_of(data: Interactions, recent_days: int) -> Context:
     last_time = np.zeros(n_users, dtype=np.int64)
     np.maximum.at(last_time, pair_user, last_time_pair)
     # Each customer's latest item (ties: the lower item code), n_items when they have none.
-    latest = np.lexsort((pair_item, -last_time_pair, pair_user))
+    latest = lex_order(pair_user, -last_time_pair, pair_item)
     first_of_user = latest[np.r_[True, pair_user[latest][1:] != pair_user[latest][:-1]]] if len(latest) else latest
     last_item = np.full(n_users, n_items, dtype=np.int32)
     last_item[pair_user[first_of_user]] = pair_item[first_of_user]

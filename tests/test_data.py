@@ -370,3 +370,17 @@ def test_real_export_counts_match_its_readme():
     assert report.first == "2021-01-04 09:47:00"
     assert report.last == "2022-12-31 23:40:00"
     assert frame["rating"].value_counts().sort_index().tolist() == [349, 48, 135, 1_210, 8_647]
+
+
+def test_lex_order_matches_numpy_lexsort_packed_or_not():
+    import numpy as np
+
+    from recsys.features import lex_order
+
+    rng = np.random.default_rng(5)
+    small = [rng.integers(-50, 50, 5000), rng.integers(0, 3, 5000), rng.integers(0, 10**6, 5000)]
+    np.testing.assert_array_equal(lex_order(*small), np.lexsort(small[::-1]))
+    # Ranges too wide to pack into one int64: the plain lexsort path, same answer.
+    wide = [rng.integers(0, 2**40, 5000), rng.integers(0, 2**40, 5000)]
+    np.testing.assert_array_equal(lex_order(*wide), np.lexsort(wide[::-1]))
+    assert lex_order(np.zeros(0, dtype=np.int64)).shape == (0,)
