@@ -283,10 +283,14 @@ def _top_k_block(
     threshold = np.partition(maxima, groups - k, axis=1)[:, groups - k]
     # Every group holding a score >= threshold has its maximum >= threshold: take all such groups.
     wide = int((maxima >= threshold[:, None]).sum(axis=1).max())
-    chosen = np.argpartition(maxima, groups - wide, axis=1)[:, groups - wide :] if wide < groups else (
-        np.broadcast_to(np.arange(groups), (b, groups))
-    )
-    columns = (chosen[:, :, None] + groups * np.arange(DOT_GROUP)).reshape(b, -1)
+    if wide < groups:
+        chosen = np.sort(np.argpartition(maxima, groups - wide, axis=1)[:, groups - wide :], axis=1)
+    else:
+        chosen = np.broadcast_to(np.arange(groups), (b, groups))
+    # Columns laid out offset-major (item g + groups*r for r, then g ascending): with the groups
+    # sorted they ascend along each row, so the hits come out in item order and one stable sort
+    # by score breaks ties by the lower item.
+    columns = (groups * np.arange(DOT_GROUP)[:, None] + chosen[:, None, :]).reshape(b, -1)
     values = np.take(scores.ravel(), columns + (np.arange(b) * padded)[:, None])
     hits = np.flatnonzero(values >= threshold[:, None])
     rows = hits // values.shape[1]
@@ -294,11 +298,10 @@ def _top_k_block(
     width = max(int(counts.max()), k)
     slot = np.arange(len(hits)) - np.repeat(np.cumsum(counts) - counts, counts)
     short_values = np.full((b, width), -np.inf, dtype=np.float32)
-    short_columns = np.full((b, width), padded, dtype=np.int64)
+    short_columns = np.full((b, width), padded, dtype=np.int64)  # padding sorts after every item
     short_values[rows, slot] = values.ravel()[hits]
     short_columns[rows, slot] = columns.ravel()[hits]
-    order = np.argsort(short_columns, axis=1)
-    return _sorted_top(np.take_along_axis(short_values, order, 1), np.take_along_axis(short_columns, order, 1), k)
+    return _sorted_top(short_values, short_columns, k)
 
 
 def _sorted_top(values: np.ndarray, columns: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
