@@ -6,8 +6,10 @@ evaluation (``TwoStage``), so both train exactly the same model.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +21,7 @@ from recsys.errors import DataError
 from recsys.evaluate import holdout_arrays
 from recsys.features import Interactions, distinct_pairs, recent_popularity, to_codes
 from recsys.ranking import Context, Ranker, RankingStage, context_of, pair_features, ranking_examples, train_ranking
-from recsys.retrieval import Progress, RetrievalStage, candidates_for, epochs_for, new_stage
+from recsys.retrieval import Candidates, Progress, RetrievalStage, candidates_for, epochs_for, new_stage
 from recsys.settings import Settings
 from recsys.topk import one_blas_thread, top_k_excluding
 
@@ -148,11 +150,15 @@ def scorer_for(
     exclude_seen: bool | None = None,
     seconds: dict[str, float] | None = None,
 ) -> Scorer:
-    """The trained stages turned into a :class:`Scorer` for the users of ``data``."""
+    """The trained stages turned into a :class:`Scorer` for the users of ``data``.
+
+    ``seconds`` gets "user_vectors" (the user tower over every customer's current history) and
+    "ranking_scoring" (the ranking context).
+    """
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
     users, items = retrieval.vectors(data)
-    _add(seconds, "retrieval_scoring", clock)
+    _add(seconds, "user_vectors", clock)
     clock = time.perf_counter()
     context = context_of(data, settings.cold_start_days)
     ranker = ranking.ranker() if ranking is not None else None
@@ -174,8 +180,9 @@ def score_rows(
 ) -> Iterator[tuple[np.ndarray, Lists]]:
     """Yield (rows, top-k lists) for blocks of users ``rows``: retrieval candidates, then ranking order.
 
-    ``seconds``, if given, accumulates the time spent in each stage ("retrieval_scoring",
-    "ranking_scoring").
+    ``seconds``, if given, accumulates the time spent in each stage: "retrieval_scoring" (the
+    candidate search: product with every item vector, seen items masked, exact top-N) and
+    "ranking_scoring" (pair features, the ranker, the final top-k).
     """
     seconds = {} if seconds is None else seconds
     rows = np.asarray(rows, dtype=np.int64)
@@ -187,22 +194,43 @@ def score_rows(
 
 
 def _score_rows(scorer: Scorer, rows: np.ndarray, seen, block: int, seconds: dict[str, float]):
-    for start in range(0, len(rows), block):
-        part = rows[start : start + block]
+    # Candidates for 8 blocks at a time (fewer thread pools and buffers to set up), ranked a block at a time.
+    for chunk_start in range(0, len(rows), 8 * block):
+        chunk = rows[chunk_start : chunk_start + 8 * block]
         clock = time.perf_counter()
-        candidates = candidates_for(scorer.users, scorer.items, part, scorer.candidates, seen)
+        chunk_candidates = candidates_for(scorer.users, scorer.items, chunk, scorer.candidates, seen)
         _add(seconds, "retrieval_scoring", clock)
+        starts = range(0, len(chunk), block)
+
+        def rank(start: int) -> Lists:
+            part = chunk[start : start + block]
+            candidates = Candidates(
+                items=chunk_candidates.items[start : start + block], scores=chunk_candidates.scores[start : start + block]
+            )
+            return _rank(scorer, part, candidates, {})
+
+        # Ranking blocks on every core: NumPy and SciPy release the GIL in the heavy parts.
         clock = time.perf_counter()
-        if scorer.ranker is None:
-            order = candidates.scores
-        else:
-            features = pair_features(scorer.context, candidates, part, scorer.features)
-            order = scorer.ranker.scores(part, candidates, features)
-        picked, scores = top_k_excluding(order, None, min(scorer.top_k, order.shape[1]))
-        chosen = np.take_along_axis(candidates.items, np.maximum(picked, 0), axis=1)
-        chosen[picked < 0] = -1
+        with ThreadPoolExecutor(min(len(starts), os.cpu_count() or 1)) as pool:
+            ranked = list(pool.map(rank, starts))
         _add(seconds, "ranking_scoring", clock)
-        yield part, Lists(items=chosen, scores=scores)
+        for start, lists in zip(starts, ranked):
+            yield chunk[start : start + block], lists
+
+
+def _rank(scorer: Scorer, part: np.ndarray, candidates: Candidates, seconds: dict[str, float]) -> Lists:
+    """The final top-k of users ``part`` from their candidates, in ranking order."""
+    clock = time.perf_counter()
+    if scorer.ranker is None:
+        order = candidates.scores
+    else:
+        features = pair_features(scorer.context, candidates, part, scorer.features)
+        order = scorer.ranker.scores(part, candidates, features)
+    picked, scores = top_k_excluding(order, None, min(scorer.top_k, order.shape[1]))
+    chosen = np.take_along_axis(candidates.items, np.maximum(picked, 0), axis=1)
+    chosen[picked < 0] = -1
+    _add(seconds, "ranking_scoring", clock)
+    return Lists(items=chosen, scores=scores)
 
 
 def score_shard(scorer: Scorer, start: int, stop: int) -> tuple[Lists, dict[str, float]]:
