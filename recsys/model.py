@@ -176,13 +176,18 @@ def scorer_for(
 
 
 def score_rows(
-    scorer: Scorer, rows: np.ndarray, block: int = BLOCK_USERS, seconds: dict[str, float] | None = None
+    scorer: Scorer,
+    rows: np.ndarray,
+    block: int = BLOCK_USERS,
+    seconds: dict[str, float] | None = None,
+    threads: int | None = None,
 ) -> Iterator[tuple[np.ndarray, Lists]]:
     """Yield (rows, top-k lists) for blocks of users ``rows``: retrieval candidates, then ranking order.
 
     ``seconds``, if given, accumulates the time spent in each stage: "retrieval_scoring" (the
     candidate search: product with every item vector, seen items masked, exact top-N) and
-    "ranking_scoring" (pair features, the ranker, the final top-k).
+    "ranking_scoring" (pair features, the ranker, the final top-k). ``threads``: how many threads
+    the candidate search and the ranking use (default: one per core).
     """
     seconds = {} if seconds is None else seconds
     rows = np.asarray(rows, dtype=np.int64)
@@ -190,15 +195,15 @@ def score_rows(
     # One BLAS thread: the products here are tall and thin (candidates x 10 features), where
     # OpenBLAS's threads cost 5x more than they give; the candidate search has its own threads.
     with one_blas_thread():
-        yield from _score_rows(scorer, rows, seen, block, seconds)
+        yield from _score_rows(scorer, rows, seen, block, seconds, threads or os.cpu_count() or 1)
 
 
-def _score_rows(scorer: Scorer, rows: np.ndarray, seen, block: int, seconds: dict[str, float]):
+def _score_rows(scorer: Scorer, rows: np.ndarray, seen, block: int, seconds: dict[str, float], threads: int):
     # Candidates for 8 blocks at a time (fewer thread pools and buffers to set up), ranked a block at a time.
     for chunk_start in range(0, len(rows), 8 * block):
         chunk = rows[chunk_start : chunk_start + 8 * block]
         clock = time.perf_counter()
-        chunk_candidates = candidates_for(scorer.users, scorer.items, chunk, scorer.candidates, seen)
+        chunk_candidates = candidates_for(scorer.users, scorer.items, chunk, scorer.candidates, seen, threads=threads)
         _add(seconds, "retrieval_scoring", clock)
         starts = range(0, len(chunk), block)
 
@@ -211,7 +216,7 @@ def _score_rows(scorer: Scorer, rows: np.ndarray, seen, block: int, seconds: dic
 
         # Ranking blocks on every core: NumPy and SciPy release the GIL in the heavy parts.
         clock = time.perf_counter()
-        with ThreadPoolExecutor(min(len(starts), os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(min(len(starts), threads)) as pool:
             ranked = list(pool.map(rank, starts))
         _add(seconds, "ranking_scoring", clock)
         for start, lists in zip(starts, ranked):
@@ -233,12 +238,12 @@ def _rank(scorer: Scorer, part: np.ndarray, candidates: Candidates, seconds: dic
     return Lists(items=chosen, scores=scores)
 
 
-def score_shard(scorer: Scorer, start: int, stop: int) -> tuple[Lists, dict[str, float]]:
+def score_shard(scorer: Scorer, start: int, stop: int, threads: int | None = None) -> tuple[Lists, dict[str, float]]:
     """Top-k lists of users ``start..stop-1`` (one shard), and the seconds each stage took."""
     seconds: dict[str, float] = {}
     items = np.full((stop - start, scorer.top_k), -1, dtype=np.int64)
     scores = np.full((stop - start, scorer.top_k), -np.inf)
-    for rows, lists in score_rows(scorer, np.arange(start, stop), seconds=seconds):
+    for rows, lists in score_rows(scorer, np.arange(start, stop), seconds=seconds, threads=threads):
         items[rows - start, : lists.items.shape[1]] = lists.items
         scores[rows - start, : lists.scores.shape[1]] = lists.scores
     return Lists(items=items, scores=scores), seconds
