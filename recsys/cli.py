@@ -47,6 +47,15 @@ def _check_runner(task_runner: str, dask_address: str | None) -> None:
         _fail("--task-runner must be 'threads' or 'dask'")
     if dask_address and task_runner != "dask":
         _fail("--dask-address needs --task-runner dask")
+    if dask_address:
+        from prefect.settings import get_current_settings
+
+        if not get_current_settings().api.url:
+            # Workers elsewhere cannot reach this process's temporary Prefect server.
+            _fail(
+                "--dask-address needs a Prefect server that the Dask workers can reach: set PREFECT_API_URL "
+                "(here and on the workers), e.g. http://prefect.example:4200/api"
+            )
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -86,3 +86,21 @@ def test_run_refuses_bad_runner_options(arguments, message, tmp_path):
     assert result.exit_code == 1
     assert message in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_dask_address_without_a_reachable_prefect_server_is_refused(tmp_path):
+    """Remote workers cannot report to this process's temporary Prefect server: say so up front."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no profile that could name a server
+    result = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "run", "--output", str(tmp_path / "out"),
+         "--task-runner", "dask", "--dask-address", "tcp://127.0.0.1:1"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "PREFECT_API_URL" in result.stderr
+    assert not (tmp_path / "out").exists()
