@@ -246,8 +246,7 @@ def score(prepared, retrieval, ranking, settings: Settings):
         done = 0
         for start, shard, shard_seconds in results:
             two_stage.put(lists, start, shard)
-            for name, value in shard_seconds.items():
-                seconds[name] = seconds.get(name, 0.0) + value
+            two_stage.add_seconds(seconds, shard_seconds)
             done += len(shard.items)
             if update:
                 update(done, n_users)

@@ -137,9 +137,6 @@ class Scorer:
     exclude_seen: bool
     features: tuple[str, ...] | None = None
 
-    @property
-    def n_users(self) -> int:
-        return len(self.users)
 
 
 def scorer_for(
@@ -212,7 +209,7 @@ def _score_rows(scorer: Scorer, rows: np.ndarray, seen, block: int, seconds: dic
             candidates = Candidates(
                 items=chunk_candidates.items[start : start + block], scores=chunk_candidates.scores[start : start + block]
             )
-            return _rank(scorer, part, candidates, {})
+            return _rank(scorer, part, candidates)
 
         # Ranking blocks on every core: NumPy and SciPy release the GIL in the heavy parts.
         clock = time.perf_counter()
@@ -223,9 +220,8 @@ def _score_rows(scorer: Scorer, rows: np.ndarray, seen, block: int, seconds: dic
             yield chunk[start : start + block], lists
 
 
-def _rank(scorer: Scorer, part: np.ndarray, candidates: Candidates, seconds: dict[str, float]) -> Lists:
+def _rank(scorer: Scorer, part: np.ndarray, candidates: Candidates) -> Lists:
     """The final top-k of users ``part`` from their candidates, in ranking order."""
-    clock = time.perf_counter()
     if scorer.ranker is None:
         order = candidates.scores
     else:
@@ -234,19 +230,16 @@ def _rank(scorer: Scorer, part: np.ndarray, candidates: Candidates, seconds: dic
     picked, scores = top_k_excluding(order, None, min(scorer.top_k, order.shape[1]))
     chosen = np.take_along_axis(candidates.items, np.maximum(picked, 0), axis=1)
     chosen[picked < 0] = -1
-    _add(seconds, "ranking_scoring", clock)
     return Lists(items=chosen, scores=scores)
 
 
 def score_shard(scorer: Scorer, start: int, stop: int, threads: int | None = None) -> tuple[Lists, dict[str, float]]:
     """Top-k lists of users ``start..stop-1`` (one shard), and the seconds each stage took."""
     seconds: dict[str, float] = {}
-    items = np.full((stop - start, scorer.top_k), -1, dtype=np.int64)
-    scores = np.full((stop - start, scorer.top_k), -np.inf)
+    shard = empty_lists(stop - start, scorer.top_k)
     for rows, lists in score_rows(scorer, np.arange(start, stop), seconds=seconds, threads=threads):
-        items[rows - start, : lists.items.shape[1]] = lists.items
-        scores[rows - start, : lists.scores.shape[1]] = lists.scores
-    return Lists(items=items, scores=scores), seconds
+        put(shard, int(rows[0]) - start, lists)
+    return shard, seconds
 
 
 def shard_bounds(n_users: int, shard_users: int) -> list[tuple[int, int]]:
@@ -345,8 +338,7 @@ def score_all(
     for start, stop in shard_bounds(data.n_users, settings.shard_users):
         shard, shard_seconds = score_shard(scorer, start, stop)
         put(lists, start, shard)
-        for name, value in shard_seconds.items():
-            seconds[name] = seconds.get(name, 0.0) + value
+        add_seconds(seconds, shard_seconds)
         if progress:
             progress(stop, data.n_users)
     return lists
@@ -357,10 +349,17 @@ def empty_lists(n_users: int, k: int) -> Lists:
     return Lists(items=np.full((n_users, k), -1, dtype=np.int64), scores=np.full((n_users, k), -np.inf))
 
 
-def put(lists: Lists, start: int, shard: Lists) -> None:
-    """Copy a shard's lists into ``lists`` from row ``start``."""
-    lists.items[start : start + len(shard.items)] = shard.items
-    lists.scores[start : start + len(shard.scores)] = shard.scores
+def put(lists: Lists, start: int, part: Lists) -> None:
+    """Copy ``part``'s lists into ``lists`` from row ``start`` (a shorter list leaves its tail empty)."""
+    rows, width = part.items.shape
+    lists.items[start : start + rows, :width] = part.items
+    lists.scores[start : start + rows, :width] = part.scores
+
+
+def add_seconds(total: dict[str, float], part: dict[str, float]) -> None:
+    """Add a shard's seconds per stage to ``total``."""
+    for name, value in part.items():
+        total[name] = total.get(name, 0.0) + value
 
 
 def list_tables(data: Interactions, lists: Lists, chunk_users: int = 100_000) -> Iterator["pa.Table"]:
