@@ -268,17 +268,6 @@ class RankingStage:
         """The models as NumPy weights (what scoring uses, in this process or on a Dask worker)."""
         return Ranker(members=tuple(export_weights(model, self.ids) for model in self.models), mean=self.mean, std=self.std)
 
-    def scores(self, rows: np.ndarray, candidates: Candidates, features: np.ndarray) -> np.ndarray:
-        """Ranking scores of the Keras models themselves (tests compare :class:`Ranker` with these)."""
-        inputs = {
-            "user": rows.astype(np.int32),
-            "items": np.maximum(candidates.items, 0).astype(np.int32),
-            "valid": candidates.items >= 0,
-            "features": (features - self.mean) / self.std,
-        }
-        output = np.mean([model(inputs).numpy() for model in self.models], axis=0)
-        return np.where(candidates.items >= 0, output, -np.inf)
-
 
 @dataclass(frozen=True)
 class Examples:
