@@ -146,19 +146,32 @@ def lex_order(*keys: np.ndarray) -> np.ndarray:
     return np.argsort(packed, kind="stable")
 
 
-def distinct_pairs(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each (user, item) once, with the time of its last interaction."""
+Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # (user, item, time of the last interaction), by (user, item)
+
+
+def pair_times(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each (user, item) once, ordered by (user, item): user, item, first and last interaction time."""
     key = data.user.astype(np.int64) * data.n_items + data.item
     order = lex_order(key, data.time)
-    key_sorted = key[order]
-    last = np.r_[key_sorted[1:] != key_sorted[:-1], True]
-    chosen = order[last]
-    return data.user[chosen], data.item[chosen], data.time[chosen]
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], len(key)] - 1 if len(key) else starts
+    chosen = order[starts]
+    return data.user[chosen], data.item[chosen], data.time[chosen], data.time[order[ends]]
 
 
-def user_histories(data: Interactions, length: int) -> np.ndarray:
-    """Each user's most recent distinct items, newest first, padded with ``n_items``."""
-    users, items, times = distinct_pairs(data)
+def distinct_pairs(data: Interactions) -> Pairs:
+    """Each (user, item) once, with the time of its last interaction."""
+    users, items, _, last = pair_times(data)
+    return users, items, last
+
+
+def user_histories(data: Interactions, length: int, pairs: Pairs | None = None) -> np.ndarray:
+    """Each user's most recent distinct items, newest first, padded with ``n_items``.
+
+    ``pairs``: ``distinct_pairs(data)`` when the caller has it already.
+    """
+    users, items, times = pairs if pairs is not None else distinct_pairs(data)
     order = lex_order(users, -times)
     users, items = users[order], items[order]
     starts = np.searchsorted(users, np.arange(data.n_users))
@@ -169,19 +182,21 @@ def user_histories(data: Interactions, length: int) -> np.ndarray:
     return history
 
 
-def item_popularity(data: Interactions, since: int | None = None) -> np.ndarray:
+def item_popularity(data: Interactions, since: int | None = None, pairs: Pairs | None = None) -> np.ndarray:
     """Distinct users per item, counting only interactions at or after ``since`` (seconds) if given."""
-    mask = np.ones(len(data.user), dtype=bool) if since is None else data.time >= since
-    key = np.unique(data.user[mask].astype(np.int64) * data.n_items + data.item[mask])
-    return np.bincount(key % data.n_items, minlength=data.n_items).astype(np.float32)
+    _, items, last = pairs if pairs is not None else distinct_pairs(data)
+    # A pair has an interaction at or after ``since`` exactly when its last one is.
+    counted = items if since is None else items[last >= since]
+    return np.bincount(counted, minlength=data.n_items).astype(np.float32)
 
 
-def recent_popularity(data: Interactions, days: int) -> np.ndarray:
+def recent_popularity(data: Interactions, days: int, pairs: Pairs | None = None) -> np.ndarray:
     """Distinct users per item in the trailing ``days`` before the last interaction, ties by all time."""
     if len(data.time) == 0:
         return np.zeros(data.n_items, dtype=np.float32)
-    recent = item_popularity(data, since=int(data.time.max()) - days * 86400)
-    overall = item_popularity(data)
+    pairs = pairs if pairs is not None else distinct_pairs(data)
+    recent = item_popularity(data, since=int(data.time.max()) - days * 86400, pairs=pairs)
+    overall = item_popularity(data, pairs=pairs)
     # The all-time count breaks ties and orders items with no recent activity.
     return recent + overall / (overall.max() + 1.0)
 

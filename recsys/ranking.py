@@ -18,7 +18,15 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from recsys.features import Interactions, cooccurrence_similarity, gather, lex_order
+from recsys.features import (
+    Interactions,
+    cooccurrence_similarity,
+    gather,
+    item_popularity,
+    pair_times,
+    recent_popularity,
+    user_histories,
+)
 from recsys.retrieval import Candidates, Progress, _tf, progress_callback
 from recsys.settings import ModelSettings
 
@@ -57,22 +65,13 @@ class Context:
 def context_of(data: Interactions, recent_days: int) -> Context:
     """Popularity, ratings, activity and co-occurrence computed from ``data``.
 
-    One sort of the rows by (user, item, time) gives every customer-item pair with its first and
-    last time, and everything else is counted from those pairs (at a million customers, each
-    extra pass over 41M rows costs seconds).
+    One sort of the rows (``pair_times``) gives every customer-item pair with its first and last
+    time, and everything else is counted from those pairs (at a million customers, each extra
+    pass over 41M rows costs seconds).
     """
     n_users, n_items = data.n_users, data.n_items
-    key = data.user.astype(np.int64) * n_items + data.item
-    order = lex_order(key, data.time)
-    key = key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
-    ends = np.r_[starts[1:], len(key)] - 1 if len(key) else starts
-    pair_user = (key[starts] // n_items).astype(np.int32)
-    pair_item = (key[starts] % n_items).astype(np.int32)
-    first_time = data.time[order[starts]]
-    last_time_pair = data.time[order[ends]]
-    del key, order
-
+    pair_user, pair_item, first_time, last_time_pair = pair_times(data)
+    pairs = (pair_user, pair_item, last_time_pair)
     per_user = np.bincount(pair_user, minlength=n_users)
     seen = sp.csr_matrix(
         (np.ones(len(pair_user), dtype=np.float32), pair_item, np.r_[0, np.cumsum(per_user)]), shape=(n_users, n_items)
@@ -85,24 +84,14 @@ def context_of(data: Interactions, recent_days: int) -> Context:
     end = int(data.time.max()) if len(data.time) else 0
     last_time = np.zeros(n_users, dtype=np.int64)
     np.maximum.at(last_time, pair_user, last_time_pair)
-    # Each customer's latest item (ties: the lower item code), n_items when they have none.
-    latest = lex_order(pair_user, -last_time_pair, pair_item)
-    first_of_user = latest[np.r_[True, pair_user[latest][1:] != pair_user[latest][:-1]]] if len(latest) else latest
-    last_item = np.full(n_users, n_items, dtype=np.int32)
-    last_item[pair_user[first_of_user]] = pair_item[first_of_user]
-    # Distinct customers per item, all time and in the recent window (ties broken by all time),
-    # as ``item_popularity`` and ``recent_popularity`` count them.
-    overall = np.bincount(pair_item, minlength=n_items).astype(np.float32)
-    recent = np.bincount(pair_item[last_time_pair >= end - recent_days * 86400], minlength=n_items).astype(np.float32)
-    recent = recent + overall / (overall.max() + 1.0) if len(data.time) else np.zeros(n_items, dtype=np.float32)
     return Context(
-        popularity=np.log1p(overall),
-        recent=np.log1p(recent),
+        popularity=np.log1p(item_popularity(data, pairs=pairs)),
+        recent=np.log1p(recent_popularity(data, recent_days, pairs=pairs)),
         rating=item_rating.astype(np.float32),
         activity=np.log1p(per_user.astype(np.float32)),
         inactive_days=np.log1p(np.maximum(end - last_time, 0) / 86400.0).astype(np.float32),
         seen=seen,
-        last_item=last_item,
+        last_item=user_histories(data, 1, pairs=pairs)[:, 0],
         similarity=cooccurrence_similarity(seen),
         last_time=last_time,
         **_daily_counts(pair_item, first_time, n_items),
