@@ -161,3 +161,43 @@ def prefect_test_harness():
 
     with harness():
         yield
+
+
+def run_flow(synthetic: Synthetic, folder: Path, **options) -> tuple[dict, Path, Path]:
+    """Write the small export to ``folder`` and run the nightly flow on it in this process.
+
+    Returns (summary, export path, output folder); ``options`` are the flow's parameters.
+    """
+    from flows.nightly import nightly
+
+    data = folder / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows), encoding="utf-8")
+    output = folder / "out"
+    return nightly(data=str(data), output=str(output), **options), data, output
+
+
+def list_table(rows):
+    """(user_id, rank, item, score) tuples as the Arrow table a store publishes."""
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "user_id": pa.array([r[0] for r in rows]),
+            "rank": pa.array([r[1] for r in rows], pa.int16()),
+            "item": pa.array([r[2] for r in rows]),
+            "score": pa.array([r[3] for r in rows], pa.float64()),
+        }
+    )
+
+
+def popular_list(run: str, k: int = 12):
+    """A cold-start list of ``k`` items named after ``run``, as the Arrow table a store publishes."""
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "rank": pa.array(range(1, k + 1), pa.int16()),
+            "item": pa.array([f"{run} popular {i}" for i in range(k)]),
+            "score": pa.array([float(k - i) for i in range(k)]),
+        }
+    )

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SAMPLE, csv_text
+from conftest import SAMPLE, csv_text, run_flow
 from recsys.errors import DataError
 
 pytestmark = pytest.mark.slow
@@ -39,14 +39,7 @@ def no_db_url_env(monkeypatch):
 @pytest.fixture(scope="module")
 def flow_run(prefect_test_harness, synthetic, tmp_path_factory):
     """One successful flow run on the small export: (summary, csv path, output folder)."""
-    from flows.nightly import nightly
-
-    folder = tmp_path_factory.mktemp("flow")
-    data = folder / "interactions.csv"
-    data.write_text(csv_text(synthetic.rows), encoding="utf-8")
-    output = folder / "out"
-    summary = nightly(data=str(data), output=str(output), **EPOCHS)
-    return summary, data, output
+    return run_flow(synthetic, tmp_path_factory.mktemp("flow"), **EPOCHS)
 
 
 @pytest.fixture

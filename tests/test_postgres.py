@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import list_table, popular_list, run_flow
 from recsys.errors import StoreError
 
 URL_ENV = "RECSYS_TEST_POSTGRES_URL"
@@ -75,25 +76,13 @@ def no_db_url_env(monkeypatch):
 
 
 def lists(run: str, users: int, offset: float = 0.0) -> pa.Table:
-    rows = [(f"u{u}", r + 1, f"{run} item {(u + r) % 40}", 10.0 - r + offset) for u in range(users) for r in range(TOP_K)]
-    return pa.table(
-        {
-            "user_id": pa.array([r[0] for r in rows]),
-            "rank": pa.array([r[1] for r in rows], pa.int16()),
-            "item": pa.array([r[2] for r in rows]),
-            "score": pa.array([r[3] for r in rows], pa.float64()),
-        }
+    return list_table(
+        [(f"u{u}", r + 1, f"{run} item {(u + r) % 40}", 10.0 - r + offset) for u in range(users) for r in range(TOP_K)]
     )
 
 
 def popular(run: str) -> pa.Table:
-    return pa.table(
-        {
-            "rank": pa.array(range(1, TOP_K + 1), pa.int16()),
-            "item": pa.array([f"{run} popular {k}" for k in range(TOP_K)]),
-            "score": pa.array([float(TOP_K - k) for k in range(TOP_K)]),
-        }
-    )
+    return popular_list(run, TOP_K)
 
 
 def make_store(pg_url, tmp_path):
@@ -367,15 +356,9 @@ def test_lookup_is_quick(pg_url, tmp_path):
 
 @pytest.mark.slow
 def test_the_flow_publishes_to_postgres(pg_url, prefect_test_harness, synthetic, tmp_path):
-    from conftest import csv_text
-
-    from flows.nightly import nightly
     from recsys.lookup import lookup
 
-    data = tmp_path / "interactions.csv"
-    data.write_text(csv_text(synthetic.rows), encoding="utf-8")
-    output = tmp_path / "out"
-    summary = nightly(data=str(data), output=str(output), db_url=pg_url, retrieval_epochs=2, ranking_epochs=2, evaluate=False)
+    summary, _, output = run_flow(synthetic, tmp_path, db_url=pg_url, retrieval_epochs=2, ranking_epochs=2, evaluate=False)
     assert summary["db_url"].startswith("postgresql+psycopg://") and "recsys:recsys@" not in summary["db_url"]
     store = make_store(pg_url, tmp_path)
     rows = normalise(sql(store, "SELECT * FROM recommendations"))

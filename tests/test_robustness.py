@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import HEADER, csv_text
+from conftest import HEADER, csv_text, list_table, popular_list, run_flow
 from recsys.cli import app
 from recsys.errors import StoreError
 from recsys.settings import resolve_db_url
@@ -208,13 +208,7 @@ def assert_full_list(payload: dict) -> None:
 @pytest.fixture(scope="module")
 def published(prefect_test_harness, synthetic, tmp_path_factory):
     """(export csv, output folder, run id) after one successful run; copy before changing it."""
-    from flows.nightly import nightly
-
-    folder = tmp_path_factory.mktemp("published")
-    data = folder / "interactions.csv"
-    data.write_text(csv_text(synthetic.rows), encoding="utf-8")
-    output = folder / "out"
-    summary = nightly(data=str(data), output=str(output), **FLOW_ARGS)
+    summary, data, output = run_flow(synthetic, tmp_path_factory.mktemp("published"), **FLOW_ARGS)
     assert summary["status"] == "succeeded"
     return data, output, summary["run_id"]
 
@@ -362,25 +356,13 @@ def test_sigkill_at_random_moments_never_loses_or_corrupts_the_lists(prefect_tes
 
 
 def hand_lists(run: str, users: int = 5) -> pa.Table:
-    rows = [(f"u{u}", k + 1, f"{run} item {(u * 7 + k) % 50}", 1.0 - k / 100) for u in range(users) for k in range(TOP_K)]
-    return pa.table(
-        {
-            "user_id": pa.array([r[0] for r in rows]),
-            "rank": pa.array([r[1] for r in rows], pa.int16()),
-            "item": pa.array([r[2] for r in rows]),
-            "score": pa.array([r[3] for r in rows], pa.float64()),
-        }
+    return list_table(
+        [(f"u{u}", k + 1, f"{run} item {(u * 7 + k) % 50}", 1.0 - k / 100) for u in range(users) for k in range(TOP_K)]
     )
 
 
 def hand_popular(run: str) -> pa.Table:
-    return pa.table(
-        {
-            "rank": pa.array(range(1, TOP_K + 1), pa.int16()),
-            "item": pa.array([f"{run} popular {k}" for k in range(TOP_K)]),
-            "score": pa.array([float(TOP_K - k) for k in range(TOP_K)]),
-        }
-    )
+    return popular_list(run, TOP_K)
 
 
 def hand_publish(store, run: str, users: int = 5) -> None:
