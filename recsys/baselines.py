@@ -221,14 +221,12 @@ class Popularity(_MatrixRecommender):
         return np.broadcast_to(self._fitted.fallback, (len(rows), self._fitted.fallback.size))
 
 
-class RecentPopularity(_MatrixRecommender):
+class RecentPopularity(Popularity):
     """Most popular items in the trailing ``window_days`` ending at the last timestamp in fit.
 
     Score = distinct customers in the window + a small all-time term, so that items tied (or
     absent) in the window are still ordered by overall popularity and lists are always full.
     """
-
-    _non_personal = True
 
     def __init__(self, window_days: float = 90) -> None:
         """``window_days``: length of the trailing window, in days (> 0)."""
@@ -251,10 +249,6 @@ class RecentPopularity(_MatrixRecommender):
         all_time = data.item_popularity()
         # The all-time term is < 1 in total, so it can only reorder items with equal recent counts.
         return recent.item_popularity() + all_time / (all_time.max(initial=0.0) + 1.0)
-
-    def _score(self, rows: np.ndarray) -> np.ndarray:
-        """Everyone gets the same scores; seen items are masked by the caller."""
-        return np.broadcast_to(self._fitted.fallback, (len(rows), self._fitted.fallback.size))
 
 
 class ItemKNN(_MatrixRecommender):
