@@ -147,9 +147,10 @@ def lex_order(*keys: np.ndarray) -> np.ndarray:
 
 
 Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # (user, item, time of the last interaction), by (user, item)
+PairTimes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (user, item, first time, last time)
 
 
-def pair_times(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def pair_times(data: Interactions) -> PairTimes:
     """Each (user, item) once, ordered by (user, item): user, item, first and last interaction time."""
     key = data.user.astype(np.int64) * data.n_items + data.item
     order = lex_order(key, data.time)
@@ -160,9 +161,9 @@ def pair_times(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return data.user[chosen], data.item[chosen], data.time[chosen], data.time[order[ends]]
 
 
-def distinct_pairs(data: Interactions) -> Pairs:
-    """Each (user, item) once, with the time of its last interaction."""
-    users, items, _, last = pair_times(data)
+def distinct_pairs(data: Interactions, times: PairTimes | None = None) -> Pairs:
+    """Each (user, item) once, with the time of its last interaction (from ``times`` if given)."""
+    users, items, _, last = times if times is not None else pair_times(data)
     return users, items, last
 
 

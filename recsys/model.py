@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from recsys.errors import DataError
 from recsys.evaluate import holdout_arrays
-from recsys.features import Interactions, distinct_pairs, recent_popularity, to_codes
+from recsys.features import Interactions, distinct_pairs, pair_times, recent_popularity, to_codes
 from recsys.ranking import Context, Ranker, RankingStage, context_of, pair_features, ranking_examples, train_ranking
 from recsys.retrieval import Candidates, Progress, RetrievalStage, candidates_for, epochs_for, new_stage
 from recsys.settings import Settings
@@ -99,8 +99,9 @@ def train_ranking_stage(
     prepared: Prepared, retrieval: RetrievalStage, settings: Settings, progress: Progress | None = None
 ) -> RankingStage | None:
     """Train the ranking model on early-retrieval candidates labelled by what users consumed next."""
-    context = context_of(prepared.early, settings.cold_start_days)
-    users, items = retrieval.vectors(prepared.early)
+    times = pair_times(prepared.early)
+    context = context_of(prepared.early, settings.cold_start_days, times)
+    users, items = retrieval.vectors(prepared.early, distinct_pairs(prepared.early, times))
     rows = prepared.target_rows
     if len(rows) > MAX_RANKING_LISTS:
         # A random sample of lists teaches the ranker as well as all of them, in a fraction of the time.
@@ -154,10 +155,11 @@ def scorer_for(
     """
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
-    users, items = retrieval.vectors(data)
+    times = pair_times(data)  # one sort of the rows, shared by the histories and the context
+    users, items = retrieval.vectors(data, distinct_pairs(data, times))
     _add(seconds, "user_vectors", clock)
     clock = time.perf_counter()
-    context = context_of(data, settings.cold_start_days)
+    context = context_of(data, settings.cold_start_days, times)
     ranker = ranking.ranker() if ranking is not None else None
     _add(seconds, "ranking_scoring", clock)
     return Scorer(

@@ -22,6 +22,7 @@ from recsys.features import (
     Interactions,
     cooccurrence_similarity,
     gather,
+    PairTimes,
     item_popularity,
     pair_times,
     recent_popularity,
@@ -62,15 +63,15 @@ class Context:
     item_days: np.ndarray  # (items, days + 1) int32: customers who first took the item up to each day
 
 
-def context_of(data: Interactions, recent_days: int) -> Context:
+def context_of(data: Interactions, recent_days: int, times: PairTimes | None = None) -> Context:
     """Popularity, ratings, activity and co-occurrence computed from ``data``.
 
-    One sort of the rows (``pair_times``) gives every customer-item pair with its first and last
-    time, and everything else is counted from those pairs (at a million customers, each extra
-    pass over 41M rows costs seconds).
+    One sort of the rows (``pair_times``, passed as ``times`` when the caller has it) gives every
+    customer-item pair with its first and last time, and everything else is counted from those
+    pairs (at a million customers, each extra pass over 41M rows costs seconds).
     """
     n_users, n_items = data.n_users, data.n_items
-    pair_user, pair_item, first_time, last_time_pair = pair_times(data)
+    pair_user, pair_item, first_time, last_time_pair = times if times is not None else pair_times(data)
     pairs = (pair_user, pair_item, last_time_pair)
     per_user = np.bincount(pair_user, minlength=n_users)
     seen = sp.csr_matrix(

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from recsys.features import Interactions, distinct_pairs, name_words, user_histories
+from recsys.features import Interactions, Pairs, distinct_pairs, name_words, user_histories
 from recsys.settings import ModelSettings
 from recsys.topk import top_k_dot
 
@@ -157,9 +157,12 @@ class RetrievalStage:
         """Item-tower output for every item of the vocabulary."""
         return self.model.item_vectors(np.arange(len(self.items), dtype=np.int32)).numpy().astype(np.float32)
 
-    def vectors(self, data: Interactions) -> tuple[np.ndarray, np.ndarray]:
-        """User vectors (from each user's current history in ``data``) and item vectors."""
-        history = user_histories(data, self.settings.history_length)
+    def vectors(self, data: Interactions, pairs: Pairs | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """User vectors (from each user's current history in ``data``) and item vectors.
+
+        ``pairs``: ``distinct_pairs(data)`` when the caller has it already.
+        """
+        history = user_histories(data, self.settings.history_length, pairs)
         return self.user_vectors(history), self.item_vectors()
 
 
