@@ -44,9 +44,9 @@ RETRY = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient)
 def task_runner(kind: str = "threads", dask_address: str | None = None, workers: int | None = None):
     """The Prefect task runner the scoring shards run on.
 
-    ``threads``: this process, one shard at a time (each shard already keeps every core busy, and
-    the per-stage seconds stay wall-clock seconds). ``dask``: a Dask
-    cluster through prefect-dask, the one at ``dask_address`` (``tcp://host:8786``) or else a local
+    ``threads``: this process; ``score`` calls the shard tasks one after another (each keeps every
+    core busy, and the per-stage seconds stay wall-clock seconds). ``dask``: a Dask cluster
+    through prefect-dask, the one at ``dask_address`` (``tcp://host:8786``) or else a local
     cluster of ``workers`` processes (default: one per core).
     """
     import os
@@ -54,7 +54,7 @@ def task_runner(kind: str = "threads", dask_address: str | None = None, workers:
     if kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=workers or 1)
+        return ThreadPoolTaskRunner(max_workers=1)
     if kind == "dask":
         from prefect_dask import DaskTaskRunner
 
