@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py [--real PATH] [--out benchmarks/results/quality.md]
 
-Runs `recsys.evaluate.evaluation_report` (per-customer temporal holdout + cold start, the
+Runs `recsys.evaluation.protocol.evaluation_report` (per-customer temporal holdout + cold start, the
 two-stage model and every baseline in one run) on each dataset and writes a markdown report with
 the targets of issue 3 checked. The real export is skipped when it is absent.
 """
@@ -31,11 +31,11 @@ def main() -> None:
     args = parser.parse_args()
     DATASETS["real export (2021-2022)"] = (args.real, 1.10)
 
-    from recsys.data import load_interactions
-    from recsys.evaluate import MODEL_NAME, evaluation_report, markdown_table
-    from recsys.settings import Settings
+    from recsys.data.export import load_interactions
+    from recsys.evaluation.protocol import MODEL_NAME, evaluation_report, markdown_table
+    from recsys.settings import RunOptions
 
-    settings = Settings()
+    options = RunOptions()
     lines = [
         "# Quality benchmark",
         "",
@@ -49,9 +49,9 @@ def main() -> None:
         if not path.is_file():
             lines += [f"## {title}", "", f"skipped: {path} not found", ""]
             continue
-        frame, _ = load_interactions(path)
+        interactions, _ = load_interactions(path)
         started = time.perf_counter()
-        report = evaluation_report(frame, settings, "test")
+        report = evaluation_report(interactions, options, "test")
         seconds = time.perf_counter() - started
         scores = dict(zip(report.holdout["recommender"], report.holdout["ndcg"]))
         model = scores.pop(MODEL_NAME)
@@ -60,6 +60,7 @@ def main() -> None:
         cold = dict(zip(report.cold_start["recommender"], report.cold_start["ndcg"]))
         cold_list = next(value for name, value in cold.items() if name.startswith("cold_start_list"))
         cold_ratio = cold_list / cold["popularity"]
+        cut = datetime.fromtimestamp(report.cold_start_cut, timezone.utc)
         lines += [
             f"## {title}",
             "",
@@ -68,7 +69,7 @@ def main() -> None:
             f"**Two-stage NDCG@12 / best baseline ({best}) = {model:.4f} / {scores[best]:.4f} = {ratio:.3f}** "
             f"(target {target:.2f}: {'met' if ratio >= target else 'NOT met'})",
             "",
-            markdown_table(report.cold_start, f"Cold start (customers first seen after {report.cold_start_cut:%Y-%m-%d})"),
+            markdown_table(report.cold_start, f"Cold start (customers first seen after {cut:%Y-%m-%d})"),
             "",
             f"**Cold-start list NDCG@12 / all-time popularity = {cold_list:.4f} / {cold['popularity']:.4f} = "
             f"{cold_ratio:.3f}**" + (

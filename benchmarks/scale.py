@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scale.md")
     args = parser.parse_args()
 
-    from recsys.synthetic import generate_export, write_export
+    from recsys.synthetic.generate import generate_export, write_export
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -11,3 +11,7 @@ class DataError(RecsysError):
 
 class StoreError(RecsysError):
     """The published store is missing, unreadable or cannot be written."""
+
+
+class OptionError(RecsysError):
+    """An option of a run cannot be used (out of range, contradicting another, unknown value)."""

@@ -1,4 +1,5 @@
-"""Progress reporting that library code can call without knowing who is watching.
+"""Watching a run: progress that library code reports without knowing who is watching, and the
+seconds each stage took.
 
 The CLI installs a Rich progress display for the duration of a run; elsewhere (tests, a Prefect
 worker) nothing is installed and reporting costs nothing.
@@ -6,13 +7,14 @@ worker) nothing is installed and reporting costs nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-Update = Callable[[int, int], None]
+Progress = Callable[[int, int], None]  # progress(done, total)
 # A factory: given a step's description, returns (update, close).
-Reporter = Callable[[str], tuple[Update, Callable[[], None]]]
+Reporter = Callable[[str], tuple[Progress, Callable[[], None]]]
 
 _reporter: ContextVar[Reporter | None] = ContextVar("recsys_progress", default=None)
 
@@ -28,7 +30,7 @@ def reporting(reporter: Reporter) -> Iterator[None]:
 
 
 @contextmanager
-def step(description: str) -> Iterator[Update | None]:
+def step(description: str) -> Iterator[Progress | None]:
     """A progress callback ``update(done, total)`` for one step, or ``None`` when nobody watches."""
     reporter = _reporter.get()
     if reporter is None:
@@ -39,3 +41,30 @@ def step(description: str) -> Iterator[Update | None]:
         yield update
     finally:
         close()
+
+
+class Stopwatch:
+    """Wall seconds per named stage, each stage timed from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> float:
+        """Record the time since the last lap under ``name``; returns it."""
+        now = time.perf_counter()
+        elapsed = now - self._clock
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 2)
+        self._clock = now
+        return elapsed
+
+
+def add_seconds(total: dict[str, float], part: dict[str, float]) -> None:
+    """Add ``part``'s seconds per stage to ``total``."""
+    for name, value in part.items():
+        total[name] = total.get(name, 0.0) + value
+
+
+def timed(seconds: dict[str, float], name: str, since: float) -> None:
+    """Add the time since ``since`` (a ``time.perf_counter()`` reading) to ``seconds[name]``."""
+    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - since

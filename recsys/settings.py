@@ -1,19 +1,39 @@
-"""Settings of a run: one frozen dataclass passed down from the command line to every step.
+"""The options of a run, defined once: the command line, the flow's parameters and the deployment
+all take ``RunOptions``, field for field, under the same names.
 
-Standard library only, so the lookup path can read defaults without importing anything heavy.
+Standard library only, so the lookup path can read the defaults without importing anything heavy.
+No ``from __future__ import annotations`` here: the command line and Prefect read the field types.
 """
 
-from __future__ import annotations
-
+import enum
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from recsys.errors import OptionError
 
 DEFAULT_DATA = Path("data/interactions_sample.csv")
 DEFAULT_OUTPUT = Path("output")
 DB_FILENAME = "recsys.db"
 PARQUET_FILENAME = "recommendations.parquet"
 DB_URL_ENV = "RECSYS_DB_URL"
+
+
+class TaskRunner(str, enum.Enum):
+    """Where the scoring shards run."""
+
+    threads = "threads"
+    dask = "dask"
+
+
+def option(default, help: str, *flags: str, low: int | None = None, high: int | None = None, env: str | None = None):
+    """A field of :class:`RunOptions` with what the command line shows for it.
+
+    ``flags`` are the option's names (default: ``--field-name``); ``low``/``high`` bound an integer;
+    ``env`` names an environment variable the command line reads it from.
+    """
+    metadata = {"help": help, "flags": flags, "low": low, "high": high, "env": env}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -31,41 +51,71 @@ class ColumnMap:
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    """Hyperparameters of the two stages. ``None`` means "derive from the data size"."""
+class RunOptions:
+    """Everything one nightly run can be told: each field is an option of ``recsys run`` (same name,
+    dashes for underscores) and a typed parameter of the ``recsys-nightly`` flow and its deployment."""
 
-    embedding_dim: int = 32
-    retrieval_epochs: int | None = None
-    ranking_epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float = 0.02
-    history_length: int = 20
-    popularity_correction: bool = True
-    user_id_min_items: int = 5
-    ranking_ids: bool = False
-    ranking_learning_rate: float = 3e-3
-    ranking_models: int = 1
-    ranking_features: tuple[str, ...] | None = None
-    seed: int = 42
+    data: Path = option(DEFAULT_DATA, "Interactions export (CSV or Parquet).", "--data", "-d")
+    output: Path = option(DEFAULT_OUTPUT, "Folder of the published store.", "--output", "-o")
+    db_url: str | None = option(
+        None, "SQLAlchemy URL of the SQL store [default: SQLite in --output].", env=DB_URL_ENV
+    )
+    top_k: int = option(12, "Items per customer.", low=1, high=100)
+    candidates: int = option(100, "Retrieval candidates per customer.", low=1)
+    include_seen: bool = option(False, "Allow items the customer already had.")
+    cold_start_days: int = option(90, "Window (days) of the popular list for new customers.", low=1)
+    user_column: str = option(ColumnMap.user, "Column holding the customer id.")
+    time_column: str = option(ColumnMap.timestamp, "Column holding the interaction time.")
+    item_column: str = option(ColumnMap.item, "Column holding the item name.")
+    rating_column: str = option(ColumnMap.rating, "Column holding the 1-5 rating.")
+    date_format: str = option("%m/%d/%Y %H:%M", "strftime format of the time column.")
+    delimiter: str = option(",", "CSV field separator ('tab' for a tab).")
+    epochs: int | None = option(None, "Retrieval epochs [default: derived from the data size].", low=1)
+    ranking_epochs: int | None = option(None, "Ranking epochs [default: derived from the data size].", low=1)
+    seed: int = option(42, "Random seed: same data and options give the same lists.")
+    evaluate: bool = option(
+        True,
+        "Score the model and the baselines on a validation split first; publish the best baseline "
+        "if the model loses to popularity.",
+        "--evaluate/--no-evaluate",
+    )
+    shard_size: int = option(100_000, "Customers per scoring task.", low=1)
+    task_runner: TaskRunner = option(
+        TaskRunner.threads,
+        "Where the scoring tasks run: 'threads' (this process) or 'dask' (a Dask cluster: a local "
+        "one, or --dask-address).",
+    )
+    dask_address: str | None = option(
+        None, "Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (with --task-runner dask)."
+    )
 
+    def __post_init__(self):
+        # Values arrive as JSON from a deployment and as plain strings from tests: one type each.
+        for name in ("data", "output"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        try:
+            object.__setattr__(self, "task_runner", TaskRunner(self.task_runner))
+        except ValueError:
+            raise OptionError(f"--task-runner must be 'threads' or 'dask', not {self.task_runner!r}") from None
+        for spec in fields(self):
+            value, low, high = getattr(self, spec.name), spec.metadata.get("low"), spec.metadata.get("high")
+            flag = "--" + spec.name.replace("_", "-")
+            if value is not None and low is not None and value < low:
+                raise OptionError(f"{flag} must be at least {low}, not {value}")
+            if value is not None and high is not None and value > high:
+                raise OptionError(f"{flag} must be at most {high}, not {value}")
+        if self.dask_address and self.task_runner is not TaskRunner.dask:
+            raise OptionError("--dask-address needs --task-runner dask")
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything one run needs to know; built once by the CLI (or a test) and passed down."""
+    @property
+    def columns(self) -> ColumnMap:
+        """The export's column names."""
+        return ColumnMap(self.user_column, self.time_column, self.item_column, self.rating_column)
 
-    data: Path = DEFAULT_DATA
-    output: Path = DEFAULT_OUTPUT
-    db_url: str | None = None
-    top_k: int = 12
-    candidates: int = 100
-    include_seen: bool = False
-    cold_start_days: int = 90
-    columns: ColumnMap = field(default_factory=ColumnMap)
-    date_format: str = "%m/%d/%Y %H:%M"
-    delimiter: str = ","
-    evaluate: bool = True
-    shard_users: int = 100_000  # customers per scoring task (one Prefect task, or one Dask task)
-    model: ModelSettings = field(default_factory=ModelSettings)
+    @property
+    def field_delimiter(self) -> str:
+        """The CSV delimiter as a character (``tab`` means a tab)."""
+        return "\t" if self.delimiter == "tab" else self.delimiter
 
     def resolved_db_url(self) -> str:
         """The store's database: ``--db-url``, else ``RECSYS_DB_URL``, else SQLite in the output dir."""
@@ -76,12 +126,36 @@ class Settings:
         """Where the published Parquet file lives."""
         return Path(self.output) / PARQUET_FILENAME
 
-    def with_(self, **changes) -> "Settings":
+    def with_(self, **changes) -> "RunOptions":
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    def as_parameters(self) -> dict:
+        """The options as JSON-ready values (what a deployment stores and the Prefect UI shows)."""
+        values = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            values[spec.name] = str(value) if isinstance(value, Path) else value.value if isinstance(value, enum.Enum) else value
+        return values
 
-def resolve_db_url(output: Path | str, db_url: str | None = None) -> str:
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Hyperparameters of the two stages that are not run options (tests and benchmarks vary them)."""
+
+    embedding_dim: int = 32
+    batch_size: int | None = None  # None: derived from the data size
+    learning_rate: float = 0.02
+    history_length: int = 20
+    popularity_correction: bool = True
+    user_id_min_items: int = 5
+    ranking_ids: bool = False
+    ranking_learning_rate: float = 3e-3
+    ranking_models: int = 1
+    ranking_features: tuple[str, ...] | None = None
+
+
+def resolve_db_url(output, db_url: str | None = None) -> str:
     """``db_url``, else ``$RECSYS_DB_URL``, else ``sqlite:///<output>/recsys.db``."""
     if db_url:
         return db_url

@@ -166,14 +166,22 @@ def prefect_test_harness():
 def run_flow(synthetic: Synthetic, folder: Path, **options) -> tuple[dict, Path, Path]:
     """Write the small export to ``folder`` and run the nightly flow on it in this process.
 
-    Returns (summary, export path, output folder); ``options`` are the flow's parameters.
+    Returns (summary, export path, output folder); ``options`` are fields of ``RunOptions``.
     """
     from flows.nightly import nightly
+    from recsys.settings import RunOptions
 
     data = folder / "interactions.csv"
     data.write_text(csv_text(synthetic.rows), encoding="utf-8")
     output = folder / "out"
-    return nightly(data=str(data), output=str(output), **options), data, output
+    return nightly(RunOptions(data=data, output=output, **options)), data, output
+
+
+def interactions_of(frame: pd.DataFrame):
+    """A canonical frame (user_id, item, timestamp, rating) encoded as ``Interactions``."""
+    from recsys.data.interactions import Interactions
+
+    return Interactions.from_columns(frame["user_id"], frame["item"], frame["timestamp"].to_numpy(), frame["rating"])
 
 
 def list_table(rows):

@@ -7,22 +7,19 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recsys.baselines import (
-    ALS,
-    ItemKNN,
-    Popularity,
-    RecentPopularity,
-    Recommender,
-    build_interaction_matrix,
-)
-from recsys.topk import blockwise_top_k, top_k_excluding, top_k_shared_excluding
+from conftest import interactions_of
+from recsys.data.interactions import Interactions
+from recsys.models.base import Recommender
+from recsys.models.baselines import ALS, ItemKNN, Popularity, RecentPopularity, cold_start_list
+from recsys.scoring.topk import blockwise_top_k, top_k_excluding, top_k_shared_excluding
 
 DAY0 = pd.Timestamp("2022-01-01")
 
 
 @pytest.fixture
-def tiny() -> pd.DataFrame:
-    """u1: A B | u2: A C | u3: A B D | u4: B | u5: E | u6: D.
+def tiny() -> Interactions:
+    """u1: A B | u2: A C | u3: A B D | u4: B | u5: E | u6: D | nobody: no rows (a customer the
+    fitted part of the export knows nothing of).
 
     All-time distinct customers: A 3, B 3, D 2, C 1, E 1. Last timestamp is day 100; in the last
     30 days only C (u2, day 90) and D (u3 day 95, u6 day 99) occur.
@@ -34,20 +31,23 @@ def tiny() -> pd.DataFrame:
         ("u4", "B", 20),
         ("u5", "E", 0),
         ("u6", "D", 99), ("u6", "D", 100),
+        ("nobody", "E", 50),
     ]
-    return pd.DataFrame({
+    data = interactions_of(pd.DataFrame({
         "user_id": [r[0] for r in rows],
         "item": [r[1] for r in rows],
-        "timestamp": [DAY0 + pd.Timedelta(days=r[2]) for r in rows],
+        "timestamp": pd.to_datetime([DAY0 + pd.Timedelta(days=r[2]) for r in rows]),
         "rating": 4,
-    })
+    }))
+    return data.take(data.user != data.user_codes(["nobody"])[0])
 
 
-def recs(model: Recommender, users: list[str], k: int) -> list[list[str | None]]:
-    items, scores = model.recommend(np.array(users, dtype=object), k)
-    assert items.shape == scores.shape == (len(users), k)
-    assert items.dtype == object
-    return items.tolist()
+def recs(model: Recommender, data: Interactions, users: list[str], k: int, **options) -> list[list[str | None]]:
+    """The model's lists for the named customers, as names (None = no item)."""
+    lists = model.recommend(data.user_codes(users), k, **options)
+    assert lists.items.shape == lists.scores.shape == (len(users), k)
+    assert lists.items.dtype == np.int64
+    return [[data.items[code] if code >= 0 else None for code in row] for row in lists.items]
 
 
 # --- top-k -----------------------------------------------------------------------------------
@@ -77,77 +77,81 @@ def test_blockwise_matches_single_block() -> None:
     np.testing.assert_array_equal(whole[1], blocks[1])
 
 
-# --- shared matrix ---------------------------------------------------------------------------
-
-def test_interaction_matrix(tiny: pd.DataFrame) -> None:
-    m = build_interaction_matrix(tiny)
-    assert m.users.tolist() == ["u1", "u2", "u3", "u4", "u5", "u6"]
-    assert m.items.tolist() == ["A", "B", "C", "D", "E"]
-    assert m.matrix.max() == 1.0
-    assert m.item_popularity().tolist() == [3, 3, 1, 2, 1]
-    assert m.user_index(np.array(["u6", "nobody"], dtype=object)).tolist() == [5, -1]
-
-
 # --- baselines -------------------------------------------------------------------------------
 
-def test_popularity(tiny: pd.DataFrame) -> None:
+def test_popularity(tiny: Interactions) -> None:
     model = Popularity().fit(tiny)
     assert isinstance(model, Recommender)
-    assert recs(model, ["u4", "nobody", "u3"], 3) == [
+    assert recs(model, tiny, ["u4", "nobody", "u3"], 3) == [
         ["A", "D", "C"],
         ["A", "B", "D"],
         ["C", "E", None],  # u3 has seen A, B, D: only two items are left
     ]
-    items, _ = model.recommend(np.array(["u4"], dtype=object), 3, exclude_seen=False)
-    assert items.tolist() == [["A", "B", "D"]]
-    _, scores = model.recommend(np.array(["nobody"], dtype=object), 5)
+    assert recs(model, tiny, ["u4"], 3, exclude_seen=False) == [["A", "B", "D"]]
+    scores = model.recommend(tiny.user_codes(["nobody"]), 5).scores
     assert scores.tolist() == [[3.0, 3.0, 2.0, 1.0, 1.0]]
 
 
-def test_recent_popularity(tiny: pd.DataFrame) -> None:
+def test_recent_popularity_and_the_cold_start_list_are_one(tiny: Interactions) -> None:
     model = RecentPopularity(window_days=30).fit(tiny)
     # Window [day 70, day 100]: D 2, C 1; the rest follow by all-time popularity (A, B tie -> A).
-    assert recs(model, ["nobody"], 5) == [["D", "C", "A", "B", "E"]]
-    assert recs(model, ["u6", "u2"], 4) == [["C", "A", "B", "E"], ["D", "B", "E", None]]
+    assert recs(model, tiny, ["nobody"], 5) == [["D", "C", "A", "B", "E"]]
+    assert recs(model, tiny, ["u6", "u2"], 4) == [["C", "A", "B", "E"], ["D", "B", "E", None]]
     # A window covering everything reduces to all-time popularity.
     everything = RecentPopularity(window_days=1000).fit(tiny)
-    assert recs(everything, ["nobody"], 5) == recs(Popularity().fit(tiny), ["nobody"], 5)
+    assert recs(everything, tiny, ["nobody"], 5) == recs(Popularity().fit(tiny), tiny, ["nobody"], 5)
     assert model.name == "recent_popularity_30d"
+    codes, scores = cold_start_list(tiny, 30, 4)
+    assert tiny.items[codes].tolist() == ["D", "C", "A", "B"]
+    # Distinct customers in the window, plus the all-time tie-break below 1.
+    assert scores.tolist() == pytest.approx([2 + 2 / 4, 1 + 1 / 4, 0 + 3 / 4, 0 + 3 / 4])
 
 
-def test_item_knn(tiny: pd.DataFrame) -> None:
+def test_item_knn(tiny: Interactions) -> None:
     model = ItemKNN().fit(tiny)
     # cos(A,B)=2/3, cos(A,C)=1/sqrt(3), cos(A,D)=cos(B,D)=1/sqrt(6), E co-occurs with nothing.
     # u4 (B): A .667, D .408, then C and E at 0 ordered by popularity (tie -> name).
-    assert recs(model, ["u4"], 4) == [["A", "D", "C", "E"]]
+    assert recs(model, tiny, ["u4"], 4) == [["A", "D", "C", "E"]]
     # u2 (A, C): B .667, D .408, E 0.
-    assert recs(model, ["u2"], 4) == [["B", "D", "E", None]]
+    assert recs(model, tiny, ["u2"], 4) == [["B", "D", "E", None]]
     # u5 (E) shares nothing: pure popularity among unseen items.
-    assert recs(model, ["u5", "nobody"], 4) == [["A", "B", "D", "C"], ["A", "B", "D", "C"]]
-    _, scores = model.recommend(np.array(["u4"], dtype=object), 2)
+    assert recs(model, tiny, ["u5", "nobody"], 4) == [["A", "B", "D", "C"], ["A", "B", "D", "C"]]
+    scores = model.recommend(tiny.user_codes(["u4"]), 2).scores
     assert scores[0] == pytest.approx([2 / 3, 1 / np.sqrt(6)], abs=1e-6)
+    # score() of given candidates is the same score recommend() ranks by.
+    a, d = tiny.item_codes(["A", "D"])
+    assert model.score(tiny.user_codes(["u4"]), np.array([[d, a, -1]]))[0].tolist() == pytest.approx(
+        [1 / np.sqrt(6), 2 / 3, -np.inf], abs=1e-6
+    )
 
 
-def test_als(tiny: pd.DataFrame) -> None:
+def test_als(tiny: Interactions) -> None:
     pytest.importorskip("implicit")
-    users = np.array(["u1", "u2", "u3", "u4", "u5", "u6", "nobody"], dtype=object)
-    a = ALS(factors=4, iterations=5).fit(tiny).recommend(users, 5)
-    b = ALS(factors=4, iterations=5).fit(tiny).recommend(users, 5)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-    items = a[0].tolist()
-    seen = tiny.groupby("user_id")["item"].agg(set).to_dict()
-    for user, row in zip(users, items):
+    users = ["u1", "u2", "u3", "u4", "u5", "u6", "nobody"]
+    a = ALS(factors=4, iterations=5).fit(tiny).recommend(tiny.user_codes(users), 5)
+    b = ALS(factors=4, iterations=5).fit(tiny).recommend(tiny.user_codes(users), 5)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    frame = tiny.to_frame()
+    seen = frame.groupby("user_id")["item"].agg(set).to_dict()
+    for user, row in zip(users, recs(ALS(factors=4, iterations=5).fit(tiny), tiny, users, 5)):
         listed = [x for x in row if x is not None]
         assert not (set(listed) & seen.get(user, set()))
         # Full lists whenever the catalogue allows it.
         assert len(listed) == 5 - len(seen.get(user, set()))
-    assert items[-1] == ["A", "B", "D", "C", "E"]
 
 
 def test_unfitted_model_raises() -> None:
     with pytest.raises(RuntimeError):
-        Popularity().recommend(np.array(["x"], dtype=object), 3)
+        Popularity().recommend(np.array([0]), 3)
+
+
+def test_items_the_fitted_part_never_mentions_are_never_recommended(tiny: Interactions) -> None:
+    without_e = tiny.take(tiny.item != tiny.item_codes(["E"])[0])
+    for model in (Popularity(), RecentPopularity(30), ItemKNN()):
+        lists = model.fit(without_e).recommend(np.arange(tiny.n_users), 5, exclude_seen=False)
+        assert not (lists.items == tiny.item_codes(["E"])[0]).any(), model.name
+        assert ((lists.items >= 0).sum(axis=1) == 4).all(), model.name
 
 
 def test_shared_top_k_matches_dense() -> None:

@@ -9,7 +9,7 @@ from conftest import csv_text
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = dict(retrieval_epochs=2, ranking_epochs=2, evaluate=False)
+EPOCHS = dict(epochs=2, ranking_epochs=2, evaluate=False)
 COLUMNS = ["user_id", "rank", "item", "score"]
 
 
@@ -19,20 +19,22 @@ def test_flow_on_a_local_dask_cluster_equals_the_single_process_run(
     import distributed
 
     import flows.nightly as nightly_module
-    from flows.nightly import nightly, task_runner
+    import flows.runners as runners
+    from flows.nightly import nightly
+    from recsys.settings import RunOptions
 
     data = tmp_path / "interactions.csv"
     data.write_text(csv_text(synthetic.rows), encoding="utf-8")
     # Small shards, so several scoring tasks run (the export has 120 customers).
-    single = nightly(data=str(data), output=str(tmp_path / "threads"), shard_size=25, **EPOCHS)
+    single = nightly(RunOptions(data=data, output=tmp_path / "threads", shard_size=25, **EPOCHS))
 
     handles, scatters = [], []
     real_submit = nightly_module.score_shard.submit
-    real_client = nightly_module._dask_client
+    real_client = runners.dask_client
 
-    def recording_submit(scorer, start, stop):
+    def recording_submit(scorer, *args):
         handles.append(scorer)
-        return real_submit(scorer, start, stop)
+        return real_submit(scorer, *args)
 
     def recording_client():
         client = real_client()
@@ -46,9 +48,9 @@ def test_flow_on_a_local_dask_cluster_equals_the_single_process_run(
         return client
 
     monkeypatch.setattr(nightly_module.score_shard, "submit", recording_submit)
-    monkeypatch.setattr(nightly_module, "_dask_client", recording_client)
-    on_dask = nightly.with_options(task_runner=task_runner("dask", workers=2))
-    distributed_run = on_dask(data=str(data), output=str(tmp_path / "dask"), shard_size=25, **EPOCHS)
+    monkeypatch.setattr(runners, "dask_client", recording_client)
+    options = RunOptions(data=data, output=tmp_path / "dask", shard_size=25, task_runner="dask", **EPOCHS)
+    distributed_run = runners.flow_for(nightly, options)(options)
 
     assert single["status"] == distributed_run["status"] == "succeeded"
     assert single["rows"] == distributed_run["rows"] == 120 * 12
@@ -64,26 +66,27 @@ def test_flow_on_a_local_dask_cluster_equals_the_single_process_run(
 
 
 def test_unknown_task_runner_is_refused():
-    from flows.nightly import task_runner
+    from recsys.errors import OptionError
+    from recsys.settings import RunOptions
 
-    with pytest.raises(ValueError, match="threads.*dask"):
-        task_runner("spark")
+    with pytest.raises(OptionError, match="threads.*dask"):
+        RunOptions(task_runner="spark")
 
 
 @pytest.mark.parametrize(
-    "arguments, message",
+    "arguments, code, message",
     [
-        (["--task-runner", "spark"], "--task-runner must be 'threads' or 'dask'"),
-        (["--dask-address", "tcp://127.0.0.1:8786"], "--dask-address needs --task-runner dask"),
+        (["--task-runner", "spark"], 2, "'spark' is not one of 'threads', 'dask'"),
+        (["--dask-address", "tcp://127.0.0.1:8786"], 1, "error: --dask-address needs --task-runner dask"),
     ],
 )
-def test_run_refuses_bad_runner_options(arguments, message, tmp_path):
+def test_run_refuses_bad_runner_options(arguments, code, message, tmp_path):
     from typer.testing import CliRunner
 
-    from recsys.cli import app
+    from recsys.cli.app import app
 
     result = CliRunner().invoke(app, ["run", "--output", str(tmp_path / "out"), *arguments])
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert message in result.output
     assert not (tmp_path / "out").exists()
 

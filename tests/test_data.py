@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import HEADER, REAL_DATA, needs_real_data
-from recsys.data import load_interactions
+from recsys.data.export import load_interactions
 from recsys.errors import DataError
 from recsys.settings import ColumnMap
 
@@ -31,6 +31,12 @@ def rows_with(line: int, column: str, value: str) -> list[tuple[str, str, str, s
     return [tuple(r) for r in rows]
 
 
+def load_frame(path, **kwargs):
+    """The export loaded, its rows with their names as a frame (and the load report)."""
+    interactions, report = load_interactions(path, **kwargs)
+    return interactions.to_frame(), report
+
+
 def load_error(path, **kwargs) -> str:
     with pytest.raises(DataError) as info:
         load_interactions(path, **kwargs)
@@ -45,7 +51,7 @@ def load_error(path, **kwargs) -> str:
 
 def test_good_file_gives_the_canonical_frame(write_csv):
     path = write_csv(GOOD)
-    frame, report = load_interactions(path)
+    frame, report = load_frame(path)
 
     assert list(frame.columns) == ["user_id", "item", "timestamp", "rating"]
     # Strings (object or pandas' string dtype, whichever this pandas makes by default).
@@ -85,8 +91,21 @@ def test_good_file_gives_the_canonical_frame(write_csv):
     assert any("spaces stripped from 2" in note for note in report.notes)
 
 
+def test_good_file_is_encoded_against_sorted_vocabularies(write_csv):
+    interactions, _ = load_interactions(write_csv(GOOD))
+    assert interactions.users.tolist() == ["1", "2", "3"]
+    assert interactions.items.tolist() == [
+        "Bono virtual Crepes&Waffles 10", "Curso de cocina italiana", "Entrada Cinépolis 2D", "Entrada Teatro Nacional"
+    ]
+    assert interactions.user.tolist() == [0, 0, 0, 1, 2] and interactions.user.dtype == np.int32
+    assert interactions.item.tolist() == [0, 0, 3, 1, 2] and interactions.item.dtype == np.int32
+    assert interactions.time.dtype == np.int64
+    assert interactions.time[3] == int(pd.Timestamp("2022-12-31 23:40").timestamp())
+    assert interactions.rating.tolist() == [5, 5, 4, 1, 3] and interactions.rating.dtype == np.int8
+
+
 def test_synthetic_export_loads_as_its_canonical_frame(synthetic, synthetic_csv):
-    frame, report = load_interactions(synthetic_csv)
+    frame, report = load_frame(synthetic_csv)
     pd.testing.assert_frame_equal(frame, synthetic.frame)
     assert report.duplicate_rows == synthetic.duplicates
     assert report.users == 120 and report.items == 40
@@ -96,7 +115,7 @@ def test_parquet_with_the_same_columns(tmp_path):
     path = tmp_path / "export.parquet"
     table = pa.table({name: pa.array([row[i] for row in GOOD], pa.string()) for i, name in enumerate(HEADER)})
     pq.write_table(table, path)
-    frame, report = load_interactions(path)
+    frame, report = load_frame(path)
     csv_frame = pd.DataFrame(
         {
             "user_id": ["1", "1", "1", "2", "3"],
@@ -125,7 +144,7 @@ def test_parquet_with_native_types(tmp_path):
         ),
         path,
     )
-    frame, _ = load_interactions(path)
+    frame, _ = load_frame(path)
     assert frame["user_id"].tolist() == ["10", "11"]
     assert frame["item"].tolist() == ["A", "B"]
     assert frame["timestamp"].dtype == np.dtype("datetime64[ns]")
@@ -137,7 +156,7 @@ def test_column_map_and_other_date_format(write_csv):
     header = ("customer", "when", "experience", "stars")
     rows = [("a", "2021-01-30 13:30", "Spa", "5"), ("b", "2022-12-31 23:40", "Cine", "2")]
     path = write_csv(rows, header=header)
-    frame, _ = load_interactions(
+    frame, _ = load_frame(
         path, columns=ColumnMap(user="customer", timestamp="when", item="experience", rating="stars"),
         date_format="%Y-%m-%d %H:%M",
     )
@@ -149,7 +168,7 @@ def test_column_map_and_other_date_format(write_csv):
 
 def test_semicolon_file_reads_with_the_delimiter_option(write_csv):
     path = write_csv(GOOD, delimiter=";")
-    frame, _ = load_interactions(path, delimiter=";")
+    frame, _ = load_frame(path, delimiter=";")
     assert len(frame) == 5 and frame["item"].iloc[2] == "Entrada Teatro Nacional"
 
 
@@ -169,13 +188,13 @@ def _spread_rows(n: int = 400) -> list[tuple[str, str, str, str]]:
 
 def test_many_reader_blocks_load_as_one(write_csv, monkeypatch):
     """Each CSV reader block encodes its own dictionaries; the frame and counts do not depend on them."""
-    import recsys.data as data
+    import recsys.data.export as data
 
     rows = _spread_rows()
     path = write_csv(rows)
-    one_frame, one_report = load_interactions(path)
+    one_frame, one_report = load_frame(path)
     monkeypatch.setattr(data, "_BLOCK_BYTES", 512)  # a few rows per block
-    frame, report = load_interactions(path)
+    frame, report = load_frame(path)
 
     pd.testing.assert_frame_equal(frame, one_frame)
     assert report == one_report
@@ -195,7 +214,7 @@ def test_many_reader_blocks_load_as_one(write_csv, monkeypatch):
 
 
 def test_bad_row_in_a_later_reader_block_is_found(write_csv, monkeypatch):
-    import recsys.data as data
+    import recsys.data.export as data
 
     rows = _spread_rows()
     rows[300] = rows[300][:3] + ("7",)
@@ -210,14 +229,14 @@ def test_bad_row_in_a_later_reader_block_is_found(write_csv, monkeypatch):
 
 
 def test_utf8_bom_is_skipped(write_csv):
-    frame, report = load_interactions(write_csv(GOOD, bom=True))
+    frame, report = load_frame(write_csv(GOOD, bom=True))
     assert frame["user_id"].tolist() == ["1", "1", "1", "2", "3"]
     assert frame["item"].iloc[4] == "Entrada Cinépolis 2D"
     assert any("byte-order mark" in note for note in report.notes)
 
 
 def test_windows_line_endings(write_csv):
-    frame, _ = load_interactions(write_csv(GOOD, newline="\r\n"))
+    frame, _ = load_frame(write_csv(GOOD, newline="\r\n"))
     assert frame["rating"].tolist() == [5, 5, 4, 1, 3]
     assert not any("\r" in v for v in frame["item"])
 
@@ -225,7 +244,7 @@ def test_windows_line_endings(write_csv):
 def test_windows_line_endings_with_item_as_last_column(write_csv):
     header = ("ID_CLIENTE", "FECHA_INTERACCION", "CALIFICACION", "NOMBRE_CORTO_DE_EXPERIENCIA")
     rows = [(u, t, r, i) for u, t, i, r in GOOD]
-    frame, _ = load_interactions(write_csv(rows, header=header, newline="\r\n"))
+    frame, _ = load_frame(write_csv(rows, header=header, newline="\r\n"))
     assert frame["item"].tolist()[2:] == ["Entrada Teatro Nacional", "Curso de cocina italiana", "Entrada Cinépolis 2D"]
 
 
@@ -237,7 +256,7 @@ def test_latin1_file_with_accented_names(write_csv):
     path = write_csv(rows, encoding="latin-1")
     with pytest.raises(UnicodeDecodeError):
         path.read_bytes().decode("utf-8")  # really not UTF-8
-    frame, report = load_interactions(path)
+    frame, report = load_frame(path)
     assert frame["item"].tolist() == ["Café Juan Valdez 20", "Señor Pollo"]
     assert any("Latin-1" in note for note in report.notes)
 
@@ -245,7 +264,7 @@ def test_latin1_file_with_accented_names(write_csv):
 def test_extra_columns_are_ignored(write_csv):
     header = ("CANAL",) + HEADER + ("OBSERVACIONES",)
     rows = [("web",) + r + ("nada",) for r in GOOD]
-    frame, report = load_interactions(write_csv(rows, header=header))
+    frame, report = load_frame(write_csv(rows, header=header))
     assert list(frame.columns) == ["user_id", "item", "timestamp", "rating"]
     assert frame["rating"].tolist() == [5, 5, 4, 1, 3]
     assert any("CANAL" in note and "OBSERVACIONES" in note for note in report.notes)
@@ -362,7 +381,7 @@ def test_truncated_parquet(tmp_path):
 @pytest.mark.real_data
 @needs_real_data
 def test_real_export_counts_match_its_readme():
-    frame, report = load_interactions(REAL_DATA)
+    frame, report = load_frame(REAL_DATA)
     assert report.rows == len(frame) == 10_389
     assert report.duplicate_rows == 5_442
     assert report.users == 2_164
@@ -375,7 +394,7 @@ def test_real_export_counts_match_its_readme():
 def test_lex_order_matches_numpy_lexsort_packed_or_not():
     import numpy as np
 
-    from recsys.features import lex_order
+    from recsys.data.interactions import lex_order
 
     rng = np.random.default_rng(5)
     small = [rng.integers(-50, 50, 5000), rng.integers(0, 3, 5000), rng.integers(0, 10**6, 5000)]

@@ -8,34 +8,60 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.baselines import Popularity
-from recsys.evaluate import (
-    cold_start_split,
-    evaluate_recommenders,
-    ranking_metrics,
-    temporal_holdout,
-    validation_holdout,
-)
+from conftest import interactions_of
+from recsys.data.interactions import Interactions
+from recsys.data.splits import Split, cold_start_split, temporal_holdout, validation_holdout
+from recsys.evaluation.metrics import ranking_metrics
+from recsys.evaluation.protocol import evaluate_recommenders
+from recsys.models.baselines import Popularity
 
 DAY0 = pd.Timestamp("2022-01-01")
 
 
-def frame(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
-    """Canonical frame from (user, item, day offset) triples; rating fixed at 5."""
-    return pd.DataFrame(
-        {
-            "user_id": [r[0] for r in rows],
-            "item": [r[1] for r in rows],
-            "timestamp": pd.to_datetime([DAY0 + pd.Timedelta(days=r[2]) for r in rows]).astype(
-                "datetime64[ns]"
-            ),
-            "rating": 5,
-        }
+def frame(rows: list[tuple[str, str, float]]) -> Interactions:
+    """Interactions from (user, item, day offset) triples; rating fixed at 5."""
+    return interactions_of(
+        pd.DataFrame(
+            {
+                "user_id": [r[0] for r in rows],
+                "item": [r[1] for r in rows],
+                "timestamp": pd.to_datetime([DAY0 + pd.Timedelta(days=r[2]) for r in rows]),
+                "rating": 5,
+            }
+        )
     )
 
 
+def scored(split: Split) -> list[str]:
+    """The scored customers' ids, in order."""
+    return split.train.users[split.users].tolist()
+
+
+def held_out(split: Split) -> dict[str, set[str]]:
+    """Each scored customer's held-out item names."""
+    rows = split.relevant_rows()
+    items = split.train.items
+    return {user: set(items[rows[i].indices].tolist()) for i, user in enumerate(scored(split))}
+
+
+def relevant(data_items: list[str], *sets: set[str]):
+    """Held-out sets of names as the metrics take them: a customers × items matrix."""
+    import scipy.sparse as sp
+
+    code = {name: i for i, name in enumerate(data_items)}
+    rows = [r for r, names in enumerate(sets) for _ in names]
+    cols = [code[name] for names in sets for name in sorted(names)]
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(sets), len(data_items)))
+
+
+def codes(data_items: list[str], lists: list[list[str | None]]) -> np.ndarray:
+    """Lists of names as item codes (None = -1)."""
+    code = {name: i for i, name in enumerate(data_items)}
+    return np.array([[code[name] if name is not None else -1 for name in row] for row in lists])
+
+
 @pytest.fixture
-def protocol_frame() -> pd.DataFrame:
+def protocol_frame() -> Interactions:
     rows = [
         # A: n=2 -> floor(1.6)=1, the last item b is held out; the later repeat of a is dropped.
         ("A", "a", 1), ("A", "b", 2), ("A", "a", 3),
@@ -57,16 +83,16 @@ def protocol_frame() -> pd.DataFrame:
     return frame(rows)
 
 
-def train_pairs(train: pd.DataFrame, user: str) -> list[tuple[str, float]]:
-    sub = train[train["user_id"] == user]
-    days = (sub["timestamp"] - DAY0) / pd.Timedelta(days=1)
-    return sorted(zip(sub["item"].tolist(), days.tolist()))
+def train_pairs(train: Interactions, user: str) -> list[tuple[str, float]]:
+    rows = train.user == train.user_codes([user])[0]
+    days = (train.time[rows] - int(DAY0.timestamp())) / 86400
+    return sorted(zip(train.items[train.item[rows]].tolist(), days.tolist()))
 
 
-def test_temporal_holdout_hand_worked(protocol_frame: pd.DataFrame) -> None:
+def test_temporal_holdout_hand_worked(protocol_frame: Interactions) -> None:
     h = temporal_holdout(protocol_frame)
-    assert h.users.tolist() == ["A", "B", "C", "G"]
-    rel = dict(zip(h.users.tolist(), h.relevant))
+    assert scored(h) == ["A", "B", "C", "G"]
+    rel = held_out(h)
     assert rel["A"] == {"b"}
     assert rel["B"] == {"a"}
     # C's order: i00 (0), i09 (0.5), i01..i07, i08 -> positions 8, 9 are i07 and i08.
@@ -81,42 +107,40 @@ def test_temporal_holdout_hand_worked(protocol_frame: pd.DataFrame) -> None:
     )
     assert train_pairs(h.train, "G") == [("p", 1.0)]
     assert train_pairs(h.train, "E") == []
-    # The one-item customer is untouched, rows and columns alike.
-    pd.testing.assert_frame_equal(
-        h.train[h.train["user_id"] == "D"], protocol_frame[protocol_frame["user_id"] == "D"]
-    )
-    assert list(h.train.columns) == list(protocol_frame.columns)
+    # The one-item customer is untouched; the vocabularies stay those of the whole export.
+    assert train_pairs(h.train, "D") == [("z", 1.0), ("z", 2.0), ("z", 30.0)]
+    assert h.train.users is protocol_frame.users and h.train.items is protocol_frame.items
 
 
-def test_temporal_holdout_leaves_other_customers_untouched(protocol_frame: pd.DataFrame) -> None:
-    extra = frame([("K", "k1", 0), ("K", "k1", 40)])
-    both = pd.concat([protocol_frame, extra], ignore_index=True)
+def test_temporal_holdout_leaves_other_customers_untouched(protocol_frame: Interactions) -> None:
+    frame_rows = protocol_frame.to_frame()
+    extra = pd.DataFrame({"user_id": ["K", "K"], "item": ["k1", "k1"], "timestamp": [DAY0, DAY0 + pd.Timedelta(days=40)], "rating": 5})
+    both = interactions_of(pd.concat([frame_rows, extra], ignore_index=True))
     h = temporal_holdout(both)
     assert train_pairs(h.train, "K") == [("k1", 0.0), ("k1", 40.0)]
-    assert "K" not in h.users.tolist()
+    assert "K" not in scored(h)
 
 
-def test_holdout_is_unaffected_by_row_order(protocol_frame: pd.DataFrame) -> None:
-    shuffled = protocol_frame.sample(frac=1.0, random_state=3)
+def test_holdout_is_unaffected_by_row_order(protocol_frame: Interactions) -> None:
+    shuffled = protocol_frame.take(np.random.default_rng(3).permutation(len(protocol_frame)))
     a, b = temporal_holdout(protocol_frame), temporal_holdout(shuffled)
-    assert a.users.tolist() == b.users.tolist()
-    assert list(a.relevant) == list(b.relevant)
-    assert sorted(a.train.index) == sorted(b.train.index)
+    assert scored(a) == scored(b)
+    assert held_out(a) == held_out(b)
+    assert sorted(zip(a.train.user, a.train.item, a.train.time)) == sorted(zip(b.train.user, b.train.item, b.train.time))
 
 
-def test_validation_holdout_is_carved_from_training(protocol_frame: pd.DataFrame) -> None:
+def test_validation_holdout_is_carved_from_training(protocol_frame: Interactions) -> None:
     v = validation_holdout(protocol_frame)
     # B's training part has d, e (day 1), c (2), b (3): n=4 -> floor(3.2)=3 -> b held out.
-    rel = dict(zip(v.users.tolist(), v.relevant))
-    assert rel["B"] == {"b"}
+    assert held_out(v)["B"] == {"b"}
     test_items = {("B", "a"), ("A", "b"), ("G", "r")}
-    val_pairs = set(zip(v.train["user_id"], v.train["item"]))
+    val_pairs = set(zip(v.train.users[v.train.user], v.train.items[v.train.item]))
     assert not (test_items & val_pairs)
 
 
 def test_ranking_metrics_perfect() -> None:
-    recs = np.array([["a", "b", "x"], ["c", None, None]], dtype=object)
-    m = ranking_metrics(recs, [{"a", "b"}, {"c"}], k=3, n_catalog=4)
+    items = ["a", "b", "c", "x"]
+    m = ranking_metrics(codes(items, [["a", "b", "x"], ["c", None, None]]), relevant(items, {"a", "b"}, {"c"}), k=3, n_catalog=4)
     assert m["ndcg"] == pytest.approx(1.0)
     assert m["recall"] == pytest.approx(1.0)
     assert m["hit_rate"] == pytest.approx(1.0)
@@ -125,9 +149,9 @@ def test_ranking_metrics_perfect() -> None:
 
 
 def test_ranking_metrics_hand_worked() -> None:
-    recs = np.array([["x", "a", "y", "b"] + [f"f{j}" for j in range(8)],
-                     [f"g{j}" for j in range(12)]], dtype=object)
-    m = ranking_metrics(recs, [{"a", "b"}, {"q"}], k=12, n_catalog=40)
+    items = ["a", "b", "q", "x", "y"] + [f"f{j}" for j in range(8)] + [f"g{j}" for j in range(12)]
+    recs = codes(items, [["x", "a", "y", "b"] + [f"f{j}" for j in range(8)], [f"g{j}" for j in range(12)]])
+    m = ranking_metrics(recs, relevant(items, {"a", "b"}, {"q"}), k=12, n_catalog=40)
     ndcg_user0 = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
     assert m["ndcg"] == pytest.approx(ndcg_user0 / 2)
     assert m["recall"] == pytest.approx(0.5)
@@ -138,8 +162,8 @@ def test_ranking_metrics_hand_worked() -> None:
 
 def test_ranking_metrics_caps_at_k_and_ignores_tail() -> None:
     # 3 relevant with k=2: ideal is 2 hits; a hit beyond k does not count; repeats count once.
-    recs = np.array([["a", "a", "b"]], dtype=object)
-    m = ranking_metrics(recs, [{"a", "b", "c"}], k=2, n_catalog=3)
+    items = ["a", "b", "c"]
+    m = ranking_metrics(codes(items, [["a", "a", "b"]]), relevant(items, {"a", "b", "c"}), k=2, n_catalog=3)
     assert m["recall"] == pytest.approx(1 / 2)
     assert m["ndcg"] == pytest.approx(1 / (1 + 1 / math.log2(3)))
     assert m["coverage"] == pytest.approx(1 / 3)
@@ -147,9 +171,9 @@ def test_ranking_metrics_caps_at_k_and_ignores_tail() -> None:
 
 def test_ranking_metrics_rejects_short_lists_and_empty_sets() -> None:
     with pytest.raises(ValueError):
-        ranking_metrics(np.array([["a"]], dtype=object), [{"a"}], k=2, n_catalog=1)
+        ranking_metrics(codes(["a"], [["a"]]), relevant(["a"], {"a"}), k=2, n_catalog=1)
     with pytest.raises(ValueError):
-        ranking_metrics(np.array([["a"]], dtype=object), [set()], k=1, n_catalog=1)
+        ranking_metrics(codes(["a"], [["a"]]), relevant(["a"], set()), k=1, n_catalog=1)
 
 
 def test_cold_start_split_hand_worked() -> None:
@@ -160,12 +184,12 @@ def test_cold_start_split_hand_worked() -> None:
         ("u4", "d", 89),  # warm, nothing after
     ])
     cs = cold_start_split(df)
-    assert cs.cut == DAY0 + pd.Timedelta(days=90)
-    assert cs.users.tolist() == ["u2", "u3"]
-    assert list(cs.relevant) == [{"a", "b"}, {"c"}]
-    assert sorted(zip(cs.train["user_id"], cs.train["item"])) == [("u1", "a"), ("u4", "d")]
+    assert cs.cut == int((DAY0 + pd.Timedelta(days=90)).timestamp())
+    assert scored(cs) == ["u2", "u3"]
+    assert held_out(cs) == {"u2": {"a", "b"}, "u3": {"c"}}
+    assert sorted(zip(cs.train.users[cs.train.user], cs.train.items[cs.train.item])) == [("u1", "a"), ("u4", "d")]
 
-    result = evaluate_recommenders(df, {"pop": Popularity}, k=2, split=cs)
+    result = evaluate_recommenders({"pop": Popularity}, cs, k=2)
     # Popularity on the training rows: a, d (1 customer each; tie by name) for everyone.
     row = result.iloc[0]
     assert row["recall"] == pytest.approx((1 / 2 + 0) / 2)
@@ -173,8 +197,8 @@ def test_cold_start_split_hand_worked() -> None:
     assert row["coverage"] == pytest.approx(1.0)
 
 
-def test_evaluate_recommenders_runs_the_protocol(protocol_frame: pd.DataFrame) -> None:
-    result = evaluate_recommenders(protocol_frame, {"pop": Popularity}, k=12)
+def test_evaluate_recommenders_runs_the_protocol(protocol_frame: Interactions) -> None:
+    result = evaluate_recommenders({"pop": Popularity}, temporal_holdout(protocol_frame), k=12)
     assert list(result["recommender"]) == ["pop"]
     assert int(result.loc[0, "users"]) == 4
     assert 0.0 < result.loc[0, "ndcg"] <= 1.0

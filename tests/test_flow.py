@@ -20,11 +20,12 @@ from typer.testing import CliRunner
 
 from conftest import SAMPLE, csv_text, run_flow
 from recsys.errors import DataError
+from recsys.settings import RunOptions
 
 pytestmark = pytest.mark.slow
 
 # The pipeline tests check what is published; the quality gate has its own tests (test_quality.py).
-EPOCHS = dict(retrieval_epochs=2, ranking_epochs=2, evaluate=False)
+EPOCHS = dict(epochs=2, ranking_epochs=2, evaluate=False)
 BAD_ROWS = [
     ("1", "1/30/2021 13:30", "Bono restaurante 1", "5"),
     ("2", "1/31/2021 13:30", "Bono restaurante 2", "cinco"),
@@ -137,7 +138,7 @@ def test_flow_records_one_succeeded_run(flow_run, synthetic):
 
 
 def test_lookup_reads_what_the_flow_published(flow_run):
-    from recsys.lookup import lookup
+    from recsys.store.lookup import lookup
     from recsys.settings import resolve_db_url
 
     _, _, output = flow_run
@@ -149,14 +150,14 @@ def test_lookup_reads_what_the_flow_published(flow_run):
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="no committed sample in data/")
 def test_whole_flow_on_the_committed_sample(prefect_test_harness, tmp_path):
     from flows.nightly import nightly
-    from recsys.data import load_interactions
+    from recsys.data.export import load_interactions
 
-    summary = nightly(data=str(SAMPLE), output=str(tmp_path / "out"), **EPOCHS)
-    frame, report = load_interactions(SAMPLE)
+    summary = nightly(RunOptions(data=SAMPLE, output=tmp_path / "out", **EPOCHS))
+    interactions, report = load_interactions(SAMPLE)
     assert summary["status"] == "succeeded"
     assert summary["users"] == report.users
     assert summary["rows"] == report.users * 12
-    check_lists(tmp_path / "out", frame)
+    check_lists(tmp_path / "out", interactions.to_frame())
 
 
 # --- bad input --------------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ def test_bad_input_fails_without_retrying_and_writes_nothing(prefect_test_harnes
     output = tmp_path / "out"
     started = time.perf_counter()
     with pytest.raises(DataError, match=r"bad\.csv: line 3, column CALIFICACION: rating 'cinco'"):
-        nightly(data=str(bad), output=str(output), **EPOCHS)
+        nightly(RunOptions(data=bad, output=output, **EPOCHS))
     elapsed = time.perf_counter() - started
     assert not output.exists()
     assert elapsed < 10, f"bad input took {elapsed:.0f}s to fail: the load task retried a DataError"
@@ -206,7 +207,7 @@ def test_bad_input_leaves_a_previous_store_unchanged(flow_run, tmp_path, no_load
     bad = tmp_path / "bad.csv"
     bad.write_text(csv_text(BAD_ROWS))
     with pytest.raises(DataError):
-        nightly(data=str(bad), output=str(output), **EPOCHS)
+        nightly(RunOptions(data=bad, output=output, **EPOCHS))
     after = snapshot(output)
     assert after.keys() == before.keys()
     for name in before:
@@ -227,7 +228,7 @@ def test_too_little_data_publishes_popularity_for_everyone(flow_run, tmp_path, r
     output = copy_store(flow_run[2], tmp_path / "out")
     data = tmp_path / "tiny.csv"
     data.write_text(csv_text(rows))
-    summary = nightly(data=str(data), output=str(output), **EPOCHS)
+    summary = nightly(RunOptions(data=data, output=output, **EPOCHS))
     assert summary["status"] == "degraded"
     assert "too little data" in summary["reason"] and "popularity" in summary["reason"]
     items = sorted({item for _, _, item, _ in rows})
@@ -247,7 +248,7 @@ def test_too_little_data_publishes_popularity_for_everyone(flow_run, tmp_path, r
 
 
 def test_cli_run_on_a_bad_file_exits_1_with_one_line(prefect_test_harness, tmp_path, capfd, no_load_retries):
-    from recsys.cli import app
+    from recsys.cli.app import app
 
     bad = tmp_path / "bad.csv"
     bad.write_text(csv_text(BAD_ROWS))
@@ -286,7 +287,7 @@ def test_cli_run_on_a_bad_file_in_a_terminal_shows_one_line(prefect_test_harness
 
 def test_cli_run_with_output_taken_by_a_file_exits_1_with_one_line(prefect_test_harness, synthetic, tmp_path, capfd):
     """--output naming a regular file: a one-line error, not a FileExistsError traceback."""
-    from recsys.cli import app
+    from recsys.cli.app import app
 
     data = tmp_path / "interactions.csv"
     data.write_text(csv_text(synthetic.rows))
@@ -301,7 +302,7 @@ def test_cli_run_with_output_taken_by_a_file_exits_1_with_one_line(prefect_test_
 
 
 def test_cli_run_publishes_and_prints_a_summary(prefect_test_harness, synthetic, tmp_path):
-    from recsys.cli import app
+    from recsys.cli.app import app
 
     data = tmp_path / "interactions.csv"
     data.write_text(csv_text(synthetic.rows))

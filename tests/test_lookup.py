@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from recsys.cli import app
+from recsys.cli.app import app
 from recsys.errors import StoreError
-from recsys.lookup import lookup
+from recsys.store.lookup import lookup
 from recsys.settings import resolve_db_url
-from recsys.store import Store
+from recsys.store.publish import Store
 
 GENERATED = datetime(2024, 3, 1, 2, 0, tzinfo=timezone.utc)
 INJECTION = "x' OR '1'='1"
@@ -195,7 +195,7 @@ def test_cli_lookup_missing_store_exits_1_with_one_line(tmp_path):
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("entry", ["recsys.launcher", "recsys.cli"], ids=["recsys-command", "typer-app"])
+@pytest.mark.parametrize("entry", ["recsys.cli.launcher", "recsys.cli.app"], ids=["recsys-command", "typer-app"])
 def test_lookup_command_imports_no_heavy_modules(output, entry):
     code = (
         "import sys, json\n"
@@ -227,7 +227,7 @@ def test_lookup_command_imports_no_heavy_modules(output, entry):
 def _launch(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RECSYS_DB_URL"}
     return subprocess.run(
-        [sys.executable, "-c", "from recsys.launcher import main; main()", *args],
+        [sys.executable, "-c", "from recsys.cli.launcher import main; main()", *args],
         capture_output=True, text=True, env=env, timeout=120,
     )
 

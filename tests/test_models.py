@@ -6,47 +6,49 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import model as two_stage
+from conftest import interactions_of
+from recsys.data.splits import temporal_holdout
 from recsys.errors import DataError
-from recsys.retrieval import candidates_for
-from recsys.settings import ModelSettings, Settings
+from recsys.models.context import pair_features
+from recsys.models.retrieval import candidates_for
+from recsys.models.two_stage import TwoStage, untrainable
+from recsys.settings import ModelSettings, RunOptions
+from recsys.store.publish import list_tables
 
-FAST = Settings(model=ModelSettings(retrieval_epochs=2, ranking_epochs=2))
+FAST = RunOptions(epochs=2, ranking_epochs=2)
 
 
-def train(frame: pd.DataFrame, settings: Settings = FAST):
-    prepared = two_stage.prepare(frame)
-    retrieval = two_stage.train_retrieval(prepared, settings)
-    ranking = two_stage.train_ranking_stage(prepared, retrieval, settings)
-    retrieval = two_stage.refresh_retrieval(retrieval, prepared, settings)
-    lists = two_stage.score_all(prepared.data, retrieval, ranking, settings)
-    return prepared, retrieval, ranking, lists
+def train(frame: pd.DataFrame, options: RunOptions = FAST, settings: ModelSettings | None = None):
+    """The two-stage model fitted on ``frame`` and every customer's top-12."""
+    data = interactions_of(frame)
+    model = TwoStage(options, settings).fit(data)
+    return model, model.recommend(np.arange(data.n_users), 12)
 
 
 @pytest.fixture(scope="module")
 def trained(synthetic):
-    prepared, retrieval, ranking, lists = train(synthetic.frame.copy())
-    return dict(prepared=prepared, retrieval=retrieval, ranking=ranking, lists=lists)
+    model, lists = train(synthetic.frame.copy())
+    return dict(model=model, data=model.interactions, retrieval=model.retrieval, ranking=model.ranking, lists=lists)
 
 
 def consumed_by(frame: pd.DataFrame) -> dict[str, set[str]]:
     return {user: set(items) for user, items in frame.groupby("user_id")["item"]}
 
 
-def test_prepare_encodes_and_splits(trained, synthetic):
-    prepared = trained["prepared"]
-    data = prepared.data
+def test_the_ranking_split_holds_out_every_customers_latest_items(trained, synthetic):
+    data = trained["data"]
     assert data.n_users == 120 and data.n_items == 40
     assert list(data.users) == sorted(synthetic.frame["user_id"].unique())
     assert list(data.items) == sorted(synthetic.frame["item"].unique())
     assert len(data.user) == len(synthetic.frame)  # duplicates kept as rows
     # Every user has >= 2 distinct items, so every user has a held-out target, all in the future
     # of the early interactions.
-    assert len(prepared.target_rows) == 120
-    assert prepared.targets.shape == (120, 40)
-    assert len(prepared.early.user) < len(data.user)
-    early_pairs = set(zip(prepared.early.user.tolist(), prepared.early.item.tolist()))
-    targets = prepared.targets.tocoo()
+    split = temporal_holdout(data)
+    assert len(split.users) == 120
+    assert split.relevant.shape == (120, 40)
+    assert len(split.train) < len(data)
+    early_pairs = set(zip(split.train.user.tolist(), split.train.item.tolist()))
+    targets = split.relevant.tocoo()
     assert early_pairs.isdisjoint(zip(targets.row.tolist(), targets.col.tolist()))
 
 
@@ -57,7 +59,7 @@ def test_pipeline_trains_both_stages(trained):
 
 
 def test_every_user_gets_top_k_distinct_unseen_items(trained, synthetic):
-    data, lists = trained["prepared"].data, trained["lists"]
+    data, lists = trained["data"], trained["lists"]
     assert lists.items.shape == (120, 12) and lists.scores.shape == (120, 12)
     assert (lists.items >= 0).all()
     assert np.isfinite(lists.scores).all()
@@ -71,9 +73,8 @@ def test_every_user_gets_top_k_distinct_unseen_items(trained, synthetic):
 
 
 def test_include_seen_allows_consumed_items(trained, synthetic):
-    data = trained["prepared"].data
-    settings = FAST.with_(include_seen=True)
-    lists = two_stage.score_all(data, trained["retrieval"], trained["ranking"], settings)
+    data = trained["data"]
+    lists = trained["model"].recommend(np.arange(data.n_users), 12, exclude_seen=False)
     consumed = consumed_by(synthetic.frame)
     hits = 0
     for row, user in enumerate(data.users):
@@ -85,23 +86,21 @@ def test_include_seen_allows_consumed_items(trained, synthetic):
 
 def test_lists_shorter_than_top_k_are_padded_never_filled_with_seen(trained, synthetic):
     """top_k 38 of 40 items: each user (>= 4 items consumed) gets only the items they did not have."""
-    data = trained["prepared"].data
-    settings = FAST.with_(top_k=38)
-    lists = two_stage.score_all(data, trained["retrieval"], trained["ranking"], settings)
+    data = trained["data"]
+    lists = trained["model"].recommend(np.arange(data.n_users), 38)
     consumed = consumed_by(synthetic.frame)
     for row, user in enumerate(data.users):
         valid = lists.items[row] >= 0
         assert valid.sum() == 40 - len(consumed[user])
         assert valid[: valid.sum()].all(), "padding only at the end"
         assert not set(data.items[lists.items[row][valid]]) & consumed[user]
-    tables = list(two_stage.list_tables(data, lists, chunk_users=50))
+    tables = list(list_tables(data.users, data.items, lists, chunk_users=50))
     assert len(tables) == 3  # 120 users in chunks of 50
     assert sum(t.num_rows for t in tables) == int((lists.items >= 0).sum())
 
 
 def test_retrieval_candidates_shape_and_exclusion(trained):
-    prepared, retrieval = trained["prepared"], trained["retrieval"]
-    data = prepared.data
+    data, retrieval = trained["data"], trained["retrieval"]
     users, items = retrieval.vectors(data)
     assert users.shape == (120, 32) and items.shape == (40, 32)
     seen = data.seen()
@@ -127,49 +126,55 @@ def test_retrieval_candidates_shape_and_exclusion(trained):
     assert (unfiltered.items >= 0).all()
 
 
-def test_list_and_popular_tables(trained):
-    data, lists = trained["prepared"].data, trained["lists"]
-    (table,) = list(two_stage.list_tables(data, lists))
+def test_list_tables_name_every_customer_and_item(trained):
+    data, lists = trained["data"], trained["lists"]
+    (table,) = list(list_tables(data.users, data.items, lists))
     assert table.column_names == ["user_id", "rank", "item", "score"]
     assert table.num_rows == 120 * 12
     frame = table.to_pandas()
     assert set(frame["user_id"]) == set(data.users)
     assert (frame.groupby("user_id")["rank"].apply(list) == [list(range(1, 13))] * 120).all()
-    popular = two_stage.popular_table(data, FAST)
-    assert popular.column("rank").to_pylist() == list(range(1, 13))
-    assert len(set(popular.column("item").to_pylist())) == 12
-    scores = popular.column("score").to_pylist()
-    assert scores == sorted(scores, reverse=True)
+    names = data.items[lists.items]
+    assert (frame.sort_values(["user_id", "rank"])["item"].to_numpy() == names[np.argsort(data.users.astype(str))].ravel()).all()
 
 
 def test_same_seed_gives_identical_lists(trained, synthetic):
-    _, _, _, again = train(synthetic.frame.copy())
+    _, again = train(synthetic.frame.copy())
     np.testing.assert_array_equal(again.items, trained["lists"].items)
     np.testing.assert_allclose(again.scores, trained["lists"].scores, rtol=1e-6)
 
 
-def test_two_stage_recommend_with_unknown_user(synthetic):
-    model = two_stage.TwoStage(FAST).fit(synthetic.frame.copy())
-    users = np.array(["1", "no-such-customer", "2"], dtype=object)
-    items, scores = model.recommend(users, 12)
-    assert items.shape == (3, 12) and scores.shape == (3, 12)
-    data = model.prepared.data
-    popular, popular_scores = two_stage.cold_start(data, model.settings.with_(top_k=12))
-    assert items[1].tolist() == data.items[popular].tolist()
-    np.testing.assert_allclose(scores[1], popular_scores)
-    consumed = consumed_by(synthetic.frame)
-    for row, user in ((0, "1"), (2, "2")):
-        assert None not in items[row].tolist()
-        assert len(set(items[row])) == 12
-        assert not set(items[row]) & consumed[user]
-    assert "fit" in model.timings
+def test_two_stage_scores_given_candidates_as_its_own_lists_rank_them(trained):
+    """score(users, items) is the ranking stage's score: given the retrieval candidates, its best 12
+    are the published list, with the same scores."""
+    model, lists, data = trained["model"], trained["lists"], trained["data"]
+    scorer = model.scorer()
+    users = np.arange(data.n_users)
+    candidates = candidates_for(scorer.users, scorer.items, users, FAST.candidates, scorer.context.seen)
+    scores = model.score(users, candidates.items)
+    assert scores.shape == candidates.items.shape
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :12]
+    np.testing.assert_array_equal(np.take_along_axis(candidates.items, order, axis=1), lists.items)
+    np.testing.assert_allclose(np.take_along_axis(scores, order, axis=1), lists.scores, rtol=1e-5, atol=1e-5)
+    padded = model.score(users[:3], np.where(np.arange(12) < 6, lists.items[:3], -1))
+    assert np.isneginf(padded[:, 6:]).all() and np.isfinite(padded[:, :6]).all()
+
+
+def test_items_a_fitted_part_never_mentions_are_never_recommended(synthetic):
+    """Fitted on an evaluation's training rows, the model knows nothing of items only the rest holds."""
+    data = interactions_of(synthetic.frame.copy())
+    dropped = data.item_codes(["Bono restaurante 0", "Curso deporte 1"])
+    part = data.take(~np.isin(data.item, dropped))
+    model = TwoStage(FAST).fit(part)
+    lists = model.recommend(np.arange(data.n_users), 12)
+    assert not np.isin(lists.items, dropped).any()
+    assert (lists.items >= 0).all()
 
 
 def test_planted_taste_groups_are_learned(synthetic):
     """Group-A customers mostly get group-A items (90% of their picks come from their group)."""
-    settings = Settings(model=ModelSettings(retrieval_epochs=10, ranking_epochs=10))
-    prepared, _, _, lists = train(synthetic.frame.copy(), settings)
-    data = prepared.data
+    model, lists = train(synthetic.frame.copy(), RunOptions(epochs=10, ranking_epochs=10))
+    data = model.interactions
     user_group = np.array([synthetic.user_group[u] for u in data.users])
     item_group = np.array([synthetic.item_group[i] for i in data.items])
     picked = item_group[lists.items]
@@ -182,32 +187,32 @@ def test_planted_taste_groups_are_learned(synthetic):
 
 
 def test_one_customer_is_too_little_data(synthetic):
-    frame = synthetic.frame[synthetic.frame["user_id"] == "1"]
-    assert two_stage.untrainable(two_stage.prepare(frame).data).startswith("too little data to train on (1 customers")
+    data = interactions_of(synthetic.frame[synthetic.frame["user_id"] == "1"])
+    assert untrainable(data).startswith("too little data to train on (1 customers")
     with pytest.raises(DataError, match=r"too little data.*1 customers.*at least 2"):
-        two_stage.TwoStage().fit(frame)
+        TwoStage().fit(data)
 
 
 def test_one_item_is_too_little_data(synthetic):
     frame = synthetic.frame[synthetic.frame["item"] == "Bono restaurante 0"]
     assert frame["user_id"].nunique() > 1
-    assert "1 items" in two_stage.untrainable(two_stage.prepare(frame).data)
+    data = interactions_of(frame)
+    assert "1 items" in untrainable(data)
     with pytest.raises(DataError, match=r"too little data.*1 items.*at least 2"):
-        two_stage.TwoStage().fit(frame)
+        TwoStage().fit(data)
 
 
 @pytest.mark.parametrize("ids", [False, True])
 def test_numpy_ranker_scores_like_the_keras_models(synthetic, trained, ids):
     """Scoring (in-process or on Dask workers) uses the ranker's NumPy weights: same scores as Keras."""
-    prepared, retrieval = trained["prepared"], trained["retrieval"]
-    ranking = trained["ranking"]
+    model = trained["model"]
     if ids:
-        settings = FAST.with_(model=ModelSettings(retrieval_epochs=2, ranking_epochs=2, ranking_ids=True))
-        ranking = two_stage.train_ranking_stage(prepared, retrieval, settings)
-    scorer = two_stage.scorer_for(prepared.data, retrieval, ranking, FAST)
-    rows = np.arange(prepared.data.n_users)
+        model = TwoStage(FAST, ModelSettings(ranking_ids=True)).fit(trained["data"])
+        assert "user_embedding" in model.scorer().ranker.members[0]
+    ranking, scorer = model.ranking, model.scorer()
+    rows = np.arange(trained["data"].n_users)
     candidates = candidates_for(scorer.users, scorer.items, rows, 30, scorer.context.seen)
-    features = two_stage.pair_features(scorer.context, candidates, rows)
+    features = pair_features(scorer.context, candidates, rows)
     inputs = {
         "user": rows.astype(np.int32),
         "items": np.maximum(candidates.items, 0).astype(np.int32),

@@ -40,7 +40,7 @@ def _server_url() -> str:
         import psycopg
     except ImportError:
         pytest.skip("psycopg is not installed (pip install -e '.[postgres]')")
-    from recsys.lookup import _postgres_params
+    from recsys.store.lookup import _postgres_params
 
     try:
         psycopg.connect(**_postgres_params(url), connect_timeout=5).close()
@@ -59,7 +59,7 @@ def pg_url(server_url):
     """A URL whose default schema is a fresh one, dropped after the test."""
     import psycopg
 
-    from recsys.lookup import _postgres_params
+    from recsys.store.lookup import _postgres_params
 
     schema = f"recsys_test_{secrets.token_hex(4)}"
     with psycopg.connect(**_postgres_params(server_url), autocommit=True) as conn:
@@ -86,7 +86,7 @@ def popular(run: str) -> pa.Table:
 
 
 def make_store(pg_url, tmp_path):
-    from recsys.store import Store
+    from recsys.store.publish import Store
 
     return Store(pg_url, tmp_path / "out")
 
@@ -125,7 +125,7 @@ def test_publish_twice_same_rows_in_sql_and_parquet(pg_url, tmp_path):
     published = publish(store, "run1", T1, users=7, chunks=3)
     assert (published.rows, published.users) == (7 * TOP_K, 7)
     first = normalise(sql(store, "SELECT * FROM recommendations"))
-    assert first == parquet_rows(store.parquet_path)
+    assert first == parquet_rows(store.parquet.path)
     assert len(first) == 7 * TOP_K and {r[4] for r in first} == {"run1"}
     assert {r[5] for r in first} == {T1.replace(tzinfo=None)}
     assert sql(store, "SELECT rank, item, score, run_id FROM popular_items ORDER BY rank")[0] == (1, "run1 popular 0", 12.0, "run1")
@@ -133,10 +133,10 @@ def test_publish_twice_same_rows_in_sql_and_parquet(pg_url, tmp_path):
     # Again: the staging tables are created anew with the same names (no clash of key names).
     publish(store, "run2", T2, users=4, offset=1.0)
     current = normalise(sql(store, "SELECT * FROM recommendations"))
-    assert current == parquet_rows(store.parquet_path)
+    assert current == parquet_rows(store.parquet.path)
     assert {r[0] for r in current} == {"u0", "u1", "u2", "u3"} and {r[4] for r in current} == {"run2"}
     assert normalise(sql(store, "SELECT * FROM recommendations_previous")) == first
-    assert parquet_rows(store.previous_parquet_path) == first
+    assert parquet_rows(store.parquet.previous_path) == first
     publish(store, "run3", T2, users=2)  # the previous tables are dropped and replaced
     assert {r[4] for r in normalise(sql(store, "SELECT * FROM recommendations_previous"))} == {"run2"}
 
@@ -180,7 +180,7 @@ def test_runs_table_records_status_and_current(pg_url, tmp_path):
     store.begin_run("run3", T2 + timedelta(days=1), "in.csv")
     store.finish_run("run3", "failed", message="boom")
     with store.engine.connect() as conn:
-        rows = {r.run_id: r for r in conn.execute(sa.select(store.runs))}
+        rows = {r.run_id: r for r in conn.execute(sa.select(store.runs.table))}
     assert {k: (r.status, r.is_current, r.message) for k, r in rows.items()} == {
         "run1": ("succeeded", False, None),
         "run2": ("succeeded", True, None),
@@ -189,7 +189,7 @@ def test_runs_table_records_status_and_current(pg_url, tmp_path):
     assert json.loads(rows["run2"].metrics) == {"lists": 5}
     assert store.current_run() == "run2"
 
-    from recsys.lookup import recent_runs
+    from recsys.store.lookup import recent_runs
 
     runs = recent_runs(pg_url)
     assert [r["run_id"] for r in runs] == ["run3", "run2", "run1"]
@@ -204,7 +204,7 @@ def test_rollback_swaps_tables_and_parquet_back(pg_url, tmp_path):
     publish(store, "run2", T2, users=6)
     assert store.rollback() == ("run2", "run1")
     assert {r[4] for r in normalise(sql(store, "SELECT * FROM recommendations"))} == {"run1"}
-    assert normalise(sql(store, "SELECT * FROM recommendations")) == parquet_rows(store.parquet_path)
+    assert normalise(sql(store, "SELECT * FROM recommendations")) == parquet_rows(store.parquet.path)
     assert store.current_run() == "run1"
     assert sql(store, "SELECT DISTINCT run_id FROM popular_items") == [("run1",)]
     assert store.rollback() == ("run1", "run2")  # and back
@@ -235,7 +235,7 @@ def test_a_failed_load_leaves_the_published_tables_untouched(pg_url, tmp_path):
 
 def test_readers_during_publishes_see_only_complete_sets(pg_url, tmp_path):
     """Lookups hammer the store from threads while runs publish and roll back: every answer is whole."""
-    from recsys.lookup import lookup
+    from recsys.store.lookup import lookup
 
     store = make_store(pg_url, tmp_path)
     publish(store, "run0", T1, users=50)
@@ -273,8 +273,8 @@ def test_a_reader_blocked_by_the_swap_gets_the_new_complete_list(pg_url, tmp_pat
     """A lookup started while the swap transaction is open waits for it, then reads the new run whole."""
     import sqlalchemy as sa
 
-    from recsys.lookup import lookup
-    from recsys.store import Store
+    from recsys.store.lookup import lookup
+    from recsys.store.publish import Store
 
     store = make_store(pg_url, tmp_path)
     publish(store, "run1", T1)
@@ -343,7 +343,7 @@ def test_cli_lookup_without_a_store_is_one_line(pg_url):
 
 
 def test_lookup_is_quick(pg_url, tmp_path):
-    from recsys.lookup import lookup
+    from recsys.store.lookup import lookup
 
     store = make_store(pg_url, tmp_path)
     publish(store, "run1", T1, users=200)
@@ -356,9 +356,9 @@ def test_lookup_is_quick(pg_url, tmp_path):
 
 @pytest.mark.slow
 def test_the_flow_publishes_to_postgres(pg_url, prefect_test_harness, synthetic, tmp_path):
-    from recsys.lookup import lookup
+    from recsys.store.lookup import lookup
 
-    summary, _, output = run_flow(synthetic, tmp_path, db_url=pg_url, retrieval_epochs=2, ranking_epochs=2, evaluate=False)
+    summary, _, output = run_flow(synthetic, tmp_path, db_url=pg_url, epochs=2, ranking_epochs=2, evaluate=False)
     assert summary["db_url"].startswith("postgresql+psycopg://") and "recsys:recsys@" not in summary["db_url"]
     store = make_store(pg_url, tmp_path)
     rows = normalise(sql(store, "SELECT * FROM recommendations"))

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import csv_text, make_synthetic
-from recsys.evaluate import Gate, markdown_table, metrics_record, quality_gate
+from recsys.evaluation.gate import Gate, quality_gate
+from recsys.evaluation.protocol import markdown_table, metrics_record
 
 try:
     import implicit  # noqa: F401
@@ -132,31 +133,6 @@ def test_metrics_record_round_trips_names_and_values():
     assert record["popularity"]["users"] == 120
 
 
-# --- lists_from_names --------------------------------------------------------------------------------
-
-
-def test_lists_from_names_maps_names_to_codes_and_none_to_minus_one():
-    from recsys.features import to_codes
-    from recsys.model import lists_from_names
-
-    frame = pd.DataFrame({
-        "user_id": ["u1", "u1", "u2"],
-        "item": ["b", "a", "c"],
-        "timestamp": pd.to_datetime(["2022-01-01", "2022-01-02", "2022-01-03"]).astype("datetime64[ns]"),
-        "rating": np.array([5, 5, 5], dtype=np.int8),
-    })
-    data = to_codes(frame)
-    assert list(data.items) == ["a", "b", "c"]
-    names = np.array([["c", "a", None], [None, None, None], ["b", "c", "a"]], dtype=object)
-    scores = np.array([[3.0, 2.0, 1.0], [9.0, 8.0, 7.0], [0.5, 0.25, 0.125]])
-    lists = lists_from_names(data, names, scores)
-    np.testing.assert_array_equal(lists.items, [[2, 0, -1], [-1, -1, -1], [1, 2, 0]])
-    assert lists.items.dtype == np.int64
-    np.testing.assert_array_equal(
-        lists.scores, [[3.0, 2.0, -np.inf], [-np.inf, -np.inf, -np.inf], [0.5, 0.25, 0.125]]
-    )
-
-
 # --- the flow with evaluation on, then a forced degraded run, in one store ---------------------------
 
 
@@ -177,21 +153,22 @@ def quality_artifacts() -> list:
 def two_runs(prefect_test_harness, synthetic, tmp_path_factory):
     """Run A: the flow with evaluation on (2 epochs). Run B: `recsys run` with the gate forced to
     fail (publish popularity), into the same store. Returns a dict of what each left behind."""
-    import recsys.console
-    import recsys.evaluate
+    import recsys.cli.console
+    import recsys.evaluation.gate
     from flows.nightly import nightly
-    from recsys.cli import app
+    from recsys.cli.app import app
+    from recsys.settings import RunOptions
 
     folder = tmp_path_factory.mktemp("quality")
     data = folder / "interactions.csv"
     data.write_text(csv_text(synthetic.rows), encoding="utf-8")
     output = folder / "out"
     artifacts_before = {a.id for a in quality_artifacts()}
-    summary_a = nightly(data=str(data), output=str(output), retrieval_epochs=2, ranking_epochs=2)
+    summary_a = nightly(RunOptions(data=data, output=output, epochs=2, ranking_epochs=2))
     artifacts_a = [a for a in quality_artifacts() if a.id not in artifacts_before]
 
     summaries: list[dict] = []
-    real_print_summary = recsys.console.print_summary
+    real_print_summary = recsys.cli.console.print_summary
 
     def keep_summary(summary: dict) -> None:
         summaries.append(summary)
@@ -199,8 +176,8 @@ def two_runs(prefect_test_harness, synthetic, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("RECSYS_DB_URL", raising=False)
-        patch.setattr(recsys.evaluate, "quality_gate", lambda table: FORCED)
-        patch.setattr(recsys.console, "print_summary", keep_summary)
+        patch.setattr(recsys.evaluation.gate, "quality_gate", lambda table: FORCED)
+        patch.setattr(recsys.cli.console, "print_summary", keep_summary)
         result_b = CliRunner().invoke(app, ["run", "--data", str(data), "--output", str(output), *EPOCHS], env=WIDE)
     assert result_b.exit_code == 0, (result_b.output, result_b.exception)
     assert len(summaries) == 1
@@ -281,16 +258,18 @@ def test_forced_gate_failure_degrades_the_run(two_runs):
 
 @pytest.mark.slow
 def test_degraded_run_publishes_the_popularity_lists(two_runs, synthetic):
-    from recsys.baselines import Popularity
+    from conftest import interactions_of
+    from recsys.models.baselines import Popularity
     from test_flow import check_lists
 
     output = two_runs["output"]
     lists = check_lists(output, synthetic.frame)  # 12 distinct, unconsumed items each; Parquet == SQL
     assert set(lists["run_id"]) == {two_runs["summary_b"]["run_id"]}
-    users = np.array(sorted(set(synthetic.frame["user_id"])), dtype=object)
-    items, scores = Popularity().fit(synthetic.frame).recommend(users, 12, exclude_seen=True)
-    expected = {user: list(row) for user, row in zip(users, items)}
-    expected_scores = {user: list(row) for user, row in zip(users, scores)}
+    data = interactions_of(synthetic.frame)
+    users = data.users
+    recommended = Popularity().fit(data).recommend(np.arange(data.n_users), 12, exclude_seen=True)
+    expected = {user: data.items[row].tolist() for user, row in zip(users, recommended.items)}
+    expected_scores = {user: list(row) for user, row in zip(users, recommended.scores)}
     ordered = lists.sort_values(["user_id", "rank"])
     published = ordered.groupby("user_id")["item"].apply(list).to_dict()
     published_scores = ordered.groupby("user_id")["score"].apply(list).to_dict()
@@ -313,8 +292,8 @@ def test_cli_run_says_quality_gate_when_degraded(two_runs):
 
 @pytest.mark.slow
 def test_cli_runs_lists_both_runs_newest_first(two_runs):
-    from recsys.cli import app
-    from recsys.lookup import recent_runs
+    from recsys.cli.app import app
+    from recsys.store.lookup import recent_runs
     from recsys.settings import resolve_db_url
 
     output = two_runs["output"]
@@ -347,7 +326,7 @@ def test_cli_runs_lists_both_runs_newest_first(two_runs):
 
 
 def test_cli_runs_without_a_store_exits_1_with_one_line(tmp_path):
-    from recsys.cli import app
+    from recsys.cli.app import app
 
     result = CliRunner().invoke(app, ["runs", "--output", str(tmp_path / "nothing")])
     assert result.exit_code == 1
@@ -364,7 +343,7 @@ def test_cli_runs_without_a_store_exits_1_with_one_line(tmp_path):
 
 def test_print_runs_in_80_columns_shows_status_and_current(monkeypatch, capsys):
     """`recsys runs` piped or in a standard terminal: nothing in the table is cut off."""
-    from recsys.console import print_runs
+    from recsys.cli.console import print_runs
 
     monkeypatch.setenv("COLUMNS", "80")
     validation = {"two_stage": {"ndcg": 0.152401}, "popularity": {"ndcg": 0.334161}}
@@ -390,15 +369,15 @@ def test_print_runs_in_80_columns_shows_status_and_current(monkeypatch, capsys):
 
 def test_print_evaluation_in_80_columns_shows_every_recommender_name(monkeypatch, capsys):
     """`recsys evaluate` piped or in a standard terminal: the recommender names stay legible."""
-    from recsys.console import print_evaluation
-    from recsys.evaluate import EvaluationReport
+    from recsys.cli.console import print_evaluation
+    from recsys.evaluation.protocol import EvaluationReport
 
     monkeypatch.setenv("COLUMNS", "80")
     cold = table(popularity=0.1)
     cold["recommender"] = ["cold_start_list (recent_popularity_90d)"]
     report = EvaluationReport(
         split="test", holdout=table(**{name: 0.1 for name in RECOMMENDERS}), cold_start=cold,
-        cold_start_cut=pd.Timestamp("2022-09-26"),
+        cold_start_cut=int(pd.Timestamp("2022-09-26").timestamp()),
     )
     print_evaluation(report)
     out = capsys.readouterr().out
@@ -420,7 +399,7 @@ def small_csv(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("split", ["test", "validation"])
 def test_cli_evaluate_prints_every_recommender_and_cold_start(small_csv, split):
-    from recsys.cli import app
+    from recsys.cli.app import app
 
     result = CliRunner().invoke(app, ["evaluate", "--data", str(small_csv), "--split", split], env=WIDE)
     assert result.exit_code == 0, (result.output, result.exception)
@@ -443,7 +422,7 @@ def test_cli_evaluate_prints_every_recommender_and_cold_start(small_csv, split):
 
 
 def test_cli_evaluate_rejects_an_unknown_split_with_one_line(small_csv):
-    from recsys.cli import app
+    from recsys.cli.app import app
 
     result = CliRunner().invoke(app, ["evaluate", "--data", str(small_csv), "--split", "nonsense"])
     assert result.exit_code == 1
@@ -453,7 +432,7 @@ def test_cli_evaluate_rejects_an_unknown_split_with_one_line(small_csv):
 
 
 def test_cli_evaluate_on_a_missing_file_exits_1_with_one_line(tmp_path):
-    from recsys.cli import app
+    from recsys.cli.app import app
 
     missing = tmp_path / "missing.csv"
     result = CliRunner().invoke(app, ["evaluate", "--data", str(missing)])

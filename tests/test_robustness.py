@@ -34,14 +34,14 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import HEADER, csv_text, list_table, popular_list, run_flow
-from recsys.cli import app
+from recsys.cli.app import app
 from recsys.errors import StoreError
-from recsys.settings import resolve_db_url
+from recsys.settings import RunOptions, resolve_db_url
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_K = 12
 RUN_ARGS = ["--no-evaluate", "--epochs", "1", "--ranking-epochs", "1"]
-FLOW_ARGS = dict(retrieval_epochs=1, ranking_epochs=1, evaluate=False)
+FLOW_ARGS = dict(epochs=1, ranking_epochs=1, evaluate=False)
 STAGED = ".recommendations.*.parquet.tmp"
 T1 = datetime(2024, 3, 1, 2, 0, tzinfo=UTC)
 
@@ -227,9 +227,10 @@ KILL_TRIALS = 20
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_or_corrupts_the_lists(prefect_test_harness, tmp_path):
-    from recsys.lookup import lookup
-    from recsys.store import Store, parquet_run_id
-    from recsys.synthetic import generate_export, write_export
+    from recsys.store.lookup import lookup
+    from recsys.store.parquet import parquet_run_id
+    from recsys.store.publish import Store
+    from recsys.synthetic.generate import generate_export, write_export
 
     frame = generate_export(customers=3000, items=120, seed=1)
     data = write_export(frame, tmp_path / "export.csv")
@@ -374,7 +375,7 @@ def hand_publish(store, run: str, users: int = 5) -> None:
 @pytest.fixture
 def two_runs(tmp_path):
     """A store with run1 then run2 published (run2 current, run1 kept as previous)."""
-    from recsys.store import Store
+    from recsys.store.publish import Store
 
     output = tmp_path / "out"
     store = Store(resolve_db_url(output), output)
@@ -384,18 +385,19 @@ def two_runs(tmp_path):
 
 
 def test_parquet_rename_failing_after_the_sql_swap_is_repaired_by_reconcile(tmp_path, monkeypatch):
-    import recsys.store
-    from recsys.store import Store, parquet_run_id
+    import recsys.store.parquet
+    from recsys.store.parquet import parquet_run_id
+    from recsys.store.publish import Store
 
     output = tmp_path / "out"
     store = Store(resolve_db_url(output), output)
     hand_publish(store, "run1")
-    run1_parquet = store.parquet_path.read_bytes()
+    run1_parquet = store.parquet.path.read_bytes()
 
     def crash(*_args, **_kwargs):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(recsys.store, "_replace_keeping_previous", crash)
+    monkeypatch.setattr(recsys.store.parquet, "replace_keeping_previous", crash)
     store.begin_run("run2", T1, "in.csv")
     # Published all the same (the SQL swap committed); the pending rename is reported, not raised.
     published = store.publish("run2", T1, iter([hand_lists("run2", users=7)]), hand_popular("run2"))
@@ -406,13 +408,13 @@ def test_parquet_rename_failing_after_the_sql_swap_is_repaired_by_reconcile(tmp_
     run_id, _ = check_sql(output)
     assert run_id == "run2"
     assert runs_rows(output / "recsys.db")["run2"]["status"] == "succeeded"
-    assert store.parquet_path.read_bytes() == run1_parquet
+    assert store.parquet.path.read_bytes() == run1_parquet
     assert (output / ".recommendations.run2.parquet.tmp").exists()
 
     # What the next run does first: the staged file goes into place, run1's becomes the previous one.
     assert "run2" in Store(resolve_db_url(output), output).reconcile()
     assert check_store(output) == "run2"
-    assert parquet_run_id(store.previous_parquet_path) == "run1"
+    assert parquet_run_id(store.parquet.previous_path) == "run1"
     assert not list(output.glob(STAGED))
     assert Store(resolve_db_url(output), output).reconcile() is None  # idempotent
 
@@ -420,7 +422,7 @@ def test_parquet_rename_failing_after_the_sql_swap_is_repaired_by_reconcile(tmp_
 @pytest.mark.slow
 def test_flow_whose_parquet_rename_fails_keeps_runs_consistent_and_next_run_repairs(published, tmp_path, monkeypatch):
     """Through the flow: the run whose lists are current must not be recorded as failed."""
-    import recsys.store
+    import recsys.store.parquet
     from flows.nightly import nightly
 
     data, _, previous_run = published
@@ -429,16 +431,16 @@ def test_flow_whose_parquet_rename_fails_keeps_runs_consistent_and_next_run_repa
     def crash(*_args, **_kwargs):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(recsys.store, "_replace_keeping_previous", crash)
+    monkeypatch.setattr(recsys.store.parquet, "replace_keeping_previous", crash)
     # The lists are published once the SQL swap commits; the rename is left to the next run.
-    crashed = nightly(data=str(data), output=str(output), **FLOW_ARGS)
+    crashed = nightly(RunOptions(data=data, output=output, **FLOW_ARGS))
     monkeypatch.undo()
     sql_run, _ = check_sql(output)
     assert sql_run == crashed["run_id"]
     assert sql_run != previous_run  # the swap committed: SQL holds the new run
     after_crash = runs_rows(output / "recsys.db")[sql_run]
 
-    summary = nightly(data=str(data), output=str(output), **FLOW_ARGS)
+    summary = nightly(RunOptions(data=data, output=output, **FLOW_ARGS))
     assert summary["repaired"] and sql_run in summary["repaired"]
     assert check_store(output) == summary["run_id"]
     assert pq.read_schema(output / "recommendations.previous.parquet").metadata[b"run_id"].decode() == sql_run
@@ -452,7 +454,7 @@ def test_flow_whose_parquet_rename_fails_keeps_runs_consistent_and_next_run_repa
 
 
 class _FailingReplace:
-    """Stands in for the ``os`` module in recsys.store: the n-th os.replace raises (a crash there)."""
+    """Stands in for the ``os`` module in recsys.store.parquet: the n-th os.replace raises (a crash there)."""
 
     def __init__(self, fail_at: int):
         self.fail_at = fail_at
@@ -469,9 +471,9 @@ class _FailingReplace:
 
 
 def interrupted_rollback(store, monkeypatch, fail_at: int) -> None:
-    import recsys.store
+    import recsys.store.parquet
 
-    monkeypatch.setattr(recsys.store, "os", _FailingReplace(fail_at))
+    monkeypatch.setattr(recsys.store.parquet, "os", _FailingReplace(fail_at))
     with pytest.raises((OSError, StoreError)):
         store.rollback()
     monkeypatch.undo()
@@ -479,7 +481,8 @@ def interrupted_rollback(store, monkeypatch, fail_at: int) -> None:
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3], ids=["1st-rename", "2nd-rename", "3rd-rename"])
 def test_rollback_interrupted_in_its_file_swap_is_repaired_by_reconcile(two_runs, monkeypatch, fail_at):
-    from recsys.store import Store, parquet_run_id
+    from recsys.store.parquet import parquet_run_id
+    from recsys.store.publish import Store
 
     store = two_runs
     output = store.output
@@ -489,13 +492,13 @@ def test_rollback_interrupted_in_its_file_swap_is_repaired_by_reconcile(two_runs
 
     Store(resolve_db_url(output), output).reconcile()
     assert check_store(output) == "run1"
-    assert parquet_run_id(store.previous_parquet_path) == "run2", "run2's Parquet file is no longer the previous one"
+    assert parquet_run_id(store.parquet.previous_path) == "run2", "run2's Parquet file is no longer the previous one"
     assert not (output / ".recommendations.swap.parquet.tmp").exists()
 
     # Rolling back again returns to run2, in SQL and in Parquet.
     Store(resolve_db_url(output), output).rollback()
     assert check_store(output) == "run2"
-    assert parquet_run_id(store.previous_parquet_path) == "run1"
+    assert parquet_run_id(store.parquet.previous_path) == "run1"
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3], ids=["1st-rename", "2nd-rename", "3rd-rename"])
@@ -510,9 +513,9 @@ def test_recsys_rollback_after_an_interrupted_rollback_leaves_sql_and_parquet_ag
 
 
 def test_recsys_rollback_with_a_failing_file_swap_is_one_line(two_runs, monkeypatch, capfd):
-    import recsys.store
+    import recsys.store.parquet
 
-    monkeypatch.setattr(recsys.store, "os", _FailingReplace(1))
+    monkeypatch.setattr(recsys.store.parquet, "os", _FailingReplace(1))
     result = CliRunner().invoke(app, ["rollback", "--output", str(two_runs.output)])
     captured = capfd.readouterr()
     assert result.exit_code == 1, result.output
@@ -525,7 +528,7 @@ def test_an_error_inside_the_table_swap_leaves_the_previous_lists_whole(two_runs
     """The swap is one transaction: if it fails half-way, nothing of it is visible."""
     import sqlalchemy as sa
 
-    from recsys.store import Store
+    from recsys.store.publish import Store
 
     output = two_runs.output
     store = Store(resolve_db_url(output), output)
@@ -556,8 +559,8 @@ def test_a_reader_at_every_step_of_the_swap_sees_a_whole_list(two_runs, monkeypa
     """Deterministic overlap: a lookup after each statement of the swap transaction."""
     import sqlalchemy as sa
 
-    from recsys.lookup import lookup
-    from recsys.store import Store
+    from recsys.store.lookup import lookup
+    from recsys.store.publish import Store
 
     output = two_runs.output
     store = Store(resolve_db_url(output), output)
@@ -604,7 +607,7 @@ from pathlib import Path
 import pyarrow as pa
 import sqlalchemy as sa
 from recsys.settings import resolve_db_url
-from recsys.store import Store
+from recsys.store.publish import Store
 
 output, users, runs, hold = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(","), float(sys.argv[4])
 store = Store(resolve_db_url(output), output)
@@ -650,7 +653,7 @@ def expected_items(run_id: str, user: str) -> list[str]:
 
 @pytest.mark.slow
 def test_lookups_while_a_run_publishes_always_get_a_whole_list(tmp_path):
-    from recsys.lookup import lookup
+    from recsys.store.lookup import lookup
 
     users = 4_000
     script = tmp_path / "publisher.py"
@@ -742,14 +745,14 @@ def test_lookups_while_a_run_publishes_always_get_a_whole_list(tmp_path):
 # ==================================================================================================
 
 HOLDER = (
-    "import sys, time\nfrom pathlib import Path\nfrom recsys.lock import run_lock\n"
+    "import sys, time\nfrom pathlib import Path\nfrom recsys.store.lock import run_lock\n"
     "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(600)\n"
 )
 
 
 @pytest.mark.slow
 def test_a_second_run_on_a_locked_output_exits_1_and_changes_nothing(published, store_copy, capfd):
-    from recsys.lock import run_lock
+    from recsys.store.lock import run_lock
 
     data, _, _ = published
     output = store_copy
@@ -799,7 +802,7 @@ def test_recsys_rollback_swaps_between_the_last_two_runs(published, store_copy, 
     # Run B: ten customers fewer, another seed, so its lists differ.
     data_b = tmp_path / "b.csv"
     data_b.write_text(csv_text([r for r in synthetic.rows if int(r[0]) > 10]))
-    run_b = nightly(data=str(data_b), output=str(output), seed=7, **FLOW_ARGS)["run_id"]
+    run_b = nightly(RunOptions(data=data_b, output=output, seed=7, **FLOW_ARGS))["run_id"]
     lists_b = sql_lists(db)
     assert lists_b != lists_a and check_store(output) == run_b
 
@@ -940,7 +943,7 @@ def test_unreadable_file_exits_1_with_one_line(published, store_copy, synthetic,
     """As root chmod 000 does not stop reads (and /root is closed to `nobody`), so open() is made to refuse."""
     import builtins
 
-    import recsys.data
+    import recsys.data.export
 
     data = tmp_path / "locked.csv"
     data.write_text(csv_text(synthetic.rows))
@@ -951,7 +954,7 @@ def test_unreadable_file_exits_1_with_one_line(published, store_copy, synthetic,
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(recsys.data, "open", refusing_open, raising=False)
+    monkeypatch.setattr(recsys.data.export, "open", refusing_open, raising=False)
     before = fingerprint(store_copy)
     result, everything = invoke_run(data, store_copy, capfd)
     assert result.exit_code == 1, everything[-2000:]
@@ -985,8 +988,8 @@ def test_unwritable_output_exits_1_with_one_line_in_a_terminal(prefect_test_harn
 @pytest.mark.slow
 @pytest.mark.parametrize("failing", ["Store._insert (2nd call)", "ParquetWriter.write_table"])
 def test_disk_full_while_publishing_keeps_the_previous_store(published, store_copy, tmp_path, capfd, monkeypatch, failing):
-    import recsys.store
-    from recsys.store import Store
+    import recsys.store.parquet
+    from recsys.store.publish import Store
 
     data, _, previous_run = published
     output = store_copy
@@ -1006,7 +1009,7 @@ def test_disk_full_while_publishing_keeps_the_previous_store(published, store_co
     if failing.startswith("Store._insert"):
         monkeypatch.setattr(Store, "_insert", full(Store._insert, 2))
     else:
-        monkeypatch.setattr(recsys.store.pq.ParquetWriter, "write_table", full(recsys.store.pq.ParquetWriter.write_table, 1))
+        monkeypatch.setattr(recsys.store.parquet.pq.ParquetWriter, "write_table", full(recsys.store.parquet.pq.ParquetWriter.write_table, 1))
     result, everything = invoke_run(data, output, capfd)
     monkeypatch.undo()
     assert calls, "the simulated failure was never reached"

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from recsys.errors import StoreError
-from recsys.store import Store
+from recsys.store.publish import Store
 
 T1 = datetime(2024, 3, 1, 2, 0, 5, 123456, tzinfo=timezone.utc)
 T2 = T1 + timedelta(days=1)
@@ -84,9 +84,9 @@ def publish_first(store: Store):
 def test_publish_writes_the_same_rows_to_sql_and_parquet(store):
     published = publish_first(store)
     assert published.rows == 9 and published.users == 3
-    assert published.parquet == store.parquet_path and published.parquet.is_file()
+    assert published.parquet == store.parquet.path and published.parquet.is_file()
     sql = normalise(sql_rows(store))
-    parquet = normalise(parquet_rows(store.parquet_path))
+    parquet = normalise(parquet_rows(store.parquet.path))
     assert sql == parquet
     assert len(sql) == 9
     assert {r[4] for r in sql} == {"run1"}
@@ -100,7 +100,7 @@ def test_publish_writes_the_same_rows_to_sql_and_parquet(store):
 
 def test_parquet_schema(store):
     publish_first(store)
-    schema = pq.read_schema(store.parquet_path)
+    schema = pq.read_schema(store.parquet.path)
     assert schema.names == ["user_id", "rank", "item", "score", "run_id", "generated_at"]
     assert pa.types.is_string(schema.field("user_id").type)
     assert pa.types.is_integer(schema.field("rank").type)
@@ -109,7 +109,7 @@ def test_parquet_schema(store):
     assert pa.types.is_string(schema.field("run_id").type)
     generated = schema.field("generated_at").type
     assert pa.types.is_timestamp(generated) and generated.tz == "UTC"
-    values = pq.read_table(store.parquet_path).column("generated_at").to_pylist()
+    values = pq.read_table(store.parquet.path).column("generated_at").to_pylist()
     assert set(values) == {T1}
 
 
@@ -128,7 +128,7 @@ def test_primary_key_is_user_and_rank(store):
 def test_second_publish_replaces_the_first_and_keeps_it_as_previous(store):
     publish_first(store)
     first_sql = normalise(sql_rows(store))
-    first_parquet = store.parquet_path.read_bytes()
+    first_parquet = store.parquet.path.read_bytes()
 
     store.begin_run("run2", T2, "in.csv")
     published = store.publish("run2", T2, iter([lists(SECOND, offset=1.0)]), popular(["d"]))
@@ -139,24 +139,24 @@ def test_second_publish_replaces_the_first_and_keeps_it_as_previous(store):
     assert {r[0] for r in current} == {"u1", "u4"}  # u2 and u3 are gone: replaced as a whole
     assert {r[4] for r in current} == {"run2"}
     assert [r[2] for r in current if r[0] == "u1"] == ["d", "e", "f"]
-    assert current == normalise(parquet_rows(store.parquet_path))
+    assert current == normalise(parquet_rows(store.parquet.path))
     assert sql_rows(store, "popular_items") == [(1, "d", 1.0, "run2")]
 
     assert normalise(sql_rows(store, "recommendations_previous")) == first_sql
     assert sql_rows(store, "popular_items_previous") == [(1, "a", 2.0, "run1"), (2, "b", 1.0, "run1")]
-    assert store.previous_parquet_path.read_bytes() == first_parquet
+    assert store.parquet.previous_path.read_bytes() == first_parquet
 
     # A third publish: previous now holds the second run.
     store.begin_run("run3", T2 + timedelta(days=1), "in.csv")
     store.publish("run3", T2, iter([lists({"u9": ["a"]})]), popular(["a"]))
     assert {r[4] for r in normalise(sql_rows(store, "recommendations_previous"))} == {"run2"}
-    assert normalise(parquet_rows(store.previous_parquet_path)) == current
+    assert normalise(parquet_rows(store.parquet.previous_path)) == current
 
 
 def test_runs_rows_record_status_counts_and_metrics(store):
     publish_first(store)
     with store.engine.connect() as conn:
-        row = conn.execute(sa.select(store.runs)).mappings().one()
+        row = conn.execute(sa.select(store.runs.table)).mappings().one()
     assert row["run_id"] == "run1"
     assert row["status"] == "succeeded"
     assert row["is_current"] is True
@@ -175,7 +175,7 @@ def test_only_the_published_run_is_current(store):
     store.begin_run("run3", T2, "in.csv")
     store.finish_run("run3", "failed", message="boom")
     with store.engine.connect() as conn:
-        rows = {r.run_id: (r.status, r.is_current, r.message) for r in conn.execute(sa.select(store.runs))}
+        rows = {r.run_id: (r.status, r.is_current, r.message) for r in conn.execute(sa.select(store.runs.table))}
     assert rows == {
         "run1": ("succeeded", False, None),
         "run2": ("succeeded", True, None),
@@ -187,7 +187,7 @@ def test_a_run_left_running_becomes_failed_when_the_next_begins(store):
     store.begin_run("run1", T1, "in.csv")  # the process is killed here
     store.begin_run("run2", T2, "in.csv")
     with store.engine.connect() as conn:
-        rows = {r.run_id: r for r in conn.execute(sa.select(store.runs))}
+        rows = {r.run_id: r for r in conn.execute(sa.select(store.runs.table))}
     assert rows["run1"].status == "failed"
     assert "interrupted" in rows["run1"].message
     assert rows["run2"].status == "running"
@@ -201,7 +201,7 @@ def test_a_database_url_elsewhere(tmp_path):
     publish_first(store)
     assert db.is_file()
     assert not (output / "recsys.db").exists()
-    assert store.parquet_path == output / "recommendations.parquet" and store.parquet_path.is_file()
+    assert store.parquet.path == output / "recommendations.parquet" and store.parquet.path.is_file()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM recommendations").fetchone() == (9,)
         assert conn.execute("SELECT status FROM runs").fetchall() == [("succeeded",)]

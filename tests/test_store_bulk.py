@@ -9,10 +9,11 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-import recsys.store
+import recsys.store.bulk
+import recsys.store.tables
 from recsys.errors import StoreError
-from recsys.lookup import lookup
-from recsys.store import Store
+from recsys.store.lookup import lookup
+from recsys.store.publish import Store
 
 T1 = datetime(2024, 3, 1, 2, 0, 5, 123456, tzinfo=timezone.utc)
 T2 = datetime(2024, 3, 2, 2, 0, tzinfo=timezone.utc)  # no microseconds: still 6 digits stored
@@ -73,7 +74,7 @@ def test_publishes_exactly_the_given_rows_with_sqlalchemy_types(store):
 
     # SQLAlchemy reads the bulk-written times back as it reads its own.
     with store.engine.connect() as conn:
-        values = conn.execute(sa.select(recsys.store.recommendations_table(sa.MetaData()).c.generated_at).distinct()).scalars().all()
+        values = conn.execute(sa.select(recsys.store.tables.recommendations_table(sa.MetaData()).c.generated_at).distinct()).scalars().all()
     assert values == [T1.replace(tzinfo=None)]
     assert lookup("user 3", store.db_url).generated_at == "2024-03-01 02:00:05.123456"
 
@@ -91,8 +92,7 @@ def test_generated_at_is_stored_in_utc_with_six_digits(store):
 @pytest.mark.parametrize("bulk_rows", [1, 7, 12, 100_000])
 @pytest.mark.parametrize("sizes", [[360], [1, 0, 100, 11, 248], [12] * 30], ids=["one", "uneven", "per-user"])
 def test_chunk_and_slice_boundaries_do_not_matter(store, monkeypatch, bulk_rows, sizes):
-    monkeypatch.setattr(recsys.store, "BULK_ROWS", bulk_rows)
-    monkeypatch.setattr(recsys.store._slices, "__defaults__", (bulk_rows,))
+    monkeypatch.setattr(recsys.store.bulk, "BULK_ROWS", bulk_rows)
     table = lists(30)
     store.begin_run("run1", T1, "in.csv")
     published = store.publish("run1", T1, chunked(table, sizes), popular())
@@ -111,12 +111,12 @@ def published_state(store: Store) -> dict:
 
 @pytest.mark.parametrize("failure", ["generator", "duplicate-key", "popular"])
 def test_a_failure_in_the_middle_of_a_load_leaves_the_published_tables_untouched(store, monkeypatch, failure):
-    monkeypatch.setattr(recsys.store._slices, "__defaults__", (5,))  # many executemany calls per chunk
+    monkeypatch.setattr(recsys.store.bulk, "BULK_ROWS", 5)  # many executemany calls per chunk
     for run in ("run1", "run2"):
         store.begin_run(run, T1, "in.csv")
         store.publish(run, T1, iter([lists(4, run)]), popular(run))
     before = published_state(store)
-    parquet_before = store.parquet_path.read_bytes()
+    parquet_before = store.parquet.path.read_bytes()
 
     def broken():
         yield lists(3, "run3")
@@ -137,7 +137,7 @@ def test_a_failure_in_the_middle_of_a_load_leaves_the_published_tables_untouched
             store.publish("run3", T2, broken(), popular("run3"))
 
     assert published_state(store) == before
-    assert store.parquet_path.read_bytes() == parquet_before
+    assert store.parquet.path.read_bytes() == parquet_before
     assert store.current_run() == "run2"
     assert not list(store.output.glob(".recommendations.*"))
     # The failed load's rows were rolled back with its transaction (staging tables are never read).

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.synthetic import (
+from recsys.synthetic.generate import (
     DATE_FORMAT,
     EXPORT_COLUMNS,
     build_catalogue,

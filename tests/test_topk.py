@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.topk import top_k_dot
+from recsys.scoring.topk import top_k_dot
 
 
 def exact(values: np.ndarray) -> np.ndarray:

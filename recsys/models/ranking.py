@@ -18,136 +18,11 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from recsys.features import (
-    Interactions,
-    cooccurrence_similarity,
-    gather,
-    PairTimes,
-    item_popularity,
-    pair_times,
-    recent_popularity,
-    user_histories,
-)
-from recsys.retrieval import Candidates, Progress, _tf, progress_callback
+from recsys.models.context import FEATURES, Context, gather, pair_features
+from recsys.models.retrieval import _tf, progress_callback
+from recsys.progress import Progress
+from recsys.scoring.lists import Lists
 from recsys.settings import ModelSettings
-
-FEATURES = (
-    "retrieval_zscore",
-    "retrieval_position",
-    "popularity",
-    "recent_popularity",
-    "cooccurrence",
-    "last_item_similarity",
-    "item_rating",
-    "user_activity",
-    "days_inactive",
-    "popularity_when_active",
-)
-_WINDOW_DAYS = 30
-
-
-@dataclass(frozen=True)
-class Context:
-    """What is known about users and items at scoring time, from one set of interactions."""
-
-    popularity: np.ndarray
-    recent: np.ndarray
-    rating: np.ndarray
-    activity: np.ndarray
-    inactive_days: np.ndarray
-    seen: sp.csr_matrix
-    last_item: np.ndarray
-    similarity: sp.csr_matrix
-    last_time: np.ndarray
-    first_day: int  # day number of the first interaction
-    item_days: np.ndarray  # (items, days + 1) int32: customers who first took the item up to each day
-
-
-def context_of(data: Interactions, recent_days: int, times: PairTimes | None = None) -> Context:
-    """Popularity, ratings, activity and co-occurrence computed from ``data``.
-
-    One sort of the rows (``pair_times``, passed as ``times`` when the caller has it) gives every
-    customer-item pair with its first and last time, and everything else is counted from those
-    pairs (at a million customers, each extra pass over 41M rows costs seconds).
-    """
-    n_users, n_items = data.n_users, data.n_items
-    pair_user, pair_item, first_time, last_time_pair = times if times is not None else pair_times(data)
-    pairs = (pair_user, pair_item, last_time_pair)
-    per_user = np.bincount(pair_user, minlength=n_users)
-    seen = sp.csr_matrix(
-        (np.ones(len(pair_user), dtype=np.float32), pair_item, np.r_[0, np.cumsum(per_user)]), shape=(n_users, n_items)
-    )
-    ratings = np.bincount(data.item, weights=data.rating, minlength=n_items)
-    counts = np.bincount(data.item, minlength=n_items)
-    prior = float(data.rating.mean()) if len(data.rating) else 0.0
-    # Shrink towards the global mean so an item rated once is not "the best item".
-    item_rating = (ratings + 10 * prior) / (counts + 10)
-    end = int(data.time.max()) if len(data.time) else 0
-    last_time = np.zeros(n_users, dtype=np.int64)
-    np.maximum.at(last_time, pair_user, last_time_pair)
-    return Context(
-        popularity=np.log1p(item_popularity(data, pairs=pairs)),
-        recent=np.log1p(recent_popularity(data, recent_days, pairs=pairs)),
-        rating=item_rating.astype(np.float32),
-        activity=np.log1p(per_user.astype(np.float32)),
-        inactive_days=np.log1p(np.maximum(end - last_time, 0) / 86400.0).astype(np.float32),
-        seen=seen,
-        last_item=user_histories(data, 1, pairs=pairs)[:, 0],
-        similarity=cooccurrence_similarity(seen),
-        last_time=last_time,
-        **_daily_counts(pair_item, first_time, n_items),
-    )
-
-
-def _daily_counts(pair_item: np.ndarray, first_time: np.ndarray, n_items: int) -> dict:
-    """Cumulative count, per item and day, of customers who had taken the item by that day."""
-    days = first_time // 86400
-    first_day = int(days.min()) if len(days) else 0
-    n_days = int(days.max()) - first_day + 1 if len(days) else 1
-    counts = np.zeros((n_items, n_days + 1), dtype=np.int32)
-    np.add.at(counts, (pair_item, days - first_day + 1), 1)
-    return {"first_day": first_day, "item_days": np.cumsum(counts, axis=1, dtype=np.int32)}
-
-
-def popularity_when_active(context: Context, items: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Customers who took each candidate in the 30 days up to the customer's own last visit."""
-    last_column = context.item_days.shape[1] - 1
-    end = np.clip(context.last_time[rows] // 86400 - context.first_day + 1, 0, last_column)[:, None]
-    start = np.clip(end - _WINDOW_DAYS, 0, last_column)
-    return np.log1p(context.item_days[items, end] - context.item_days[items, start]).astype(np.float32)
-
-
-def pair_features(
-    context: Context, candidates: Candidates, rows: np.ndarray, names: tuple[str, ...] | None = None
-) -> np.ndarray:
-    """Feature tensor (len(rows), N, len(FEATURES)) for the candidate lists of users ``rows``."""
-    items = np.maximum(candidates.items, 0)
-    valid = candidates.items >= 0
-    scores = np.where(valid, candidates.scores, 0.0)
-    n = items.shape[1]
-    cooccurrence = gather(context.seen[rows] @ context.similarity, items)
-    last = context.last_item[rows]
-    n_items = context.similarity.shape[0]
-    has_last = last < n_items
-    last_similarity = gather(context.similarity[np.where(has_last, last, 0)], items) * has_last[:, None]
-    spread = np.where(valid, scores, np.nan)
-    zscore = (scores - np.nanmean(spread, axis=1, keepdims=True)) / (np.nanstd(spread, axis=1, keepdims=True) + 1e-6)
-    columns = [
-        np.where(valid, zscore, 0.0),
-        np.broadcast_to(np.log1p(np.arange(n, dtype=np.float32)), items.shape),
-        context.popularity[items],
-        context.recent[items],
-        cooccurrence,
-        last_similarity,
-        context.rating[items],
-        np.broadcast_to(context.activity[rows][:, None], items.shape),
-        np.broadcast_to(context.inactive_days[rows][:, None], items.shape),
-        popularity_when_active(context, items, rows),
-    ]
-    stacked = np.stack(columns, axis=-1).astype(np.float32)
-    if names is None:
-        return stacked
-    return stacked[..., [FEATURES.index(name) for name in names]]
 
 
 def build_model(n_users: int, n_items: int, n_features: int, settings: ModelSettings):
@@ -205,7 +80,7 @@ class Ranker:
     mean: np.ndarray
     std: np.ndarray
 
-    def scores(self, rows: np.ndarray, candidates: Candidates, features: np.ndarray) -> np.ndarray:
+    def scores(self, rows: np.ndarray, candidates: Lists, features: np.ndarray) -> np.ndarray:
         """Ranking score of every candidate of users ``rows``: the ensemble's mean logit (invalid: -inf)."""
         items = np.maximum(candidates.items, 0)
         valid = candidates.items >= 0
@@ -254,6 +129,10 @@ class RankingStage:
     seconds: float = 0.0
     ids: bool = False
 
+    def describe(self) -> str:
+        """What training did, for the log."""
+        return f"trained on {self.lists:,} candidate lists in {self.seconds:.1f}s"
+
     def ranker(self) -> Ranker:
         """The models as NumPy weights (what scoring uses, in this process or on a Dask worker)."""
         return Ranker(members=tuple(export_weights(model, self.ids) for model in self.models), mean=self.mean, std=self.std)
@@ -270,7 +149,7 @@ class Examples:
 
 
 def ranking_examples(
-    context: Context, candidates: Candidates, rows: np.ndarray, targets: sp.csr_matrix, settings: ModelSettings
+    context: Context, candidates: Lists, rows: np.ndarray, targets: sp.csr_matrix, settings: ModelSettings
 ) -> Examples:
     """The candidate lists of users ``rows`` labelled by ``targets`` (users × items: what they consumed next).
 
@@ -282,7 +161,7 @@ def ranking_examples(
     rows, items, scores, labels = rows[useful], items[useful], candidates.scores[useful], labels[useful]
     features = np.concatenate(
         [
-            pair_features(context, Candidates(items[block], scores[block]), rows[block], settings.ranking_features)
+            pair_features(context, Lists(items[block], scores[block]), rows[block], settings.ranking_features)
             for block in _blocks(len(rows))
         ]
     ) if len(rows) else np.zeros((0, items.shape[1], len(settings.ranking_features or FEATURES)), np.float32)
@@ -298,6 +177,7 @@ def train_ranking(
     n_users: int,
     n_items: int,
     settings: ModelSettings,
+    seed: int,
     epochs: int | None = None,
     progress: Progress | None = None,
 ) -> RankingStage | None:
@@ -310,7 +190,7 @@ def train_ranking(
     flat = features.reshape(-1, features.shape[-1])
     mean, std = flat.mean(axis=0), flat.std(axis=0)
     std[std < 1e-6] = 1.0
-    epochs = epochs or settings.ranking_epochs or ranking_epochs_for(len(rows))
+    epochs = epochs or ranking_epochs_for(len(rows))
     inputs = {
         "user": rows.astype(np.int32),
         "items": np.maximum(examples.items, 0).astype(np.int32),
@@ -322,13 +202,13 @@ def train_ranking(
     # A few small models from different seeds, averaged: with a few hundred training lists one
     # model's ordering depends on its seed far more than an average of several does.
     for member in range(settings.ranking_models):
-        seed = settings.seed + 1000 * member
-        tf.keras.utils.set_random_seed(seed)
+        member_seed = seed + 1000 * member
+        tf.keras.utils.set_random_seed(member_seed)
         model = build_model(n_users, n_items, features.shape[-1], settings)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=settings.ranking_learning_rate))
         dataset = (
             tf.data.Dataset.from_tensor_slices(inputs)
-            .shuffle(len(rows), seed=seed)
+            .shuffle(len(rows), seed=member_seed)
             .batch(64 if len(rows) < 20_000 else 512)
         )
         callbacks = [progress_callback(epochs * settings.ranking_models, progress, offset=member * epochs)] if progress else []

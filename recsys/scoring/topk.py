@@ -147,15 +147,19 @@ def top_k_shared_excluding(
     if n_rows == 0 or n_items == 0:
         return idx, vals
     ranking, _ = top_k_excluding(item_scores[None, :].copy(), None, n_items)
+    # Items scored -inf (never recommendable) are not in the ranking at all.
     ranking = ranking[0][ranking[0] >= 0]
+    n_ranked = len(ranking)
+    if n_ranked == 0:
+        return idx, vals
     n_seen = np.diff(seen_csr.indptr)
     by_seen = np.argsort(n_seen, kind="stable")
     start = 0
     while start < n_rows:
-        m = min(n_items, k + int(n_seen[by_seen[start]]))
+        m = min(n_ranked, k + int(n_seen[by_seen[start]]))
         stop = min(n_rows, start + max(1, block_cells // m))
         # Rows are sorted by seen count, so the block's last row needs the most candidates.
-        m = min(n_items, k + int(n_seen[by_seen[stop - 1]]))
+        m = min(n_ranked, k + int(n_seen[by_seen[stop - 1]]))
         rows = by_seen[start:stop]
         candidates = ranking[:m]
         block_seen = seen_csr[rows][:, candidates]
@@ -181,8 +185,10 @@ def top_k_dot(
     seen: sp.csr_matrix | None = None,
     threads: int | None = None,
     block: int = DOT_BLOCK,
+    blocked: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top ``k`` items by dot product for every user, skipping ``seen`` (CSR users × items).
+    """Exact top ``k`` items by dot product for every user, skipping ``seen`` (CSR users × items)
+    and the item codes ``blocked`` (for everyone).
 
     Returns ``(indices, scores)`` ``(n_users, k)`` (int64, float32), sorted by descending score,
     ties to the lower item index, ``-1``/``-inf`` where fewer than ``k`` items are eligible.
@@ -219,7 +225,7 @@ def top_k_dot(
         try:
             stop = min(start + block, n_users)
             block_seen = seen[start:stop] if seen is not None else None
-            out = _top_k_block(users[start:stop], matrix, n_items, k, block_seen, buffer[: stop - start])
+            out = _top_k_block(users[start:stop], matrix, n_items, k, block_seen, buffer[: stop - start], blocked)
             indices[start:stop], scores[start:stop] = out
         finally:
             buffers.put(buffer)
@@ -261,12 +267,20 @@ def one_blas_thread():
 
 
 def _top_k_block(
-    users: np.ndarray, matrix: np.ndarray, n_items: int, k: int, seen: sp.csr_matrix | None, scores: np.ndarray
+    users: np.ndarray,
+    matrix: np.ndarray,
+    n_items: int,
+    k: int,
+    seen: sp.csr_matrix | None,
+    scores: np.ndarray,
+    blocked: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`top_k_dot` for one block of users; ``scores`` is a reusable (len(users), padded) buffer."""
     b, padded = scores.shape
     np.matmul(users, matrix, out=scores)
     scores[:, n_items:] = -np.inf
+    if blocked is not None and len(blocked):
+        scores[:, blocked] = -np.inf
     if seen is not None and seen.nnz:
         mask = seen.tocoo()
         scores[mask.row, mask.col] = -np.inf

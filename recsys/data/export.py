@@ -1,8 +1,9 @@
-"""Read an interactions export, validate it and clean it.
+"""Read an interactions export, validate it and encode it.
 
-This is the only module that knows the export's column names. Everything downstream receives the
-canonical frame: ``user_id`` (str), ``item`` (str), ``timestamp`` (datetime64), ``rating`` (int8),
-one row per redemption (exact duplicate rows are kept: several units redeemed at once).
+This is the only module that knows the export's column names. It returns the one representation
+everything downstream takes, :class:`recsys.data.interactions.Interactions`: one row per
+redemption (exact duplicate rows are kept: several units redeemed at once) as customer and item
+codes against sorted vocabularies, a time in whole seconds and a 1-5 rating.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
+import numpy as np
 
+from recsys.data.interactions import Interactions, sorted_codes
 from recsys.errors import DataError
 from recsys.settings import ColumnMap
 
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 
 _SNIFF_BYTES = 64 * 1024
 _BLOCK_BYTES = 1 << 24  # CSV reader block: each block's columns get their own dictionaries
-_DECODE_ROWS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,13 @@ def load_interactions(
     columns: ColumnMap = ColumnMap(),
     date_format: str = "%m/%d/%Y %H:%M",
     delimiter: str = ",",
-) -> tuple[pd.DataFrame, LoadReport]:
-    """Read a CSV or Parquet export into the canonical frame, or raise ``DataError`` saying why not."""
+) -> tuple[Interactions, LoadReport]:
+    """Read a CSV or Parquet export into :class:`Interactions`, or raise ``DataError`` saying why not.
+
+    ``delimiter`` may be ``"tab"``.
+    """
     path = Path(path)
+    delimiter = "\t" if delimiter == "tab" else delimiter
     _check_readable(path)
     head = _read_head(path)
     notes: list[str] = []
@@ -84,12 +89,30 @@ def load_interactions(
         last=str(_pc().max(table.column("timestamp")).as_py()),
         notes=tuple(notes),
     )
-    timestamps, ratings = table.column("timestamp"), table.column("rating")
+    user_vocabulary, user = sorted_codes(users)
+    item_vocabulary, item = sorted_codes(items)
+    del users, items
+    # Whole seconds (the export's minutes fit; a Parquet export's fractions of a second are dropped).
+    seconds = np.asarray(table.column("timestamp").cast(_pa().int64()).to_numpy()) // 1_000_000_000
+    ratings = np.asarray(table.column("rating").to_numpy(), dtype=np.int8)
     del table
-    # The frame's string columns are written once, straight from the codes (pandas keeps Arrow
-    # strings as large_string, so nothing is converted again on the way in).
-    frame = _frame(users, items, timestamps, ratings)
-    return frame, report
+    _release_arrow_memory()
+    interactions = Interactions(
+        users=user_vocabulary, items=item_vocabulary, user=user, item=item, time=seconds, rating=ratings
+    )
+    return interactions, report
+
+
+def _release_arrow_memory() -> None:
+    """Hand freed Arrow buffers back to the operating system.
+
+    Arrow's allocator keeps them for reuse otherwise, and NumPy and TensorFlow cannot use them:
+    about 3 GB once a million-customer export's columns are encoded.
+    """
+    import gc
+
+    gc.collect()
+    _pa().default_memory_pool().release_unused()
 
 
 def _check_readable(path: Path) -> None:
@@ -282,8 +305,6 @@ def _duplicates(users: "pa.DictionaryArray", items: "pa.DictionaryArray", timest
     of Arrow strings into Python objects; here every row becomes one int64 (customer, item, time
     and rating codes in mixed radix), and sorting those finds the repeats.
     """
-    import numpy as np
-
     times = _pc().dictionary_encode(timestamps).combine_chunks()
     user = users.indices.to_numpy()
     item = items.indices.to_numpy()
@@ -292,6 +313,8 @@ def _duplicates(users: "pa.DictionaryArray", items: "pa.DictionaryArray", timest
     n_users, n_items, n_times = len(users.dictionary), len(items.dictionary), len(times.dictionary)
     del times
     if n_users * n_items * n_times * 5 > np.iinfo(np.int64).max:
+        import pandas as pd
+
         codes = pd.DataFrame({"user": user, "item": item, "time": time, "rating": rating})
         return int(codes.duplicated().sum())
     key = user.astype(np.int64)
@@ -306,26 +329,16 @@ def _duplicates(users: "pa.DictionaryArray", items: "pa.DictionaryArray", timest
     return len(key) - 1 - int(np.count_nonzero(key[1:] != key[:-1]))
 
 
-def _frame(users: "pa.DictionaryArray", items: "pa.DictionaryArray", timestamps, ratings) -> pd.DataFrame:
-    """The canonical pandas frame, its text columns decoded from the codes."""
-    import pyarrow as pa
-
-    def decode(encoded: "pa.DictionaryArray") -> "pa.ChunkedArray":
-        # A block of rows at a time: one take over all rows underestimates the text's size and
-        # regrows a buffer of gigabytes (slower, and the freed copies linger in the allocator).
-        values = encoded.dictionary.cast(pa.large_string())
-        indices = encoded.indices
-        blocks = [values.take(indices.slice(start, _DECODE_ROWS)) for start in range(0, len(indices), _DECODE_ROWS)]
-        return pa.chunked_array(blocks, pa.large_string())
-
-    table = pa.table({"user_id": decode(users), "item": decode(items), "timestamp": timestamps, "rating": ratings})
-    return table.to_pandas()
-
-
 def _pc():
     import pyarrow.compute as pc
 
     return pc
+
+
+def _pa():
+    import pyarrow as pa
+
+    return pa
 
 
 def _count(mask) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -46,17 +47,17 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
             root.addHandler(handler)
 
 
-def run_with_progress(parameters: dict, verbose: bool = False, runner: str = "threads", dask_address: str | None = None) -> dict:
-    """Run the nightly flow once with Rich progress bars for the long steps.
+def run_with_progress(options, verbose: bool = False) -> dict:
+    """Run the nightly flow once with ``options`` (``RunOptions``), with Rich progress bars for the long steps.
 
-    Prefect's log lines go to ``<output>/logs/recsys.log`` unless ``verbose``. ``runner`` and
-    ``dask_address`` choose where the scoring shards run (see ``flows.nightly.task_runner``).
+    Prefect's log lines go to ``<output>/logs/recsys.log`` unless ``verbose``.
     """
     # This machine may have no route to Prefect's telemetry endpoint; don't log errors about it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flows.nightly import nightly, task_runner
+    from flows.nightly import nightly
+    from flows.runners import flow_for
     from recsys.progress import reporting
 
     console = Console(stderr=True)
@@ -81,10 +82,9 @@ def run_with_progress(parameters: dict, verbose: bool = False, runner: str = "th
 
             return update, close
 
-        log_path = Path(parameters["output"]) / "logs" / "recsys.log"
+        log_path = Path(options.output) / "logs" / "recsys.log"
         with reporting(reporter), (nullcontext() if verbose else prefect_logs_to(log_path)):
-            flow = nightly if runner == "threads" else nightly.with_options(task_runner=task_runner(runner, dask_address))
-            return flow(**parameters)
+            return flow_for(nightly, options)(options)
 
 
 def print_summary(summary: dict) -> None:
@@ -122,7 +122,9 @@ def print_evaluation(report) -> None:
     """The protocol's tables: holdout (model and baselines) and cold start."""
     console = Console()
     console.print(_metrics_table(report.holdout, f"per-customer temporal holdout ({report.split})"))
-    console.print(_metrics_table(report.cold_start, f"cold start (customers first seen after {report.cold_start_cut:%Y-%m-%d})"))
+    cut = datetime.fromtimestamp(report.cold_start_cut, timezone.utc) if report.cold_start_cut is not None else None
+    after = f"first seen after {cut:%Y-%m-%d}" if cut else "no customers"
+    console.print(_metrics_table(report.cold_start, f"cold start (customers {after})"))
 
 
 def _metrics_table(frame, title: str) -> Table:

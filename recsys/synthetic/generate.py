@@ -28,7 +28,7 @@ with twenty interactions each generate in well under two minutes.
 
 Command line::
 
-    python -m recsys.synthetic --out data/interactions_sample.csv
+    python -m recsys.synthetic.generate --out data/interactions_sample.csv
 """
 
 from __future__ import annotations
@@ -84,112 +84,26 @@ _TIME_BINS = 24  # popularity is piecewise constant over this many equal slices 
 # --------------------------------------------------------------------------------------------
 
 def _category_names() -> dict[str, list[str]]:
-    """Natural base names per category, in a fixed order (built fresh: no shared mutable state)."""
-    restaurant_brands = [
-        "Crepes&Waffles", "El Corral", "Frisby", "Juan Valdez", "Presto", "Kokoriko", "Wok",
-        "Archie's", "Sándwich Qbano", "La Brasa Roja", "Andrés Carne de Res", "PPC", "Oma",
-        "Home Burgers", "Sipote Burrito", "Tostao", "Buffalo Wings", "Il Forno",
-    ]
-    restaurantes = [
-        template.format(brand=brand, value=value)
-        for brand in restaurant_brands
-        for template in ("Bono virtual {brand} {value}", "Bono restaurante {brand} {value}")
-        for value in (10, 20, 30, 50)
-    ]
-    market_brands = [
-        "Éxito", "Carulla", "Jumbo", "Olímpica", "Justo y Bueno", "D1", "Ara", "Colsubsidio",
-        "Makro", "Alkosto", "Metro", "Surtimax",
-    ]
-    supermercados = [
-        template.format(brand=brand, value=value)
-        for brand in market_brands
-        for template in ("Bono mercado {brand} {value}", "Bono {brand} {value}")
-        for value in (20, 30, 50, 100)
-    ]
-    cinemas = ["Cine Colombia", "Cinemark", "Procinal", "Cinépolis", "Royal Films"]
-    cine = [
-        template.format(chain=chain)
-        for chain in cinemas
-        for template in (
-            "Entrada {chain} 2D", "Entrada {chain} 3D", "Entrada {chain} VIP",
-            "Entrada doble {chain} 2D", "Combo {chain} crispetas y gaseosa", "Bono {chain} 25",
-        )
-    ]
-    course_topics = [
-        "cocina italiana", "cocina japonesa", "cocina peruana", "cocina mexicana",
-        "cocina saludable", "repostería", "panadería", "chocolatería", "parrilla", "barismo",
-        "coctelería", "vinos y maridaje", "fotografía", "fotografía con celular",
-        "inglés conversacional", "francés básico", "guitarra", "piano", "dibujo", "acuarela",
-        "pintura al óleo", "cerámica", "marketing digital", "Excel avanzado",
-        "programación en Python", "diseño gráfico", "edición de video", "jardinería",
-        "huerta en casa", "escritura creativa", "oratoria", "finanzas personales",
-        "maquillaje", "bordado", "cata de café",
-    ]
-    cursos = [
-        template.format(topic=topic)
-        for template in ("Curso de {topic}", "Taller de {topic}", "Curso virtual de {topic}")
-        for topic in course_topics
-    ]
-    massages = [
-        "relajante", "descontracturante", "de piedras calientes", "deportivo",
-        "con aromaterapia", "tailandés", "en pareja",
-    ]
-    bienestar = [
-        "Spa día de relajación", "Día de spa para dos", "Facial hidratante",
-        "Limpieza facial profunda", "Manicure y pedicure", "Circuito de aguas termales",
-        "Sesión de aromaterapia", "Reflexología", "Exfoliación corporal", "Baño turco y sauna",
-        "Tratamiento capilar", "Spa de chocolate", "Termales de Santa Rosa de Cabal",
-        "Meditación guiada", "Sesión de pilates", "Clase de yoga", "Jacuzzi y masaje para dos",
-        "Envoltura de barro", "Drenaje linfático", "Sesión de hidroterapia",
-    ] + [f"Masaje {kind} {minutes} minutos" for kind in massages for minutes in (30, 60, 90)]
-    sports = [
-        "salsa", "bachata", "tango", "spinning", "boxeo", "natación", "tenis", "pádel",
-        "escalada", "surf", "crossfit", "patinaje", "equitación", "golf", "kitesurf", "buceo",
-        "yoga aéreo", "zumba", "kickboxing", "ballet",
-    ]
-    gyms = ["Bodytech", "Smart Fit", "Spinning Center", "Stark Smart Gym"]
-    deportes = (
-        [f"Clase de {sport}" for sport in sports]
-        + [f"Mes de gimnasio {gym}" for gym in gyms]
-        + [f"Pase de un día {gym}" for gym in gyms]
-        + [
-            "Día de paintball", "Cancha de fútbol 5 una hora", "Ciclopaseo guiado por Bogotá",
-            "Canopy en Suesca", "Rafting en San Gil", "Parapente en Chicamocha",
-            "Caminata ecológica guiada", "Clase de baile para dos",
-        ]
-    )
-    places = [
-        "Villa de Leyva", "Melgar", "Girardot", "Guatapé", "Salento", "Cartagena", "Santa Marta",
-        "San Andrés", "Barichara", "Paipa", "Anapoima", "Zipaquirá", "Guatavita", "Filandia",
-        "Villeta", "Tabio", "La Calera", "Jardín",
-    ]
-    viajes = [
-        template.format(place=place)
-        for template in (
-            "Noche de hotel en {place}", "Pasadía en {place}", "Plan fin de semana en {place}",
-        )
-        for place in places
-    ]
-    entretenimiento = [
-        "Bolos para dos", "Escape room para cuatro", "Karaoke privado 2 horas",
-        "Entrada Salitre Mágico", "Entrada Mundo Aventura", "Pasaporte Parque del Café",
-        "Entrada Panaca", "Entrada Maloka", "Planetario de Bogotá", "Entrada Teatro Nacional",
-        "Concierto sinfónico", "Entrada Parque Jaime Duque", "Cena show para dos",
-        "Stand-up comedy", "Tour de grafiti", "Laser tag", "Go karts 15 minutos",
-        "Realidad virtual 30 minutos", "Visita guiada Museo del Oro", "Acuario de Cartagena",
-        "Bioparque Ukumarí", "Zoológico de Cali", "Cata de cerveza artesanal",
-        "Cata de vinos para dos", "Entrada Parque Explora", "Tarde de juegos de mesa",
-    ]
-    return {
-        "restaurantes": restaurantes,
-        "supermercados": supermercados,
-        "cine": cine,
-        "cursos": cursos,
-        "bienestar": bienestar,
-        "deportes": deportes,
-        "viajes": viajes,
-        "entretenimiento": entretenimiento,
-    }
+    """Natural names per category, in a fixed order, from ``catalogue.toml`` beside this module."""
+    import itertools
+    import tomllib
+
+    with open(Path(__file__).with_name("catalogue.toml"), "rb") as handle:
+        spec = tomllib.load(handle)
+    names: dict[str, list[str]] = {}
+    for category, groups in spec.items():
+        names[category] = []
+        for group in groups:
+            if "names" in group:
+                names[category] += group["names"]
+                continue
+            keys = group["order"]
+            pools = [group[key] for key in keys]
+            for values in itertools.product(*pools):
+                fields = dict(zip(keys, values))
+                templates = [fields.pop("template")] if "template" in fields else group["template"]
+                names[category] += [template.format(**fields) for template in templates]
+    return names
 
 
 # Share of the catalogue per category, and how much more popular its items are globally; the
@@ -610,7 +524,7 @@ def write_export(df: pd.DataFrame, path: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry: generate an export and write it, printing a one-line summary."""
     parser = argparse.ArgumentParser(
-        prog="python -m recsys.synthetic", description="Generate a synthetic interaction export."
+        prog="python -m recsys.synthetic.generate", description="Generate a synthetic interaction export."
     )
     parser.add_argument("--customers", type=int, default=2500)
     parser.add_argument("--items", type=int, default=250)

@@ -2,7 +2,7 @@
 
 A lookup is read all day by people at a terminal and by scripts; importing the command-line
 framework would cost more than the lookup itself. Every other command, and ``lookup --help``, goes
-through the Typer app in ``recsys.cli``, which documents the same options.
+through the Typer app in ``recsys.cli.app``, which documents the same options.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["lookup"] and not {"--help", "-h"} & set(args[1:]):
         sys.exit(lookup_command(args[1:]))
-    from recsys.cli import app
+    from recsys.cli.app import app
 
     app(args=args, prog_name="recsys")
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
 def lookup_command(args: list[str]) -> int:
     """``recsys lookup [USER] [--output DIR] [--db-url URL] [--json]``; returns the exit code."""
     from recsys.errors import RecsysError
-    from recsys.lookup import format_answer, lookup
+    from recsys.store.lookup import format_answer, lookup
     from recsys.settings import DEFAULT_OUTPUT, DB_URL_ENV, resolve_db_url
 
     parser = argparse.ArgumentParser(prog="recsys lookup", add_help=False)

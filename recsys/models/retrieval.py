@@ -9,19 +9,21 @@ block-wise matrix product of all user vectors with all item vectors, never a per
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from recsys.features import Interactions, Pairs, distinct_pairs, name_words, user_histories
+from recsys.data.interactions import Interactions, Pairs, distinct_pairs, user_histories
+from recsys.progress import Progress
+from recsys.scoring.lists import Lists
+from recsys.scoring.topk import top_k_dot
 from recsys.settings import ModelSettings
-from recsys.topk import top_k_dot
 
-Progress = Callable[[int, int], None]
+_WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 
 
 def _tf():
@@ -29,14 +31,6 @@ def _tf():
     import tensorflow_recommenders as tfrs
 
     return tf, tfrs
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Top-N items per user from retrieval: item codes (-1 = none) and their scores."""
-
-    items: np.ndarray  # (n_users, N) int64
-    scores: np.ndarray  # (n_users, N) float64
 
 
 def build_model(n_users: int, n_items: int, words: np.ndarray, n_words: int, settings: ModelSettings):
@@ -105,6 +99,7 @@ class RetrievalStage:
     users: np.ndarray
     items: np.ndarray
     settings: ModelSettings
+    seed: int
     epochs_run: int = 0
     seconds: float = 0.0
 
@@ -121,7 +116,7 @@ class RetrievalStage:
         probability = (counts / counts.sum())[items]
         batch = self.settings.batch_size or batch_size_for(len(users))
         per_epoch = examples_per_epoch(len(users), epochs)
-        rng = np.random.default_rng(self.settings.seed + self.epochs_run)
+        rng = np.random.default_rng(self.seed + self.epochs_run)
         for epoch in range(epochs):
             # A fresh random sample (all pairs while they fit the budget) in a fresh order each epoch.
             pick = rng.permutation(len(users))[:per_epoch]
@@ -143,6 +138,10 @@ class RetrievalStage:
         self.epochs_run += epochs
         self.seconds += time.perf_counter() - started
         return self
+
+    def describe(self) -> str:
+        """What training did, for the log."""
+        return f"{self.epochs_run} epochs in {self.seconds:.1f}s"
 
     def user_vectors(self, history: np.ndarray, batch: int = 65536) -> np.ndarray:
         """User-tower output for every user of the vocabulary, given their current histories."""
@@ -173,17 +172,18 @@ def candidates_for(
     n: int,
     seen: sp.csr_matrix | None,
     threads: int | None = None,
-) -> Candidates:
-    """Top ``n`` items for users ``rows`` by dot product, skipping ``seen`` items.
+    blocked: np.ndarray | None = None,
+) -> Lists:
+    """Top ``n`` items for users ``rows`` by dot product, skipping ``seen`` items and ``blocked`` ones.
 
     Exact, in blocks of users with a grouped selection that costs about as much as the matrix
-    product itself (:func:`recsys.topk.top_k_dot`); ties go to the lower item index, so results do
+    product itself (:func:`recsys.scoring.topk.top_k_dot`); ties go to the lower item index, so results do
     not depend on blocks or threads.
     """
     rows = np.asarray(rows, dtype=np.int64)
     block_seen = seen[rows] if seen is not None else None
-    items, scores = top_k_dot(user_vectors[rows], item_vectors, n, block_seen, threads=threads)
-    return Candidates(items=items, scores=scores.astype(np.float64))
+    items, scores = top_k_dot(user_vectors[rows], item_vectors, n, block_seen, threads=threads, blocked=blocked)
+    return Lists(items=items, scores=scores.astype(np.float64))
 
 
 def id_rows(history: np.ndarray, n_items: int, min_items: int) -> np.ndarray:
@@ -222,14 +222,25 @@ def examples_per_epoch(pairs: int, epochs: int) -> int:
     return int(min(pairs, max(MAX_TRAINING_EXAMPLES // max(epochs, 1), 1)))
 
 
-def new_stage(data: Interactions, settings: ModelSettings) -> RetrievalStage:
+def new_stage(data: Interactions, settings: ModelSettings, seed: int) -> RetrievalStage:
     """An untrained retrieval stage over ``data``'s vocabularies, seeded for repeatable results."""
     tf, _ = _tf()
-    tf.keras.utils.set_random_seed(settings.seed)
+    tf.keras.utils.set_random_seed(seed)
     words, n_words = name_words(data.items)
     model = build_model(data.n_users, data.n_items, words, n_words, settings)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate))
-    return RetrievalStage(model=model, users=data.users, items=data.items, settings=settings)
+    return RetrievalStage(model=model, users=data.users, items=data.items, settings=settings, seed=seed)
+
+
+def name_words(items: np.ndarray, max_words: int = 8) -> tuple[np.ndarray, int]:
+    """Word codes of each item name (lowercased words and numbers), 0 = padding; and the vocabulary size."""
+    tokens = [_WORD.findall(str(name).lower())[:max_words] for name in items]
+    vocabulary = {word: code for code, word in enumerate(sorted({w for ws in tokens for w in ws}), start=1)}
+    words = np.zeros((len(items), max_words), dtype=np.int32)
+    for row, ws in enumerate(tokens):
+        words[row, : len(ws)] = [vocabulary[w] for w in ws]
+    return words, len(vocabulary) + 1
+
 
 
 def progress_callback(epochs: int, progress: Progress, offset: int = 0):  # used by the ranking stage

@@ -1,0 +1,16 @@
+"""The scheduled deployment of the nightly flow: the same options as ``recsys run``, on a cron."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.nightly import nightly
+from flows.runners import flow_for
+from recsys.settings import RunOptions
+
+
+def deployment(options: RunOptions, cron: str, name: str = "nightly"):
+    """The ``recsys-nightly/<name>`` deployment: every field of ``options`` is one of its parameters
+    (the Prefect UI shows them as a form), its paths made absolute so it runs from anywhere."""
+    options = options.with_(data=Path(options.data).resolve(), output=Path(options.output).resolve())
+    return flow_for(nightly, options).to_deployment(name=name, cron=cron, parameters={"options": options.as_parameters()})

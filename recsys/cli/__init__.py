@@ -1,0 +1,1 @@
+"""The `recsys` command line: a thin layer over the package (launcher, Typer app, terminal display)."""

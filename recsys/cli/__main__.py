@@ -1,0 +1,5 @@
+"""`python -m recsys.cli`: the `recsys` command."""
+
+from recsys.cli.launcher import main
+
+main()

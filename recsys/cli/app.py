@@ -1,0 +1,254 @@
+"""The ``recsys`` command line: a thin layer over the package.
+
+``recsys run`` and ``recsys schedule`` take every field of :class:`recsys.settings.RunOptions` as
+an option of the same name (their options are generated from it, so the command line, the flow's
+parameters and the deployment's never drift apart). Heavy modules (TensorFlow, Prefect, pandas,
+pyarrow) are imported inside the commands that need them, so ``recsys lookup`` starts in a blink.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import os
+import typing
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from recsys.errors import RecsysError
+from recsys.settings import DEFAULT_OUTPUT, RunOptions, resolve_db_url
+
+app = typer.Typer(
+    help="Nightly two-stage recommender: train, publish every customer's top-12, look customers up.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+OutputOption = Annotated[Path, typer.Option("--output", "-o", help="Folder of the published store.")]
+DbUrlOption = Annotated[
+    Optional[str],
+    typer.Option("--db-url", envvar="RECSYS_DB_URL", help="SQLAlchemy URL of the SQL store [default: SQLite in --output]."),
+]
+
+# The options of `recsys evaluate`: what reading an export and training the model need.
+EVALUATE_OPTIONS = (
+    "data", "top_k", "candidates", "cold_start_days", "user_column", "time_column", "item_column",
+    "rating_column", "date_format", "delimiter", "epochs", "ranking_epochs", "seed",
+)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def with_run_options(only: tuple[str, ...] | None = None):
+    """Give a command every field of :class:`RunOptions` (or those in ``only``) as an option.
+
+    The command receives them as one ``options: RunOptions`` argument; its other parameters stay
+    its own. An option given an impossible value is refused in one line.
+    """
+    hints = typing.get_type_hints(RunOptions)
+    specs = [spec for spec in dataclasses.fields(RunOptions) if only is None or spec.name in only]
+
+    def decorate(command):
+        own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+        parameters = []
+        for spec in specs:
+            meta = spec.metadata
+            flags = meta["flags"] or ("--" + spec.name.replace("_", "-"),)
+            kind, optional = _unwrap_optional(hints[spec.name])
+            limits = {"min": meta["low"], "max": meta["high"]} if kind is int else {}
+            limits = {key: value for key, value in limits.items() if value is not None}
+            annotation = Annotated[
+                Optional[kind] if optional else kind,
+                typer.Option(*flags, help=meta["help"], envvar=meta["env"], **limits),
+            ]
+            parameters.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=spec.default, annotation=annotation))
+        parameters += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+        @functools.wraps(command)
+        def wrapper(**values):
+            chosen = {spec.name: values.pop(spec.name) for spec in specs}
+            try:
+                options = RunOptions(**chosen)
+            except RecsysError as exc:
+                _fail(str(exc))
+            return command(options, **values)
+
+        wrapper.__signature__ = inspect.Signature(parameters)
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        del wrapper.__wrapped__  # Typer reads the signature above, not the command's own
+        return wrapper
+
+    return decorate
+
+
+def _unwrap_optional(kind) -> tuple[type, bool]:
+    """``X | None`` as (X, True); any other type as (type, False)."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        return next(arg for arg in args if arg is not type(None)), True
+    return kind, False
+
+
+def _check_runner(options: RunOptions) -> None:
+    if options.dask_address:
+        from prefect.settings import get_current_settings
+
+        if not get_current_settings().api.url:
+            # Workers elsewhere cannot reach this process's temporary Prefect server.
+            _fail(
+                "--dask-address needs a Prefect server that the Dask workers can reach: set PREFECT_API_URL "
+                "(here and on the workers), e.g. http://prefect.example:4200/api"
+            )
+
+
+@app.command()
+@with_run_options()
+def run(
+    options: RunOptions,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print Prefect's log lines instead of writing them to DIR/logs/recsys.log.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Run the nightly flow once: train both stages and publish every customer's list."""
+    _check_runner(options)
+    from recsys.cli.console import print_summary, run_with_progress
+
+    try:
+        summary = run_with_progress(options, verbose=verbose or debug)
+    except RecsysError as exc:
+        if debug:
+            raise
+        _fail(str(exc))
+    except Exception as exc:
+        if debug:
+            raise
+        log = Path(options.output) / "logs" / "recsys.log"
+        _fail(f"the run failed: {type(exc).__name__}: {exc} (details in {log}; --debug shows the traceback)")
+    print_summary(summary)
+
+
+@app.command()
+def lookup(
+    user: Annotated[str, typer.Argument(help="Customer id.", show_default=False)] = None,
+    output: OutputOption = DEFAULT_OUTPUT,
+    db_url: DbUrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show a customer's published list (the cold-start list for unknown customers)."""
+    from recsys.store.lookup import format_answer
+    from recsys.store.lookup import lookup as read_list
+
+    if user is None:
+        user = typer.prompt("Customer id")
+    try:
+        answer = read_list(user, resolve_db_url(output, db_url))
+    except RecsysError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(answer.as_dict(), ensure_ascii=False, indent=2) if as_json else format_answer(answer))
+
+
+@app.command("evaluate")
+@with_run_options(only=EVALUATE_OPTIONS)
+def evaluate_command(
+    options: RunOptions,
+    split: Annotated[str, typer.Option(help="'test' (the temporal holdout) or 'validation' (carved from its training part).")] = "test",
+) -> None:
+    """Run the offline protocol: the model and every baseline, per-customer holdout and cold start."""
+    from recsys.cli.console import print_evaluation
+    from recsys.data.export import load_interactions
+    from recsys.evaluation.protocol import evaluation_report
+
+    if split not in ("test", "validation"):
+        _fail("--split must be 'test' or 'validation'")
+    try:
+        interactions, _ = load_interactions(options.data, options.columns, options.date_format, options.delimiter)
+        report = evaluation_report(interactions, options, split)
+    except RecsysError as exc:
+        _fail(str(exc))
+    print_evaluation(report)
+
+
+@app.command()
+def runs(
+    output: OutputOption = DEFAULT_OUTPUT,
+    db_url: DbUrlOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+) -> None:
+    """List past runs: when, status, customers scored, headline metrics."""
+    from recsys.cli.console import print_runs
+    from recsys.store.lookup import recent_runs
+
+    try:
+        rows = recent_runs(resolve_db_url(output, db_url), limit)
+    except RecsysError as exc:
+        _fail(str(exc))
+    print_runs(rows)
+
+
+@app.command()
+def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) -> None:
+    """Make the previously published run current again (one transaction), for the morning after a bad night."""
+    from recsys.store.lock import run_lock
+    from recsys.store.lookup import require_store
+    from recsys.store.publish import Store
+
+    url = resolve_db_url(output, db_url)
+    try:
+        require_store(url)
+        with run_lock(output):
+            store = Store(url, output)
+            store.reconcile()  # finish whatever an interrupted run or rollback left half done
+            was, now = store.rollback()
+    except RecsysError as exc:
+        _fail(str(exc))
+    typer.echo(f"rolled back: run {now} is current again (run {was} is kept as the previous one; roll back again to undo)")
+
+
+@app.command()
+@with_run_options()
+def schedule(
+    options: RunOptions,
+    cron: Annotated[str, typer.Option(help="Cron expression of the nightly run (server time zone).")] = "0 2 * * *",
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+) -> None:
+    """Serve the flow as a Prefect deployment on a cron schedule (runs until stopped).
+
+    Every option of `recsys run` is a parameter of the deployment (the Prefect UI shows them).
+    """
+    _check_runner(options)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect import serve
+
+    from flows.deployment import deployment
+
+    typer.echo(f"serving deployment recsys-nightly/{name} on cron '{cron}'; Ctrl-C to stop")
+    serve(deployment(options, cron, name))
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the export (.csv or .parquet).")] = Path("data/interactions_sample.csv"),
+    customers: Annotated[int, typer.Option(min=1)] = 2500,
+    items: Annotated[int, typer.Option(min=2)] = 250,
+    per_customer: Annotated[float, typer.Option(help="Mean distinct items per customer.")] = 2.5,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Write a synthetic export in the real export's format (the sample in data/ comes from this)."""
+    from recsys.synthetic.generate import main as synthetic_main
+
+    synthetic_main(
+        ["--customers", str(customers), "--items", str(items), "--per-customer", str(per_customer),
+         "--seed", str(seed), "--out", str(out)]
+    )
+
+
+def main() -> None:
+    """Entry point of the Typer app (``recsys.cli.launcher`` is the ``recsys`` command's)."""
+    app()

@@ -1,0 +1,1 @@
+"""Reading an export and the one encoded representation of its interactions."""

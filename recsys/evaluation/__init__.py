@@ -1,0 +1,1 @@
+"""Offline quality: ranking metrics, the evaluation protocol on the temporal splits, the quality gate."""

@@ -1,0 +1,124 @@
+"""The one surface every recommender offers, on integer codes (in the spirit of ``implicit``).
+
+* ``fit(interactions)`` learns from :class:`~recsys.data.interactions.Interactions`;
+* ``recommend(users, k, exclude_seen)`` returns the top ``k`` item codes and scores of customer
+  codes ``users`` as :class:`~recsys.scoring.lists.Lists`, leaving out what each customer took in
+  the fitted interactions when ``exclude_seen``;
+* ``score(users, items)`` scores given (customer, item) candidates: ``items`` is
+  ``(len(users), m)`` item codes, the answer ``(len(users), m)`` float64 (``-inf`` where an item
+  code is -1).
+
+Codes are those of the fitted interactions' vocabularies. An item the fitted interactions never
+mention (a part of the export, such as an evaluation's training rows, can lack some) is never
+recommended: nothing was learnt about it. The evaluation, the quality gate and the degraded path
+use nothing but this surface.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.data.interactions import Interactions
+from recsys.scoring.lists import Lists
+from recsys.scoring.topk import blockwise_top_k, top_k_shared_excluding
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """Fit on interactions; recommend the top k for customers; score given candidates."""
+
+    name: str
+
+    def fit(self, interactions: Interactions) -> "Recommender":
+        """Learn from ``interactions``; returns ``self``."""
+        ...
+
+    def recommend(self, users: np.ndarray, k: int, exclude_seen: bool = True) -> Lists:
+        """Top ``k`` item codes and scores per customer code in ``users``."""
+        ...
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores ``(len(users), m)`` of the item codes ``items`` ``(len(users), m)``."""
+        ...
+
+
+class MatrixRecommender:
+    """Shared plumbing for recommenders whose scores come as dense (customers × items) blocks.
+
+    Subclasses implement ``_fit`` (learn, return the non-personal fallback score per item, used as
+    the tie-break) and ``_scores`` (dense scores of a block of customer codes). Non-personal models
+    set ``non_personal`` and get the fast path that reads only the global top ``k + |seen|``.
+    """
+
+    name: str = "base"
+    non_personal: bool = False
+
+    def __init__(self) -> None:
+        self._seen: sp.csr_matrix | None = None
+        self._fallback: np.ndarray | None = None
+        self._unknown_items: np.ndarray | None = None
+
+    def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
+        raise NotImplementedError
+
+    def _scores(self, users: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, interactions: Interactions) -> "MatrixRecommender":
+        """Learn from ``interactions``; returns ``self``."""
+        seen = interactions.seen()
+        self._seen = seen
+        self._unknown_items = np.flatnonzero(interactions.item_counts() == 0)
+        self._fallback = np.asarray(self._fit(interactions, seen), dtype=np.float64)
+        return self
+
+    @property
+    def fallback(self) -> np.ndarray:
+        """The non-personal score per item (what a customer with no history is ranked by)."""
+        self._require_fit()
+        return self._fallback
+
+    def _require_fit(self) -> None:
+        if self._seen is None:
+            raise RuntimeError(f"{type(self).__name__} must be fitted before recommending")
+
+    def _masked(self, scores: np.ndarray) -> np.ndarray:
+        if len(self._unknown_items):
+            scores = np.array(scores, dtype=np.float64, copy=True)
+            scores[..., self._unknown_items] = -np.inf
+        return scores
+
+    def recommend(self, users: np.ndarray, k: int, exclude_seen: bool = True) -> Lists:
+        """Top ``k`` item codes and scores per customer code in ``users`` (see the module docstring)."""
+        self._require_fit()
+        users = np.asarray(users, dtype=np.int64)
+        seen = self._seen[users] if exclude_seen else None
+        n_items = self._seen.shape[1]
+        if self.non_personal:
+            shared = self._masked(self._fallback)
+            if seen is None:
+                seen = sp.csr_matrix((len(users), n_items), dtype=np.float32)
+            items, scores = top_k_shared_excluding(shared, seen, k)
+        else:
+            items, scores = blockwise_top_k(
+                lambda block: self._masked(self._scores(users[block])), len(users), n_items, k, seen
+            )
+        return Lists(items=items, scores=scores)
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of the item codes ``items`` ``(len(users), m)`` for customer codes ``users``."""
+        self._require_fit()
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        dense = self._masked(self._scores(users) if not self.non_personal else self._fallback[None, :])
+        dense = np.broadcast_to(dense, (len(users), dense.shape[-1]))
+        picked = np.take_along_axis(dense, np.maximum(items, 0), axis=1)
+        return np.where(items >= 0, picked, -np.inf)
+
+
+def tie_break(popularity: np.ndarray) -> np.ndarray:
+    """A score offset far below any real score difference that orders ties by popularity."""
+    return 1e-9 * popularity / (popularity.max(initial=0.0) + 1.0)

@@ -1,0 +1,264 @@
+"""Publishing a run's lists as a whole, and rolling back to the run before.
+
+A run's lists go first into staging tables (and a staged Parquet file), then are swapped in by
+renaming tables inside one short transaction: a reader sees the previous complete set or the new
+complete set, never a mix. The tables being replaced are kept as ``*_previous`` so
+:meth:`Store.rollback` can swap them back. The Parquet file is renamed into place right after the
+swap (``recsys.store.parquet``). Names come back here, at the edge: the lists arrive as item codes
+and are written with the customers' ids and the items' names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from recsys.errors import StoreError
+from recsys.store import bulk
+from recsys.store.database import engine_for, reason
+from recsys.store.parquet import ParquetMirror, fsync
+from recsys.store.runs import RunLog, utc_now
+from recsys.store.tables import (
+    LIST_SCHEMA,
+    POPULAR,
+    PREVIOUS,
+    RECOMMENDATIONS,
+    STAGING,
+    popular_table,
+    primary_key_name,
+    recommendations_table,
+)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish wrote."""
+
+    rows: int
+    users: int
+    parquet: Path
+    db_url: str
+    parquet_pending: str | None = None
+
+
+class Store:
+    """The published store: the SQL tables (through SQLAlchemy) and the Parquet mirror in ``output``."""
+
+    def __init__(self, db_url: str, output: Path):
+        self.db_url = db_url
+        self.output = Path(output)
+        try:
+            self.engine = engine_for(db_url)
+        except OSError as exc:
+            raise StoreError(f"{self.output}: cannot create the store's folder ({exc.strerror or exc})") from None
+        except sa.exc.ArgumentError as exc:
+            raise StoreError(f"--db-url {db_url!r} is not a database URL ({exc})") from None
+        self.runs = RunLog(self.engine)
+        self.parquet = ParquetMirror(self.output)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    def ensure_schema(self) -> None:
+        """Create the tables that do not exist yet."""
+        with self.engine.begin() as conn:
+            self.runs.ensure(conn)
+            recommendations_table(sa.MetaData(), pk_name=primary_key_name(self.engine, RECOMMENDATIONS)).create(
+                conn, checkfirst=True
+            )
+            popular_table(sa.MetaData(), pk_name=primary_key_name(self.engine, POPULAR)).create(conn, checkfirst=True)
+
+    def begin_run(self, run_id: str, started_at: datetime, input_path: str) -> None:
+        """Record a run as running (see :meth:`RunLog.begin`)."""
+        self.ensure_schema()
+        self.runs.begin(run_id, started_at, input_path)
+
+    def finish_run(self, run_id: str, status: str | None = None, **fields) -> None:
+        """Record how a run ended (see :meth:`RunLog.finish`)."""
+        self.runs.finish(run_id, status, **fields)
+
+    def current_run(self) -> str | None:
+        """The run whose lists are published now."""
+        return self.runs.current()
+
+    @contextlib.contextmanager
+    def recording(self, run_id: str, started_at: datetime, input_path: str, counts: dict) -> Iterator[None]:
+        """Record a run as running for the length of the block, and as failed (with why) if the
+        block raises; publishing inside the block records how it ended."""
+        self.begin_run(run_id, started_at, input_path)
+        try:
+            yield
+        except BaseException as exc:
+            self.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000], **counts)
+            raise
+
+    def publish(
+        self,
+        run_id: str,
+        generated_at: datetime,
+        lists: Iterable[pa.Table],
+        popular: pa.Table,
+        status: str = "succeeded",
+        **run_fields,
+    ) -> Published:
+        """Write the run's lists to staging, then swap them in as a whole (SQL first, then Parquet).
+
+        ``lists`` yields Arrow tables with columns user_id, rank, item, score; ``popular`` has
+        rank, item, score. The run's row in ``runs`` gets ``status`` (and ``run_fields``) in the
+        same transaction that swaps the tables, so a run is current exactly when its lists are.
+        """
+        staged_parquet = self.parquet.staged(run_id)
+        # PostgreSQL builds the primary key once, after the load (a sort, not 12M index inserts);
+        # SQLite cannot add one later, so its staging table has it from the start.
+        key_first = not self.is_postgres
+        staging = recommendations_table(sa.MetaData(), RECOMMENDATIONS + STAGING, primary_key=key_first)
+        staging_popular = popular_table(sa.MetaData(), POPULAR + STAGING, primary_key=key_first)
+        rows = users = 0
+        swapped = False
+        parquet_pending = None
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self.ensure_schema()
+            with self.engine.begin() as conn:
+                for table in (staging, staging_popular):
+                    table.drop(conn, checkfirst=True)
+                    table.create(conn)
+            with self.parquet.writer(run_id) as writer, bulk.bulk_load(self.engine, staging) as load:
+                for chunk in lists:
+                    chunk = _with_run(chunk, run_id, generated_at).cast(writer.schema)
+                    writer.write_table(chunk)
+                    self._insert(staging, chunk, load)
+                    rows += chunk.num_rows
+                    users += int(np.count_nonzero(np.asarray(chunk.column("rank")) == 1))
+            fsync(staged_parquet)
+            popular = popular.append_column("run_id", _constant(run_id, popular.num_rows, pa.string()))
+            with bulk.bulk_load(self.engine, staging_popular) as load:
+                self._insert(staging_popular, popular, load)
+            self._swap(run_id, status, run_fields)
+            swapped = True
+            try:
+                self.parquet.publish(run_id)
+            except OSError as exc:
+                # The run is published (the SQL swap is the commit point); the staged file is
+                # complete and ``reconcile`` moves it into place at the next run or rollback.
+                parquet_pending = f"Parquet not yet renamed into place ({exc.strerror or exc})"
+        except OSError as exc:
+            raise StoreError(f"{self.output}: cannot write the store ({exc.strerror or exc})") from None
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"{self.db_url}: cannot write the store ({reason(exc)})") from None
+        finally:
+            # Once the tables are swapped the staged file *is* the current Parquet: if renaming it
+            # failed, ``reconcile`` moves it into place, so it must not be deleted here.
+            if not swapped:
+                with contextlib.suppress(OSError):
+                    staged_parquet.unlink(missing_ok=True)
+        return Published(
+            rows=rows, users=users, parquet=self.parquet.path, db_url=self.db_url, parquet_pending=parquet_pending
+        )
+
+    def _insert(self, table: sa.Table, chunk: pa.Table, load) -> None:
+        bulk.insert(self.engine, table, chunk, load)
+
+    def _table_names(self) -> set[str]:
+        return set(sa.inspect(self.engine).get_table_names())
+
+    def _swap(self, run_id: str, status: str, run_fields: dict) -> None:
+        """Current -> previous, staging -> current, and the run's status, in one transaction."""
+        names = self._table_names()
+        with self.engine.begin() as conn:
+            for name in (RECOMMENDATIONS, POPULAR):
+                if name + PREVIOUS in names:
+                    conn.exec_driver_sql(f"DROP TABLE {name}{PREVIOUS}")
+                conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}{PREVIOUS}")
+                conn.exec_driver_sql(f"ALTER TABLE {name}{STAGING} RENAME TO {name}")
+            self.runs.mark_published(conn, run_id, status, run_fields)
+
+    def rollback(self) -> tuple[str, str]:
+        """Make the previous published run current again (one transaction); returns (from, to) run ids."""
+        names = self._table_names()
+        if RECOMMENDATIONS + PREVIOUS not in names:
+            raise StoreError(f"{self.db_url}: no previous run to roll back to")
+        with self.engine.begin() as conn:
+            previous = conn.exec_driver_sql(f"SELECT run_id FROM {RECOMMENDATIONS}{PREVIOUS} LIMIT 1").scalar()
+            if previous is None:
+                raise StoreError(f"{self.db_url}: no previous run to roll back to (the previous lists are empty)")
+            current = self.runs.current(conn)
+            for name in (RECOMMENDATIONS, POPULAR):
+                conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}_rollback")
+                conn.exec_driver_sql(f"ALTER TABLE {name}{PREVIOUS} RENAME TO {name}")
+                conn.exec_driver_sql(f"ALTER TABLE {name}_rollback RENAME TO {name}{PREVIOUS}")
+            self.runs.make_current(conn, previous)
+            if current is not None:
+                note = f"rolled back at {utc_now():%Y-%m-%d %H:%M:%S} UTC; {previous} made current again"
+                self.runs.note(conn, current, note)
+        try:
+            self.parquet.swap()
+        except OSError as exc:
+            raise StoreError(
+                f"{self.output}: rolled back in SQL, but the Parquet files could not be swapped "
+                f"({exc.strerror or exc}); the next run or rollback repairs them"
+            ) from None
+        return current, previous
+
+    def reconcile(self) -> str | None:
+        """Make the Parquet file hold the current run's lists after a crash between the two commits.
+
+        Returns what was done, or ``None`` when nothing was needed.
+        """
+        return "; ".join(self.parquet.reconcile(self.current_run())) or None
+
+
+def list_tables(users: np.ndarray, items: np.ndarray, lists, chunk_users: int = 100_000) -> Iterator[pa.Table]:
+    """Lists of item codes (rows follow the customer vocabulary ``users``) as Arrow tables of names
+    (user_id, rank, item, score), a chunk of customers at a time."""
+    k = lists.items.shape[1]
+    for start in range(0, len(users), chunk_users):
+        codes = lists.items[start : start + chunk_users]
+        valid = codes >= 0
+        ids = np.repeat(users[start : start + len(codes)], k).reshape(codes.shape)
+        ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int16), codes.shape)
+        yield pa.table(
+            {
+                "user_id": pa.array(ids[valid].astype(str)),
+                "rank": pa.array(ranks[valid]),
+                "item": pa.array(items[codes[valid]].astype(str)),
+                "score": pa.array(lists.scores[start : start + chunk_users][valid]),
+            }
+        )
+
+
+def ranked_table(items: np.ndarray, codes: np.ndarray, scores: np.ndarray) -> pa.Table:
+    """One list of item codes (the cold-start list) as an Arrow table of names (rank, item, score)."""
+    return pa.table(
+        {
+            "rank": pa.array(np.arange(1, len(codes) + 1, dtype=np.int16)),
+            "item": pa.array(items[codes].astype(str)),
+            "score": pa.array(np.asarray(scores, dtype=np.float64)),
+        }
+    )
+
+
+def _with_run(chunk: pa.Table, run_id: str, generated_at: datetime) -> pa.Table:
+    n = chunk.num_rows
+    return pa.table(
+        {
+            "user_id": chunk.column("user_id").cast(pa.string()),
+            "rank": chunk.column("rank").cast(pa.int16()),
+            "item": chunk.column("item").cast(pa.string()),
+            "score": chunk.column("score").cast(pa.float64()),
+            "run_id": _constant(run_id, n, pa.string()),
+            "generated_at": _constant(generated_at, n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=LIST_SCHEMA,
+    )
+
+
+def _constant(value, n: int, type_: pa.DataType) -> pa.Array:
+    """``n`` copies of ``value`` built by Arrow (no Python list of ``n`` elements)."""
+    return pc.fill_null(pa.nulls(n, type_), pa.scalar(value, type_))
