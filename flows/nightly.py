@@ -70,7 +70,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
                 watch.lap("score")
                 metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
             else:
-                lists = baseline_lists(interactions, fallback, options)
+                lists = baseline_lists(interactions, fallback, options, metrics.get("tuning"))
                 watch.lap("baseline_lists")
             fields = dict(metrics=dict(metrics, seconds=watch.seconds), message=reason, **_counts(report))
             published = publish(store, run_id, started_at, interactions, lists, options, status, fields)
@@ -81,7 +81,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         "run_id": run_id,
         "status": status,
         "reason": reason,
-        "validation": metrics.get("validation"),
+        "evaluation": metrics.get("evaluation"),
         "repaired": repaired,
         "users": published.users,
         "rows": published.rows,
@@ -124,7 +124,7 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
     """What this run may publish: (status, reason, baseline) with ``baseline`` None for the model.
 
     Too little data publishes popularity; otherwise, with the evaluation on, the quality gate
-    decides (``metrics`` gets the validation table and the verdict).
+    decides (``metrics`` gets the evaluation table, the tuned settings and the verdict).
     """
     too_small = untrainable(interactions)
     if too_small:
@@ -132,14 +132,18 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
         return "degraded", f"{too_small}: published the popularity list for everyone", "popularity"
     if not options.evaluate:
         return "succeeded", None, None
-    table, gate = evaluate(interactions, options)
+    evaluation, gate = evaluate(interactions, options)
     watch.lap("evaluate")
     if gate is None:
         return "succeeded", None, None
     from recsys.evaluation.protocol import metrics_record
 
-    metrics["validation"] = metrics_record(table)
-    metrics["gate"] = {"passed": gate.passed, "published": gate.publish, "reason": gate.reason}
+    metrics["evaluation"] = metrics_record(evaluation.table)
+    metrics["tuning"] = evaluation.settings
+    metrics["gate"] = {
+        "passed": gate.passed, "published": gate.publish, "reason": gate.reason,
+        "best_baseline": gate.best_baseline, "difference": gate.difference,
+    }
     if gate.passed:
         return "succeeded", None, None
     return "degraded", gate.reason, gate.publish
@@ -147,36 +151,38 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
 
 @task(name="evaluate", **TASK)
 def evaluate(interactions: Interactions, options: RunOptions):
-    """Score the model and every baseline on the validation split; the quality gate's verdict."""
+    """Score the model and every baseline on the temporal holdout; the quality gate's verdict."""
     from prefect.artifacts import create_markdown_artifact
 
-    from recsys.data.splits import validation_holdout
-    from recsys.evaluation.protocol import evaluate_recommenders, markdown_table, standard_recommenders
+    from recsys.data.splits import temporal_holdout
+    from recsys.evaluation.protocol import evaluate_all, markdown_table
 
     started = time.perf_counter()
-    split = validation_holdout(interactions)
+    split = temporal_holdout(interactions)
     log = get_run_logger()
     if len(split.users) == 0:
-        log.warning("evaluation: no customer has both validation and training items; quality gate skipped")
+        log.warning("evaluation: no customer has both earlier and held-out items; quality gate skipped")
         return None, None
-    with step("Evaluating (validation)") as update:
-        table = evaluate_recommenders(standard_recommenders(options), split, options.top_k, progress=update)
-    gate = quality.quality_gate(table)
-    markdown = markdown_table(table, f"Validation NDCG@{options.top_k} and friends ({len(split.users):,} customers)")
+    with step("Evaluating (held-out items)") as update:
+        evaluation = evaluate_all(interactions, options, split, progress=update)
+    gate = quality.quality_gate(evaluation)
+    users = int(evaluation.table["users"].iloc[0])
+    markdown = markdown_table(evaluation.table, f"Held-out NDCG@{options.top_k} and friends ({users:,} customers)")
     create_markdown_artifact(key="recsys-quality", markdown=markdown + f"\n\n**Gate:** {gate.reason}", description="Nightly quality")
     log.info("evaluation in %.1fs:\n%s", time.perf_counter() - started, markdown)
     (log.info if gate.passed else log.warning)("quality gate: %s", gate.reason)
-    return table, gate
+    return evaluation, gate
 
 
 @task(name="baseline_lists", **TASK)
-def baseline_lists(interactions: Interactions, name: str, options: RunOptions) -> Lists:
-    """The lists of the named baseline for every customer (published when the model may not be)."""
+def baseline_lists(interactions: Interactions, name: str, options: RunOptions, settings: dict | None = None) -> Lists:
+    """The lists of the named baseline (with the ``settings`` tuning chose) for every customer,
+    published when the model may not be."""
     import numpy as np
 
-    from recsys.evaluation.protocol import standard_recommenders
+    from recsys.evaluation.protocol import baseline_factories
 
-    recommender = standard_recommenders(options)[name]().fit(interactions)
+    recommender = baseline_factories(options, settings)[name]().fit(interactions)
     users = np.arange(interactions.n_users)
     return recommender.recommend(users, options.top_k, exclude_seen=not options.include_seen)
 

@@ -189,7 +189,7 @@ def test_cold_start_split_hand_worked() -> None:
     assert held_out(cs) == {"u2": {"a", "b"}, "u3": {"c"}}
     assert sorted(zip(cs.train.users[cs.train.user], cs.train.items[cs.train.item])) == [("u1", "a"), ("u4", "d")]
 
-    result = evaluate_recommenders({"pop": Popularity}, cs, k=2)
+    result = evaluate_recommenders({"pop": Popularity}, cs, k=2).table
     # Popularity on the training rows: a, d (1 customer each; tie by name) for everyone.
     row = result.iloc[0]
     assert row["recall"] == pytest.approx((1 / 2 + 0) / 2)
@@ -198,7 +198,7 @@ def test_cold_start_split_hand_worked() -> None:
 
 
 def test_evaluate_recommenders_runs_the_protocol(protocol_frame: Interactions) -> None:
-    result = evaluate_recommenders({"pop": Popularity}, temporal_holdout(protocol_frame), k=12)
+    result = evaluate_recommenders({"pop": Popularity}, temporal_holdout(protocol_frame), k=12).table
     assert list(result["recommender"]) == ["pop"]
     assert int(result.loc[0, "users"]) == 4
     assert 0.0 < result.loc[0, "ndcg"] <= 1.0

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from conftest import csv_text, make_synthetic
 from recsys.evaluation.gate import Gate, quality_gate
-from recsys.evaluation.protocol import markdown_table, metrics_record
+from recsys.evaluation.metrics import mean_interval
+from recsys.evaluation.protocol import TABLE_COLUMNS, Evaluation, markdown_table, metrics_record
 
 try:
     import implicit  # noqa: F401
@@ -23,12 +24,12 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     HAS_IMPLICIT = False
 
-BASELINES = ["popularity", "recent_popularity_90d", "item_knn"] + (["als"] if HAS_IMPLICIT else [])
+BASELINES = ["popularity", "recent_popularity_90d", "item_knn", "ease", "rp3beta"] + (["als"] if HAS_IMPLICIT else [])
 RECOMMENDERS = ["two_stage", *BASELINES]
 METRICS = ("ndcg", "recall", "hit_rate", "coverage")
 EPOCHS = ["--epochs", "2", "--ranking-epochs", "2"]
 WIDE = {"COLUMNS": "200"}  # a wide terminal, so Rich tables are not cut
-FORCED = Gate(False, "popularity", "forced for the test")
+FORCED = Gate(False, "popularity", "forced for the test", "popularity", (-0.1, -0.2, -0.05))
 
 
 @pytest.fixture(autouse=True)
@@ -40,64 +41,77 @@ def table(**ndcg: float) -> pd.DataFrame:
     """A metrics frame as evaluate_recommenders returns it, with the given NDCG per recommender."""
     rows = []
     for n, (name, value) in enumerate(ndcg.items()):
-        rows.append({"recommender": name, "ndcg": value, "recall": value + 0.1, "hit_rate": value + 0.2,
-                     "coverage": 0.5 + n / 100, "users": 120, "k": 12, "seconds": 1.25 * n})
-    return pd.DataFrame(rows, columns=["recommender", "ndcg", "recall", "hit_rate", "coverage", "users", "k", "seconds"])
+        rows.append({"recommender": name, "ndcg": value, "ndcg_low": value - 0.01, "ndcg_high": value + 0.02,
+                     "recall": value + 0.1, "hit_rate": value + 0.2, "coverage": 0.5 + n / 100, "users": 120, "k": 12,
+                     "seconds": 1.25 * n})
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def evaluation(k: int = 12, **per_user: np.ndarray) -> Evaluation:
+    """An evaluation of recommenders whose NDCG per customer (the same customers) is given."""
+    rows = []
+    for name, values in per_user.items():
+        low, high = mean_interval(values)
+        rows.append({"recommender": name, "ndcg": float(np.mean(values)), "ndcg_low": low, "ndcg_high": high,
+                     "recall": 0.0, "hit_rate": 0.0, "coverage": 0.0, "users": len(values), "k": k, "seconds": 0.0})
+    return Evaluation(table=pd.DataFrame(rows, columns=TABLE_COLUMNS), per_user=dict(per_user))
+
+
+BASE = np.random.default_rng(0).random(400)  # one NDCG per customer, 400 customers
+
+
+def noisy(shift: float, spread: float, seed: int) -> np.ndarray:
+    """``BASE`` moved by ``shift`` on average, customer by customer with noise of ``spread``."""
+    return np.clip(BASE + shift + np.random.default_rng(seed).normal(0.0, spread, len(BASE)), 0.0, 1.0)
 
 
 # --- quality_gate -----------------------------------------------------------------------------------
 
 
-def test_gate_passes_when_the_model_beats_popularity():
-    # item_knn is better still: the gate only asks the model to match popularity.
-    gate = quality_gate(table(two_stage=0.30, popularity=0.20, recent_popularity_90d=0.10, item_knn=0.40))
-    assert gate == Gate(True, "two_stage", "model NDCG@12 0.3000 >= popularity 0.2000 on validation")
+def test_gate_passes_a_model_clearly_above_the_best_baseline():
+    gate = quality_gate(evaluation(two_stage=noisy(0.05, 0.01, 1), popularity=noisy(-0.2, 0.01, 2), ease=BASE))
+    assert gate.passed is True and gate.publish == "two_stage" and gate.best_baseline == "ease"
+    mean, low, high = gate.difference
+    assert 0.04 < low < mean < high
+    assert gate.reason.startswith("model NDCG@12 ")
+    assert "vs best baseline ease " in gate.reason and gate.reason.endswith("not significantly below")
 
 
-def test_gate_passes_on_a_tie():
-    gate = quality_gate(table(two_stage=0.25, popularity=0.25, item_knn=0.30))
+def test_gate_passes_a_model_below_the_best_baseline_within_the_noise():
+    """0.005 below on average, but customer by customer it is a coin toss: not significantly below."""
+    gate = quality_gate(evaluation(two_stage=noisy(-0.005, 0.3, 3), rp3beta=BASE, popularity=noisy(-0.1, 0.1, 4)))
+    mean, low, high = gate.difference
+    assert mean < 0 < high
     assert gate.passed is True and gate.publish == "two_stage"
-    assert gate.reason == "model NDCG@12 0.2500 >= popularity 0.2500 on validation"
 
 
-def test_gate_fails_and_publishes_the_best_baseline_by_ndcg():
-    gate = quality_gate(
-        table(two_stage=0.10, popularity=0.20, recent_popularity_90d=0.15, item_knn=0.25, als=0.22)
-    )
-    assert gate.passed is False
-    assert gate.publish == "item_knn"
-    assert gate.reason == (
-        "model NDCG@12 0.1000 < popularity 0.2000 on validation: published item_knn (0.2500) instead"
-    )
-    assert "0.1000" in gate.reason and "0.2000" in gate.reason
-
-
-def test_gate_fails_to_popularity_when_it_is_the_best_baseline():
-    gate = quality_gate(table(two_stage=0.10, popularity=0.30, recent_popularity_90d=0.29, item_knn=0.05))
-    assert gate == Gate(
-        False, "popularity",
-        "model NDCG@12 0.1000 < popularity 0.3000 on validation: published popularity (0.3000) instead",
-    )
+def test_gate_fails_a_model_that_beats_popularity_but_is_significantly_below_the_best_baseline():
+    """The gate compares with the best baseline, not with the weakest one."""
+    model = noisy(-0.03, 0.01, 5)
+    gate = quality_gate(evaluation(two_stage=model, popularity=noisy(-0.2, 0.01, 6), ease=BASE, rp3beta=noisy(-0.01, 0.01, 7)))
+    assert gate.passed is False and gate.publish == "ease" == gate.best_baseline
+    mean, low, high = gate.difference
+    assert low < mean < high < 0
+    assert gate.reason.endswith("significantly below: published ease instead")
+    assert f"{model.mean():.4f}" in gate.reason and f"{BASE.mean():.4f}" in gate.reason
 
 
 def test_gate_prefers_popularity_among_tied_best_baselines():
     for order in (["item_knn", "popularity"], ["popularity", "item_knn"]):
-        values = {"two_stage": 0.10, **{name: 0.30 for name in order}, "recent_popularity_90d": 0.20}
-        assert quality_gate(table(**values)).publish == "popularity"
-
-
-def test_gate_never_publishes_the_model_when_it_fails():
-    # With only popularity to fall back on, a losing model leaves popularity as the published list.
-    gate = quality_gate(table(popularity=0.2, two_stage=0.19))
-    assert (gate.passed, gate.publish) == (False, "popularity")
+        values = {"two_stage": noisy(-0.3, 0.01, 8), **{name: BASE for name in order}, "recent_popularity_90d": noisy(-0.1, 0.01, 9)}
+        gate = quality_gate(evaluation(**values))
+        assert (gate.passed, gate.publish) == (False, "popularity")
 
 
 def test_gate_reason_names_the_k_the_table_was_scored_at():
     """`recsys run --top-k 5` scores NDCG@5; the reason recorded in runs.message must not say NDCG@12."""
-    frame = table(two_stage=0.10, popularity=0.20, item_knn=0.25).assign(k=5)
-    assert quality_gate(frame).reason.startswith("model NDCG@5 0.1000 < popularity 0.2000")
-    frame = table(two_stage=0.30, popularity=0.20).assign(k=5)
-    assert quality_gate(frame).reason == "model NDCG@5 0.3000 >= popularity 0.2000 on validation"
+    gate = quality_gate(evaluation(k=5, two_stage=noisy(-0.3, 0.01, 10), popularity=BASE))
+    assert gate.reason.startswith("model NDCG@5 ")
+
+
+def test_gate_with_a_single_customer_passes_for_want_of_evidence():
+    gate = quality_gate(evaluation(two_stage=np.array([0.1]), popularity=np.array([0.9])))
+    assert gate.passed is True
 
 
 # --- markdown_table / metrics_record -----------------------------------------------------------------
@@ -105,17 +119,16 @@ def test_gate_reason_names_the_k_the_table_was_scored_at():
 
 def test_markdown_table_has_a_header_and_one_row_per_recommender():
     frame = table(two_stage=0.123456, popularity=0.2, item_knn=1 / 3)
-    text = markdown_table(frame, "Validation NDCG@12 and friends (120 customers)")
+    text = markdown_table(frame, "Held-out NDCG@12 and friends (120 customers)")
     assert text.splitlines() == [
-        "### Validation NDCG@12 and friends (120 customers)",
+        "### Held-out NDCG@12 and friends (120 customers)",
         "",
-        "| recommender | ndcg | recall | hit_rate | coverage | users | seconds |",
-        "|---|---|---|---|---|---|---|",
-        "| two_stage | 0.1235 | 0.2235 | 0.3235 | 0.5000 | 120 | 0.0 |",
-        "| popularity | 0.2000 | 0.3000 | 0.4000 | 0.5100 | 120 | 1.2 |",
-        "| item_knn | 0.3333 | 0.4333 | 0.5333 | 0.5200 | 120 | 2.5 |",
+        "| recommender | ndcg | 95% interval | recall | hit_rate | coverage | users | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+        "| two_stage | 0.1235 | 0.1135 to 0.1435 | 0.2235 | 0.3235 | 0.5000 | 120 | 0.0 |",
+        "| popularity | 0.2000 | 0.1900 to 0.2200 | 0.3000 | 0.4000 | 0.5100 | 120 | 1.2 |",
+        "| item_knn | 0.3333 | 0.3233 to 0.3533 | 0.4333 | 0.5333 | 0.5200 | 120 | 2.5 |",
     ]
-    assert markdown_table(frame).splitlines()[0] == "| recommender | ndcg | recall | hit_rate | coverage | users | seconds |"
 
 
 def test_metrics_record_round_trips_names_and_values():
@@ -125,8 +138,8 @@ def test_metrics_record_round_trips_names_and_values():
     assert json.loads(json.dumps(record)) == record
     for row in frame.to_dict("records"):
         values = record[row["recommender"]]
-        assert set(values) == {*METRICS, "users", "seconds"}
-        for name in (*METRICS, "users", "seconds"):
+        assert set(values) == {*METRICS, "ndcg_low", "ndcg_high", "users", "seconds"}
+        for name in (*METRICS, "ndcg_low", "ndcg_high", "users", "seconds"):
             assert values[name] == pytest.approx(row[name], abs=5e-7)
     assert record["two_stage"]["ndcg"] == 0.123457
     assert record["item_knn"]["ndcg"] == 0.333333
@@ -195,29 +208,33 @@ def run_metrics(output: Path, run_id: str) -> tuple[str, str | None, dict]:
 
 
 @pytest.mark.slow
-def test_flow_with_evaluation_records_validation_metrics_and_the_gate(two_runs):
+def test_flow_with_evaluation_records_the_evaluation_and_the_gate(two_runs):
     summary = two_runs["summary_a"]
     status, message, metrics = run_metrics(two_runs["output"], summary["run_id"])
-    validation = metrics["validation"]
-    assert set(validation) == set(RECOMMENDERS)  # the store writes JSON with sorted keys
-    for name, values in validation.items():
-        for metric in METRICS:
+    evaluation = metrics["evaluation"]
+    assert set(evaluation) == set(RECOMMENDERS)  # the store writes JSON with sorted keys
+    for name, values in evaluation.items():
+        for metric in (*METRICS, "ndcg_low", "ndcg_high"):
             assert 0.0 <= values[metric] <= 1.0, (name, metric, values[metric])
+        assert values["ndcg_low"] <= values["ndcg"] <= values["ndcg_high"]
         assert values["users"] == 120  # every synthetic customer has 4+ items
-    assert summary["validation"] == validation
+    assert summary["evaluation"] == evaluation
     assert "evaluate" in metrics["seconds"]
+    assert set(metrics["tuning"]) == {"ease", "rp3beta"}
 
     gate = metrics["gate"]
-    assert set(gate) == {"passed", "published", "reason"}
-    model, popularity = validation["two_stage"]["ndcg"], validation["popularity"]["ndcg"]
+    assert set(gate) == {"passed", "published", "reason", "best_baseline", "difference"}
+    best = max(BASELINES, key=lambda name: (evaluation[name]["ndcg"], name == "popularity"))
+    assert gate["best_baseline"] == best
+    mean, low, high = gate["difference"]
+    assert mean == pytest.approx(evaluation["two_stage"]["ndcg"] - evaluation[best]["ndcg"], abs=2e-6)
     # The recorded verdict is the gate's rule applied to the recorded figures.
-    assert gate["passed"] is (model >= popularity)
-    assert f"{model:.4f}" in gate["reason"] and f"{popularity:.4f}" in gate["reason"]
+    assert gate["passed"] is (high >= 0)
+    assert f"{evaluation['two_stage']['ndcg']:.4f}" in gate["reason"] and f"{evaluation[best]['ndcg']:.4f}" in gate["reason"]
     if gate["passed"]:
         assert gate["published"] == "two_stage"
         assert (summary["status"], summary["reason"], status, message) == ("succeeded", None, "succeeded", None)
     else:
-        best = max(BASELINES, key=lambda name: (validation[name]["ndcg"], name == "popularity"))
         assert gate["published"] == best
         assert (summary["status"], status) == ("degraded", "degraded")
         assert summary["reason"] == message == gate["reason"]
@@ -230,15 +247,16 @@ def test_flow_with_evaluation_creates_the_quality_artifact(two_runs):
     assert artifact.type == "markdown"
     _, _, metrics = run_metrics(two_runs["output"], two_runs["summary_a"]["run_id"])
     text = artifact.data
-    assert text.startswith("### Validation NDCG@12 and friends (120 customers)\n")
+    assert text.startswith("### Held-out NDCG@12 and friends (120 customers)\n")
     assert text.endswith(f"\n\n**Gate:** {metrics['gate']['reason']}")
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) == {"recommender", *RECOMMENDERS}
     for name in RECOMMENDERS:
         cells = [c.strip() for c in rows[name].strip("|").split("|")]
-        for cell, metric in zip(cells[1:5], METRICS):
-            assert abs(float(cell) - metrics["validation"][name][metric]) <= 5e-5 + 1e-6, (name, metric, cell)
-        assert cells[5] == "120"
+        low, high = (float(v) for v in cells[2].split(" to "))
+        for value, metric in zip([cells[1], low, high, *cells[3:6]], ("ndcg", "ndcg_low", "ndcg_high", "recall", "hit_rate", "coverage")):
+            assert abs(float(value) - metrics["evaluation"][name][metric]) <= 5e-5 + 1e-6, (name, metric, value)
+        assert cells[6] == "120"
 
 
 @pytest.mark.slow
@@ -250,9 +268,12 @@ def test_forced_gate_failure_degrades_the_run(two_runs):
     assert set(summary["seconds"]) == {"load", "evaluate", "baseline_lists", "publish"}
     status, message, metrics = run_metrics(two_runs["output"], summary["run_id"])
     assert (status, message) == ("degraded", "forced for the test")
-    assert metrics["gate"] == {"passed": False, "published": "popularity", "reason": "forced for the test"}
-    assert set(metrics["validation"]) == set(RECOMMENDERS)
-    assert list(summary["validation"]) == RECOMMENDERS
+    assert metrics["gate"] == {
+        "passed": False, "published": "popularity", "reason": "forced for the test", "best_baseline": "popularity",
+        "difference": [-0.1, -0.2, -0.05],
+    }
+    assert set(metrics["evaluation"]) == set(RECOMMENDERS)
+    assert list(summary["evaluation"]) == RECOMMENDERS
     assert "ranking_lists" not in metrics  # no model was trained
 
 
@@ -310,14 +331,15 @@ def test_cli_runs_lists_both_runs_newest_first(two_runs):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     # Table rows (boxed) first, newest first; the current run carries the "* " marker.
-    table_rows = [line for line in lines if "│" in line and (a in line or b in line)]
+    table_rows = [line for line in lines if (a in line or b in line) and ": " not in line]
     assert len(table_rows) == 2
     line_b, line_a = table_rows
     assert f"* {b}" in line_b and "degraded" in line_b and "120" in line_b
     assert a in line_a and f"* {a}" not in line_a
     assert two_runs["summary_a"]["status"] in line_a
-    validation = rows[0]["metrics"]["validation"]
-    assert f"{validation['two_stage']['ndcg']:.3f}/{validation['popularity']['ndcg']:.3f}" in line_b
+    evaluation = rows[0]["metrics"]["evaluation"]
+    assert f"{evaluation['two_stage']['ndcg']:.3f}/{evaluation['popularity']['ndcg']:.3f}" in line_b
+    assert "-0.200..-0.050" in line_b
     # Why the run was degraded: a note under the table.
     assert f"{b}: forced for the test" in lines
 
@@ -346,11 +368,15 @@ def test_print_runs_in_80_columns_shows_status_and_current(monkeypatch, capsys):
     from recsys.cli.console import print_runs
 
     monkeypatch.setenv("COLUMNS", "80")
-    validation = {"two_stage": {"ndcg": 0.152401}, "popularity": {"ndcg": 0.334161}}
-    reason = "model NDCG@12 0.1524 < popularity 0.3342 on validation: published item_knn (0.4068) instead"
+    evaluation = {"two_stage": {"ndcg": 0.152401}, "ease": {"ndcg": 0.334161}}
+    gate = {"best_baseline": "ease", "difference": [-0.18176, -0.2101, -0.1502]}
+    reason = (
+        "model NDCG@12 0.1524 vs best baseline ease 0.3342: difference -0.1818 (95% interval -0.2101 to -0.1502), "
+        "significantly below: published ease instead"
+    )
     rows = [
         {"run_id": "20240302T020000123456Z", "started_at": "2024-03-02 02:00:00.123456", "finished_at": None,
-         "status": "degraded", "is_current": 1, "users": 125_000, "metrics": {"validation": validation},
+         "status": "degraded", "is_current": 1, "users": 125_000, "metrics": {"evaluation": evaluation, "gate": gate},
          "message": reason},
         {"run_id": "20240301T020000123456Z", "started_at": "2024-03-01 02:00:00.123456", "finished_at": None,
          "status": "succeeded", "is_current": 0, "users": 124_000, "metrics": {}, "message": None},
@@ -359,10 +385,10 @@ def test_print_runs_in_80_columns_shows_status_and_current(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "…" not in out, out
     lines = out.splitlines()
-    [current] = [line for line in lines if "│" in line and "20240302T020000123456Z" in line]
+    [current] = [line for line in lines if "20240302T020000123456Z" in line and ": " not in line]
     assert "* 20240302T020000123456Z" in current and "degraded" in current
-    assert "125,000" in current and "0.152/0.334" in current
-    [older] = [line for line in lines if "│" in line and "20240301T020000123456Z" in line]
+    assert "125,000" in current and "0.152/0.334" in current and "-0.210..-0.150" in current
+    [older] = [line for line in lines if "20240301T020000123456Z" in line and ": " not in line]
     assert "*" not in older and "succeeded" in older and "124,000" in older
     assert f"20240302T020000123456Z: {reason}" in lines
 
@@ -376,7 +402,7 @@ def test_print_evaluation_in_80_columns_shows_every_recommender_name(monkeypatch
     cold = table(popularity=0.1)
     cold["recommender"] = ["cold_start_list (recent_popularity_90d)"]
     report = EvaluationReport(
-        split="test", holdout=table(**{name: 0.1 for name in RECOMMENDERS}), cold_start=cold,
+        split="test", holdout=Evaluation(table(**{name: 0.1 for name in RECOMMENDERS})), cold_start=Evaluation(cold),
         cold_start_cut=int(pd.Timestamp("2022-09-26").timestamp()),
     )
     print_evaluation(report)
@@ -417,8 +443,10 @@ def test_cli_evaluate_prints_every_recommender_and_cold_start(small_csv, split):
         [line] = [line for line in holdout.splitlines() if f" {name} " in line]
         cells = [c.strip() for c in line.strip("│ \n").split("│")]
         assert cells[0] == name
-        assert all(0.0 <= float(c) <= 1.0 and len(c.split(".")[1]) == 4 for c in cells[1:4]), cells
-        assert cells[5] == "40"
+        ndcg, (low, high) = float(cells[1]), (float(v) for v in cells[2].split("-"))
+        assert low <= ndcg <= high, cells
+        assert all(0.0 <= float(c) <= 1.0 and len(c.split(".")[1]) == 4 for c in (cells[1], *cells[3:5])), cells
+        assert cells[6] == "40"
 
 
 def test_cli_evaluate_rejects_an_unknown_split_with_one_line(small_csv):

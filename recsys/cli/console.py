@@ -101,14 +101,15 @@ def print_summary(summary: dict) -> None:
         console.print(f"  input: {note}")
     if summary.get("reason"):
         console.print(f"  [bold yellow]quality gate: {summary['reason']}[/]")
-    validation = summary.get("validation")
-    if validation:
-        table = Table(title="validation (NDCG@12, recall@12)", box=None)
+    evaluation = summary.get("evaluation")
+    if evaluation:
+        table = Table(title="held-out evaluation (NDCG@12 with its 95% interval, recall@12)", box=None)
         table.add_column("recommender")
         table.add_column("ndcg", justify="right")
+        table.add_column("95% interval", justify="right")
         table.add_column("recall", justify="right")
-        for name, values in validation.items():
-            table.add_row(name, f"{values['ndcg']:.4f}", f"{values['recall']:.4f}")
+        for name, values in evaluation.items():
+            table.add_row(name, f"{values['ndcg']:.4f}", _interval(values), f"{values['recall']:.4f}")
         console.print(table)
     stages = Table(title="seconds per stage", show_header=False, box=None)
     for stage, seconds in summary["seconds"].items():
@@ -127,14 +128,21 @@ def print_evaluation(report) -> None:
     console.print(_metrics_table(report.cold_start, f"cold start (customers {after})"))
 
 
-def _metrics_table(frame, title: str) -> Table:
+def _interval(values: dict) -> str:
+    low, high = values.get("ndcg_low"), values.get("ndcg_high")
+    if low is None or high is None or low != low:  # NaN: too few customers for an interval
+        return "-"
+    return f"{low:.3f}-{high:.3f}"
+
+
+def _metrics_table(evaluation, title: str) -> Table:
     table = Table(title=title)
     table.add_column("recommender", no_wrap=True)
-    for column in ("ndcg@12", "recall@12", "hitrate@12", "coverage", "customers", "seconds"):
+    for column in ("ndcg@12", "95% interval", "recall@12", "hitrate@12", "coverage", "customers", "seconds"):
         table.add_column(column, justify="right")
-    for row in frame.to_dict("records"):
+    for row in evaluation.table.to_dict("records"):
         table.add_row(
-            row["recommender"], f"{row['ndcg']:.4f}", f"{row['recall']:.4f}", f"{row['hit_rate']:.4f}",
+            row["recommender"], f"{row['ndcg']:.4f}", _interval(row), f"{row['recall']:.4f}", f"{row['hit_rate']:.4f}",
             f"{row['coverage']:.3f}", f"{int(row['users']):,}", f"{row['seconds']:.1f}",
         )
     return table
@@ -146,24 +154,33 @@ def print_runs(rows: list[dict]) -> None:
     if not rows:
         console.print("no runs yet")
         return
-    table = Table(title="runs, newest first (* = published now)")
+    from rich import box
+
+    # No vertical rules: a run id, its status, customers and the two figures fit 80 columns.
+    table = Table(title="runs, newest first (* = published now)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("run", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("customers", justify="right", no_wrap=True)
-    table.add_column("ndcg@12 model/pop", justify="right", no_wrap=True)
+    table.add_column("model/best", justify="right", no_wrap=True)
+    table.add_column("gap, 95%", justify="right", no_wrap=True)
     notes = []
     for row in rows:
-        validation = row["metrics"].get("validation", {})
-        model = validation.get("two_stage", {}).get("ndcg")
-        popular = validation.get("popularity", {}).get("ndcg")
-        headline = f"{model:.3f}/{popular:.3f}" if model is not None and popular is not None else "-"
+        evaluation = row["metrics"].get("evaluation", {})
+        gate = row["metrics"].get("gate", {})
+        best = gate.get("best_baseline")
+        model = evaluation.get("two_stage", {}).get("ndcg")
+        baseline = evaluation.get(best, {}).get("ndcg") if best else None
+        headline = f"{model:.3f}/{baseline:.3f}" if model is not None and baseline is not None else "-"
+        difference = gate.get("difference")
+        gap = f"{difference[1]:+.3f}..{difference[2]:+.3f}" if difference and difference[1] == difference[1] else "-"
         marker = "* " if row["is_current"] else "  "
         table.add_row(
             marker + row["run_id"], row["status"],
-            f"{row['users']:,}" if row["users"] is not None else "-", headline,
+            f"{row['users']:,}" if row["users"] is not None else "-", headline, gap,
         )
         if row["message"]:
             notes.append(f"{row['run_id']}: {row['message']}")
     console.print(table)
+    console.print("model/best: NDCG@12 of the model and of the best baseline on held-out items; gap: the 95% interval of their difference")
     for note in notes:
         console.print(note, soft_wrap=True)

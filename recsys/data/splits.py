@@ -124,3 +124,12 @@ def _pairs_matrix(users, items, data: Interactions) -> sp.csr_matrix:
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
     return matrix
+
+
+def sample_users(split: Split, most: int, seed: int = 0) -> Split:
+    """``split`` with at most ``most`` scored customers, drawn at random (seeded); the same training rows."""
+    if len(split.users) <= most:
+        return split
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(split.users, most, replace=False))
+    return Split(train=split.train, users=chosen, relevant=split.relevant, cut=split.cut)

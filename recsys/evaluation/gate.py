@@ -1,12 +1,17 @@
-"""The quality gate: may the model's lists be published, or must a baseline's be?"""
+"""The quality gate: may the model's lists be published, or must the best baseline's be?
+
+The model is published unless its NDCG@k on the evaluation split is *significantly* below the
+best baseline's: the 95% paired bootstrap interval over customers of (model - best baseline)
+lies wholly below zero (a one-sided test at the 2.5% level). Otherwise the best baseline's lists
+are published and the run is ``degraded``, with the figures in the reason.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
-
-from recsys.evaluation.protocol import MODEL_NAME
+from recsys.evaluation.metrics import LEVEL, paired_difference
+from recsys.evaluation.protocol import MODEL_NAME, Evaluation
 
 
 @dataclass(frozen=True)
@@ -16,20 +21,27 @@ class Gate:
     passed: bool
     publish: str
     reason: str
+    best_baseline: str | None = None
+    difference: tuple[float, float, float] | None = None  # model - best baseline: (mean, low, high)
 
 
-def quality_gate(table: pd.DataFrame) -> Gate:
-    """The model passes when its NDCG@k is at least popularity's; otherwise the best baseline is published."""
-    scores = dict(zip(table["recommender"], table["ndcg"]))
-    k = int(table["k"].iloc[0])
-    model, popularity = scores[MODEL_NAME], scores["popularity"]
-    if model >= popularity:
-        return Gate(True, MODEL_NAME, f"model NDCG@{k} {model:.4f} >= popularity {popularity:.4f} on validation")
-    baselines = {name: value for name, value in scores.items() if name != MODEL_NAME}
-    best = max(baselines, key=lambda name: (baselines[name], name == "popularity"))
-    return Gate(
-        False,
-        best,
-        f"model NDCG@{k} {model:.4f} < popularity {popularity:.4f} on validation: published {best} "
-        f"({baselines[best]:.4f}) instead",
+def best_baseline(evaluation: Evaluation) -> str:
+    """The baseline with the highest mean NDCG (popularity wins ties: the simplest list)."""
+    scores = {name: value for name, value in evaluation.ndcg().items() if name != MODEL_NAME}
+    return max(scores, key=lambda name: (scores[name], name == "popularity"))
+
+
+def quality_gate(evaluation: Evaluation) -> Gate:
+    """The verdict on ``evaluation`` (see the module docstring)."""
+    k = evaluation.k
+    best = best_baseline(evaluation)
+    scores = evaluation.ndcg()
+    model, baseline = scores[MODEL_NAME], scores[best]
+    mean, low, high = paired_difference(evaluation.per_user[MODEL_NAME], evaluation.per_user[best])
+    figures = (
+        f"model NDCG@{k} {model:.4f} vs best baseline {best} {baseline:.4f}: difference {mean:+.4f} "
+        f"({LEVEL:.0%} interval {low:+.4f} to {high:+.4f})"
     )
+    if not high < 0:  # also when the interval cannot be computed (fewer than 2 customers)
+        return Gate(True, MODEL_NAME, f"{figures}, not significantly below", best, (mean, low, high))
+    return Gate(False, best, f"{figures}, significantly below: published {best} instead", best, (mean, low, high))

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions, item_popularity, recent_popularity
 from recsys.models.base import MatrixRecommender, tie_break
+from recsys.models.item_item import cosine_neighbours, item_item
 
 
 class Popularity(MatrixRecommender):
@@ -56,30 +57,112 @@ class ItemKNN(MatrixRecommender):
     """Item-based neighbours: cosine similarity of the binary customers × items columns.
 
     A customer's score for an item is the sum of its similarities to the customer's items; ties
-    (and customers whose items co-occur with nothing) are broken by popularity.
+    (and customers whose items co-occur with nothing) are broken by popularity. Rule: every
+    neighbour for catalogues up to 2,000 items, each item's 200 nearest above (the similarity is
+    built a block of items at a time, never as a dense items × items matrix).
     """
 
     name = "item_knn"
 
-    def __init__(self) -> None:
+    def __init__(self, neighbours: int | None = None) -> None:
         super().__init__()
+        self.neighbours = neighbours
         self._similarity: sp.csr_matrix | None = None
 
     def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
-        co = (seen.T @ seen).tocsr().astype(np.float64)
-        norms = np.sqrt(co.diagonal())
-        inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        similarity = sp.diags(inverse) @ co @ sp.diags(inverse)
-        # Self-similarity would only push a customer's own items up, which matters when seen items
-        # are not excluded and means nothing otherwise.
-        similarity.setdiag(0.0)
-        similarity.eliminate_zeros()
-        self._similarity = similarity.tocsr()
+        neighbours = self.neighbours
+        if neighbours is None and interactions.n_items > 2000:
+            neighbours = 200
+        self._similarity = cosine_neighbours(seen, neighbours, dtype=np.float64)
         return item_popularity(interactions)
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
         scores = (self._seen[users].astype(np.float64) @ self._similarity).toarray()
         return scores + tie_break(self._fallback)[None, :]
+
+
+class EASE(MatrixRecommender):
+    """Embarrassingly shallow autoencoder (Steck 2019): a closed-form item × item linear model.
+
+    With X the binary customers × items matrix, G = XᵀX + λI, P = G⁻¹ and B = -P / diag(P) column
+    by column with a zero diagonal; a customer's scores are x B. Rule for large catalogues: the
+    model covers the ``max_items`` most popular items (3,000 by default: G and its inverse then
+    take 72 MB each), and the other items are not recommended by it.
+    """
+
+    def __init__(self, regularization: float = 500.0, max_items: int = 3000) -> None:
+        """``regularization``: λ (> 0); ``max_items``: the most popular items the model covers."""
+        super().__init__()
+        if regularization <= 0:
+            raise ValueError(f"regularization must be > 0, got {regularization}")
+        self.regularization = regularization
+        self.max_items = max_items
+        self.name = f"ease_l{regularization:g}"
+        self._weights: np.ndarray | None = None
+        self._covered: np.ndarray | None = None
+
+    def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
+        popularity = item_popularity(interactions)
+        known = np.flatnonzero(popularity > 0)
+        if len(known) > self.max_items:
+            order = np.lexsort((known, -popularity[known]))  # most popular first, ties by code
+            known = np.sort(known[order[: self.max_items]])
+        x = seen[:, known].astype(np.float64)
+        gram = (x.T @ x).toarray()
+        gram[np.diag_indices_from(gram)] += self.regularization
+        inverse = np.linalg.inv(gram)
+        weights = -inverse / np.diag(inverse)[None, :]
+        weights[np.diag_indices_from(weights)] = 0.0
+        self._weights, self._covered = weights, known
+        return popularity
+
+    def _scores(self, users: np.ndarray) -> np.ndarray:
+        scores = np.full((len(users), self._seen.shape[1]), -np.inf)
+        history = self._seen[users][:, self._covered].astype(np.float64)
+        scores[:, self._covered] = history @ self._weights + tie_break(self._fallback[self._covered])[None, :]
+        return scores
+
+
+class RP3Beta(MatrixRecommender):
+    """RP3beta (Paudel et al. 2017): a two-step random walk item → customer → item, re-weighted.
+
+    Transition probabilities (customer → item 1/|customer's items|, item → customer 1/|item's
+    customers|) are raised to ``alpha``; the walk's arrival at item j is divided by
+    popularity(j)^``beta``, which lifts less popular items. Rule: every neighbour for catalogues up
+    to 2,000 items, each item's ``neighbours`` strongest (200) above.
+    """
+
+    def __init__(self, alpha: float = 0.5, beta: float = 0.0, neighbours: int | None = None) -> None:
+        super().__init__()
+        self.alpha, self.beta, self.neighbours = alpha, beta, neighbours
+        self.name = f"rp3beta_a{alpha:g}_b{beta:g}"
+        self._walk: sp.csr_matrix | None = None
+
+    def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
+        popularity = item_popularity(interactions)
+        user_degree = np.asarray(seen.sum(axis=1)).ravel()
+        item_degree = np.asarray(seen.sum(axis=0)).ravel()
+        to_items = sp.diags(_power(user_degree, -self.alpha)) @ seen  # customer -> item, ^alpha
+        to_users = sp.diags(_power(item_degree, -self.alpha)) @ seen.T.tocsr()  # item -> customer, ^alpha
+        neighbours = self.neighbours
+        if neighbours is None and interactions.n_items > 2000:
+            neighbours = 200
+        self._walk = item_item(
+            to_users, to_items.tocsr(), neighbours, column_scale=_power(popularity, -self.beta), dtype=np.float64
+        )
+        return popularity
+
+    def _scores(self, users: np.ndarray) -> np.ndarray:
+        scores = (self._seen[users].astype(np.float64) @ self._walk).toarray()
+        return scores + tie_break(self._fallback)[None, :]
+
+
+def _power(values: np.ndarray, exponent: float) -> np.ndarray:
+    """``values ** exponent`` with 0 where a value is 0 (an item or customer with no interactions)."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.zeros_like(values)
+    np.power(values, exponent, out=out, where=values > 0)
+    return out
 
 
 class ALS(MatrixRecommender):

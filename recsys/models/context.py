@@ -21,6 +21,7 @@ from recsys.data.interactions import (
     recent_popularity,
     user_histories,
 )
+from recsys.models.item_item import cosine_neighbours
 from recsys.scoring.lists import Lists
 
 FEATURES = (
@@ -142,38 +143,15 @@ def pair_features(
     return stacked[..., [FEATURES.index(name) for name in names]]
 
 
-def cooccurrence_similarity(seen: sp.csr_matrix, neighbours: int | None = None, block: int = 2048) -> sp.csr_matrix:
+def cooccurrence_similarity(seen: sp.csr_matrix, neighbours: int | None = None) -> sp.csr_matrix:
     """Cosine similarity of items by the users they share (zero diagonal), each item's top ``neighbours`` kept.
 
     Rule: 200 neighbours for catalogues up to 2,000 items, 50 above (what a customer's dozen
     items can reach stays well covered, and scoring a million customers stays fast).
-
-    Computed a block of items at a time, so a catalogue of tens of thousands of items never
-    needs the full item x item matrix in memory.
     """
-    item_users = seen.T.tocsr().astype(np.float32)
-    norms = np.sqrt(np.asarray(item_users.multiply(item_users).sum(axis=1)).ravel())
-    norms[norms == 0] = 1.0
-    scaled = sp.diags(1.0 / norms).astype(np.float32) @ item_users
-    scaled_t = scaled.T.tocsr()
-    n_items = seen.shape[1]
     if neighbours is None:
-        neighbours = 200 if n_items <= 2000 else 50
-    keep = min(neighbours, max(n_items - 1, 1))
-    rows, cols, values = [], [], []
-    for start in range(0, n_items, block):
-        stop = min(start + block, n_items)
-        dense = (scaled[start:stop] @ scaled_t).toarray()
-        dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        top = np.argpartition(-dense, keep - 1, axis=1)[:, :keep] if keep < n_items else np.tile(np.arange(n_items), (stop - start, 1))
-        picked = np.take_along_axis(dense, top, axis=1)
-        nonzero = picked > 0
-        rows.append(np.nonzero(nonzero)[0] + start)
-        cols.append(top[nonzero])
-        values.append(picked[nonzero])
-    return sp.csr_matrix(
-        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items), dtype=np.float32
-    )
+        neighbours = 200 if seen.shape[1] <= 2000 else 50
+    return cosine_neighbours(seen, neighbours)
 
 
 def gather(matrix: sp.spmatrix, columns: np.ndarray) -> np.ndarray:

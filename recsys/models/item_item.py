@@ -1,0 +1,59 @@
+"""Item × item matrices built a block of items at a time, each item's strongest neighbours kept.
+
+The cosine similarity of item-kNN and of the ranking stage's co-occurrence features, and the
+two-step random walk of RP3beta, are all ``left @ right`` with ``left`` items × customers and
+``right`` customers × items: a catalogue of tens of thousands of items never needs the full
+items × items product in memory, only one block of rows at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+BLOCK_ITEMS = 2048
+
+
+def item_item(
+    left: sp.csr_matrix,
+    right: sp.csr_matrix,
+    neighbours: int | None,
+    column_scale: np.ndarray | None = None,
+    block: int = BLOCK_ITEMS,
+    dtype=np.float32,
+) -> sp.csr_matrix:
+    """``left @ right`` (items × items), columns times ``column_scale``, zero diagonal, and in each
+    row only the ``neighbours`` largest positive values (all of them when ``neighbours`` is None)."""
+    n_items = right.shape[1]
+    keep = n_items if neighbours is None else min(neighbours, max(n_items - 1, 1))
+    left = sp.csr_matrix(left, dtype=dtype)
+    right = sp.csr_matrix(right, dtype=dtype)
+    rows, cols, values = [], [], []
+    for start in range(0, n_items, block):
+        stop = min(start + block, n_items)
+        dense = (left[start:stop] @ right).toarray()
+        if column_scale is not None:
+            dense *= column_scale[None, :].astype(dtype)
+        dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        if keep < n_items:
+            top = np.argpartition(-dense, keep - 1, axis=1)[:, :keep]
+        else:
+            top = np.broadcast_to(np.arange(n_items), (stop - start, n_items))
+        picked = np.take_along_axis(dense, top, axis=1)
+        positive = picked > 0
+        rows.append(np.nonzero(positive)[0] + start)
+        cols.append(top[positive])
+        values.append(picked[positive])
+    return sp.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items), dtype=dtype
+    )
+
+
+def cosine_neighbours(seen: sp.csr_matrix, neighbours: int | None, dtype=np.float32) -> sp.csr_matrix:
+    """Cosine similarity of items by the customers they share (zero diagonal), each item's top
+    ``neighbours`` kept (``seen``: the binary customers × items matrix)."""
+    item_users = seen.T.tocsr().astype(dtype)
+    norms = np.sqrt(np.asarray(item_users.multiply(item_users).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    scaled = sp.diags(1.0 / norms).astype(dtype) @ item_users
+    return item_item(scaled, scaled.T.tocsr(), neighbours, dtype=dtype)
