@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from conftest import interactions_of
 from recsys.data.interactions import Interactions
 from recsys.models.base import Recommender
-from recsys.models.baselines import ALS, ItemKNN, Popularity, RecentPopularity, cold_start_list
+from recsys.models.baselines import ALS, EASE, ItemKNN, Popularity, RecentPopularity, RP3Beta, cold_start_list
 from recsys.scoring.topk import blockwise_top_k, top_k_excluding, top_k_shared_excluding
 
 DAY0 = pd.Timestamp("2022-01-01")
@@ -165,3 +165,63 @@ def test_shared_top_k_matches_dense() -> None:
     np.testing.assert_array_equal(dense[0], shared[0])
     np.testing.assert_array_equal(dense[1], shared[1])
     assert (shared[0][7] == -1).all()
+
+
+def test_ease_is_the_closed_form_of_its_paper(tiny: Interactions) -> None:
+    """B = -P / diag(P) with P = (XᵀX + λI)⁻¹ and a zero diagonal; scores = x B."""
+    lam = 2.0
+    model = EASE(regularization=lam).fit(tiny)
+    x = tiny.seen().toarray().astype(np.float64)
+    known = np.flatnonzero(x.sum(axis=0) > 0)
+    x = x[:, known]
+    p = np.linalg.inv(x.T @ x + lam * np.eye(len(known)))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    u4 = tiny.user_codes(["u4"])
+    lists = model.recommend(u4, 4, exclude_seen=True)
+    expected = (x[u4[0]] @ b)
+    order = [i for i in np.argsort(-expected, kind="stable") if x[u4[0], i] == 0]
+    assert lists.items[0].tolist() == known[order].tolist()
+    assert lists.scores[0] == pytest.approx(expected[order], abs=1e-6)
+    assert model.name == "ease_l2"
+
+
+def test_ease_covers_only_the_most_popular_items_when_told_to(tiny: Interactions) -> None:
+    model = EASE(regularization=1.0, max_items=3).fit(tiny)
+    assert tiny.items[model.columns].tolist() == ["A", "B", "D"]  # 3, 3 and 2 customers
+    lists = model.recommend(np.arange(tiny.n_users), 5, exclude_seen=False)
+    assert set(lists.items[lists.items >= 0].tolist()) <= set(model.columns.tolist())
+
+
+def test_rp3beta_is_the_two_step_walk_of_its_paper(tiny: Interactions) -> None:
+    alpha, beta = 0.5, 0.5
+    model = RP3Beta(alpha=alpha, beta=beta).fit(tiny)
+    x = tiny.seen().toarray().astype(np.float64)
+    users, items = x.sum(axis=1), x.sum(axis=0)
+    with np.errstate(divide="ignore"):
+        to_items = np.where(x > 0, (x / np.maximum(users, 1)[:, None]) ** alpha, 0.0)
+        to_users = np.where(x.T > 0, (x.T / np.maximum(items, 1)[:, None]) ** alpha, 0.0)
+    walk = to_users @ to_items
+    walk = walk / np.where(items > 0, items**beta, np.inf)[None, :]
+    np.fill_diagonal(walk, 0.0)
+    u2 = tiny.user_codes(["u2"])[0]
+    expected = x[u2] @ walk
+    lists = model.recommend(np.array([u2]), 3, exclude_seen=True)
+    unseen = [i for i in np.argsort(-expected, kind="stable") if x[u2, i] == 0 and items[i] > 0]
+    assert lists.items[0].tolist() == unseen[:3]
+    assert lists.scores[0] == pytest.approx(expected[unseen[:3]], abs=1e-6)
+
+
+@pytest.mark.parametrize("make", [Popularity, lambda: RecentPopularity(30), ItemKNN, lambda: EASE(5.0), RP3Beta])
+def test_score_gives_the_scores_recommend_ranks_by(tiny: Interactions, make) -> None:
+    model = make().fit(tiny)
+    users = np.arange(tiny.n_users)
+    lists = model.recommend(users, 4, exclude_seen=False)
+    scores = model.score(users, lists.items)
+    valid = lists.items >= 0
+    assert scores[valid] == pytest.approx(lists.scores[valid], abs=1e-9)
+    assert np.isneginf(scores[~valid]).all()
+    # An item the model does not cover scores -inf.
+    without_e = tiny.take(tiny.item != tiny.item_codes(["E"])[0])
+    partial = make().fit(without_e)
+    assert np.isneginf(partial.score(users[:1], tiny.item_codes(["E"])[None, :])).all()

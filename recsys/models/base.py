@@ -49,8 +49,10 @@ class MatrixRecommender:
     """Shared plumbing for recommenders whose scores come as dense (customers × items) blocks.
 
     Subclasses implement ``_fit`` (learn, return the non-personal fallback score per item, used as
-    the tie-break) and ``_scores`` (dense scores of a block of customer codes). Non-personal models
-    set ``non_personal`` and get the fast path that reads only the global top ``k + |seen|``.
+    the tie-break) and ``_scores`` (dense scores of a block of customer codes over the item codes
+    in ``self._columns``: by default every item the fitted interactions mention; a model may
+    cover fewer). Non-personal models set ``non_personal`` and get the fast path that reads only
+    the global top ``k + |seen|``.
     """
 
     name: str = "base"
@@ -59,7 +61,7 @@ class MatrixRecommender:
     def __init__(self) -> None:
         self._seen: sp.csr_matrix | None = None
         self._fallback: np.ndarray | None = None
-        self._unknown_items: np.ndarray | None = None
+        self._columns: np.ndarray | None = None
 
     def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
         raise NotImplementedError
@@ -71,7 +73,8 @@ class MatrixRecommender:
         """Learn from ``interactions``; returns ``self``."""
         seen = interactions.seen()
         self._seen = seen
-        self._unknown_items = np.flatnonzero(interactions.item_counts() == 0)
+        # Items the fitted rows never mention are never recommended: nothing was learnt about them.
+        self._columns = np.flatnonzero(interactions.item_counts() > 0)
         self._fallback = np.asarray(self._fit(interactions, seen), dtype=np.float64)
         return self
 
@@ -81,42 +84,49 @@ class MatrixRecommender:
         self._require_fit()
         return self._fallback
 
+    @property
+    def columns(self) -> np.ndarray:
+        """The item codes the model scores (any other item is never recommended)."""
+        self._require_fit()
+        return self._columns
+
     def _require_fit(self) -> None:
         if self._seen is None:
             raise RuntimeError(f"{type(self).__name__} must be fitted before recommending")
-
-    def _masked(self, scores: np.ndarray) -> np.ndarray:
-        if len(self._unknown_items):
-            scores = np.array(scores, dtype=np.float64, copy=True)
-            scores[..., self._unknown_items] = -np.inf
-        return scores
 
     def recommend(self, users: np.ndarray, k: int, exclude_seen: bool = True) -> Lists:
         """Top ``k`` item codes and scores per customer code in ``users`` (see the module docstring)."""
         self._require_fit()
         users = np.asarray(users, dtype=np.int64)
-        seen = self._seen[users] if exclude_seen else None
-        n_items = self._seen.shape[1]
+        columns = self._columns
+        seen = self._seen[users][:, columns] if exclude_seen else None
         if self.non_personal:
-            shared = self._masked(self._fallback)
             if seen is None:
-                seen = sp.csr_matrix((len(users), n_items), dtype=np.float32)
-            items, scores = top_k_shared_excluding(shared, seen, k)
+                seen = sp.csr_matrix((len(users), len(columns)), dtype=np.float32)
+            picked, scores = top_k_shared_excluding(self._fallback[columns], seen, k)
         else:
-            items, scores = blockwise_top_k(
-                lambda block: self._masked(self._scores(users[block])), len(users), n_items, k, seen
-            )
-        return Lists(items=items, scores=scores)
+            picked, scores = blockwise_top_k(lambda block: self._scores(users[block]), len(users), len(columns), k, seen)
+        items = np.where(picked >= 0, columns[np.maximum(picked, 0)] if len(columns) else -1, -1)
+        return Lists(items=items.astype(np.int64), scores=scores)
+
+    def positions(self, items: np.ndarray) -> np.ndarray:
+        """Where each item code stands in ``columns`` (-1: not scored by the model, or no item)."""
+        lookup = np.full(self._seen.shape[1] + 1, -1, dtype=np.int64)
+        lookup[self._columns] = np.arange(len(self._columns))
+        items = np.asarray(items, dtype=np.int64)
+        return np.where(items >= 0, lookup[np.where(items >= 0, items, -1)], -1)
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Scores of the item codes ``items`` ``(len(users), m)`` for customer codes ``users``."""
         self._require_fit()
         users = np.asarray(users, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
-        dense = self._masked(self._scores(users) if not self.non_personal else self._fallback[None, :])
-        dense = np.broadcast_to(dense, (len(users), dense.shape[-1]))
-        picked = np.take_along_axis(dense, np.maximum(items, 0), axis=1)
-        return np.where(items >= 0, picked, -np.inf)
+        where = self.positions(items)
+        if self.non_personal:
+            dense = np.broadcast_to(self._fallback[self._columns], (len(users), len(self._columns)))
+        else:
+            dense = self._scores(users)
+        picked = np.take_along_axis(dense, np.maximum(where, 0), axis=1) if dense.shape[1] else np.zeros(where.shape)
+        return np.where(where >= 0, picked, -np.inf)
 
 
 def tie_break(popularity: np.ndarray) -> np.ndarray:

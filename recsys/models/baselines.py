@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions, item_popularity, recent_popularity
 from recsys.models.base import MatrixRecommender, tie_break
-from recsys.models.item_item import cosine_neighbours, item_item
+from recsys.models.item_item import cosine_neighbours, gather, item_item
 
 
 class Popularity(MatrixRecommender):
@@ -73,12 +73,16 @@ class ItemKNN(MatrixRecommender):
         neighbours = self.neighbours
         if neighbours is None and interactions.n_items > 2000:
             neighbours = 200
-        self._similarity = cosine_neighbours(seen, neighbours, dtype=np.float64)
+        self._similarity = cosine_neighbours(seen, neighbours, dtype=np.float64)[:, self._columns].tocsr()
         return item_popularity(interactions)
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
         scores = (self._seen[users].astype(np.float64) @ self._similarity).toarray()
-        return scores + tie_break(self._fallback)[None, :]
+        return scores + tie_break(self._fallback)[self._columns][None, :]
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of given candidates, read from the sparse product (no dense row per customer)."""
+        return _sparse_pair_scores(self, self._similarity, users, items)
 
 
 class EASE(MatrixRecommender):
@@ -99,7 +103,6 @@ class EASE(MatrixRecommender):
         self.max_items = max_items
         self.name = f"ease_l{regularization:g}"
         self._weights: np.ndarray | None = None
-        self._covered: np.ndarray | None = None
 
     def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
         popularity = item_popularity(interactions)
@@ -113,14 +116,12 @@ class EASE(MatrixRecommender):
         inverse = np.linalg.inv(gram)
         weights = -inverse / np.diag(inverse)[None, :]
         weights[np.diag_indices_from(weights)] = 0.0
-        self._weights, self._covered = weights, known
+        self._weights, self._columns = weights, known
         return popularity
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
-        scores = np.full((len(users), self._seen.shape[1]), -np.inf)
-        history = self._seen[users][:, self._covered].astype(np.float64)
-        scores[:, self._covered] = history @ self._weights + tie_break(self._fallback[self._covered])[None, :]
-        return scores
+        history = self._seen[users][:, self._columns].astype(np.float64)
+        return history @ self._weights + tie_break(self._fallback[self._columns])[None, :]
 
 
 class RP3Beta(MatrixRecommender):
@@ -147,14 +148,28 @@ class RP3Beta(MatrixRecommender):
         neighbours = self.neighbours
         if neighbours is None and interactions.n_items > 2000:
             neighbours = 200
-        self._walk = item_item(
-            to_users, to_items.tocsr(), neighbours, column_scale=_power(popularity, -self.beta), dtype=np.float64
-        )
+        walk = item_item(to_users, to_items.tocsr(), neighbours, column_scale=_power(popularity, -self.beta), dtype=np.float64)
+        self._walk = walk[:, self._columns].tocsr()
         return popularity
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
         scores = (self._seen[users].astype(np.float64) @ self._walk).toarray()
-        return scores + tie_break(self._fallback)[None, :]
+        return scores + tie_break(self._fallback)[self._columns][None, :]
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of given candidates, read from the sparse product (no dense row per customer)."""
+        return _sparse_pair_scores(self, self._walk, users, items)
+
+
+def _sparse_pair_scores(model: MatrixRecommender, item_item_matrix: sp.csr_matrix, users, items) -> np.ndarray:
+    """``score`` of an item-item model: the customers' rows of ``seen @ matrix`` at the given items."""
+    model._require_fit()
+    users = np.asarray(users, dtype=np.int64)
+    where = model.positions(items)
+    product = model._seen[users].astype(np.float64) @ item_item_matrix
+    values = gather(product, np.maximum(where, 0)).astype(np.float64)
+    values += tie_break(model._fallback)[model._columns][np.maximum(where, 0)]
+    return np.where(where >= 0, values, -np.inf)
 
 
 def _power(values: np.ndarray, exponent: float) -> np.ndarray:
@@ -215,5 +230,5 @@ class ALS(MatrixRecommender):
         return item_popularity(interactions)
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
-        scores = self._user_factors[users] @ self._item_factors.T
-        return scores + tie_break(self._fallback)[None, :]
+        scores = self._user_factors[users] @ self._item_factors[self._columns].T
+        return scores + tie_break(self._fallback)[self._columns][None, :]

@@ -21,7 +21,7 @@ from recsys.data.interactions import (
     recent_popularity,
     user_histories,
 )
-from recsys.models.item_item import cosine_neighbours
+from recsys.models.item_item import cosine_neighbours, gather
 from recsys.scoring.lists import Lists
 
 FEATURES = (
@@ -152,17 +152,3 @@ def cooccurrence_similarity(seen: sp.csr_matrix, neighbours: int | None = None) 
     if neighbours is None:
         neighbours = 200 if seen.shape[1] <= 2000 else 50
     return cosine_neighbours(seen, neighbours)
-
-
-def gather(matrix: sp.spmatrix, columns: np.ndarray) -> np.ndarray:
-    """``matrix[r, columns[r, j]]`` for every row ``r`` (0 where the sparse matrix holds nothing)."""
-    matrix = sp.csr_matrix(matrix)
-    matrix.sort_indices()
-    n_columns = matrix.shape[1]
-    owner = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    keys = owner * n_columns + matrix.indices
-    wanted = np.arange(len(columns), dtype=np.int64)[:, None] * n_columns + columns
-    if len(keys) == 0:
-        return np.zeros(columns.shape, dtype=np.float32)
-    position = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
-    return np.where(keys[position] == wanted, matrix.data[position], 0.0).astype(np.float32)

@@ -57,3 +57,17 @@ def cosine_neighbours(seen: sp.csr_matrix, neighbours: int | None, dtype=np.floa
     norms[norms == 0] = 1.0
     scaled = sp.diags(1.0 / norms).astype(dtype) @ item_users
     return item_item(scaled, scaled.T.tocsr(), neighbours, dtype=dtype)
+
+
+def gather(matrix: sp.spmatrix, columns: np.ndarray) -> np.ndarray:
+    """``matrix[r, columns[r, j]]`` for every row ``r`` (0 where the sparse matrix holds nothing)."""
+    matrix = sp.csr_matrix(matrix)
+    matrix.sort_indices()
+    n_columns = matrix.shape[1]
+    owner = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    keys = owner * n_columns + matrix.indices
+    wanted = np.arange(len(columns), dtype=np.int64)[:, None] * n_columns + columns
+    if len(keys) == 0:
+        return np.zeros(columns.shape, dtype=matrix.dtype)
+    position = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
+    return np.where(keys[position] == wanted, matrix.data[position], 0.0).astype(matrix.dtype)

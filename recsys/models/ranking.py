@@ -18,7 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from recsys.models.context import FEATURES, Context, gather, pair_features
+from recsys.models.context import FEATURES, Context, pair_features
+from recsys.models.item_item import gather
 from recsys.models.retrieval import _tf, progress_callback
 from recsys.progress import Progress
 from recsys.scoring.lists import Lists
