@@ -65,7 +65,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         with store.recording(run_id, started_at, report.path, _counts(report)):
             status, reason, fallback = decide(interactions, options, metrics, watch)
             if fallback is None:
-                model = train(interactions, options, watch)
+                model = train(interactions, options, watch, metrics.get("tuning"))
                 lists = score(model, options, metrics)
                 watch.lap("score")
                 metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
@@ -187,8 +187,9 @@ def baseline_lists(interactions: Interactions, name: str, options: RunOptions, s
     return recommender.recommend(users, options.top_k, exclude_seen=not options.include_seen)
 
 
-def train(interactions: Interactions, options: RunOptions, watch: Stopwatch) -> TwoStage:
-    """Train both stages, each step of the one training sequence as a Prefect task with its progress bar."""
+def train(interactions: Interactions, options: RunOptions, watch: Stopwatch, tuned: dict | None = None) -> TwoStage:
+    """Train both stages, each step of the one training sequence as a Prefect task with its progress
+    bar; the baseline sources take the ``tuned`` settings of the evaluation when it ran."""
     log = get_run_logger()
 
     def run(training_step, *args):
@@ -202,7 +203,7 @@ def train(interactions: Interactions, options: RunOptions, watch: Stopwatch) -> 
             log.info("%s: %s", name, result.describe())
         return result
 
-    return TwoStage(options).fit(interactions, run=run)
+    return TwoStage(options, tuned=tuned).fit(interactions, run=run)
 
 
 @task(name="scoring_model", **TASK)

@@ -61,7 +61,7 @@ class RunOptions:
         None, "SQLAlchemy URL of the SQL store [default: SQLite in --output].", env=DB_URL_ENV
     )
     top_k: int = option(12, "Items per customer.", low=1, high=100)
-    candidates: int = option(100, "Retrieval candidates per customer.", low=1)
+    candidates: int = option(20, "Candidates per customer from each source (two-tower, EASE, RP3beta).", low=1)
     include_seen: bool = option(False, "Allow items the customer already had.")
     cold_start_days: int = option(90, "Window (days) of the popular list for new customers.", low=1)
     user_column: str = option(ColumnMap.user, "Column holding the customer id.")
@@ -149,10 +149,15 @@ class ModelSettings:
     history_length: int = 20
     popularity_correction: bool = True
     user_id_min_items: int = 5
-    ranking_ids: bool = False
-    ranking_learning_rate: float = 3e-3
+    # The baselines that propose candidates besides the two-tower, and whose opinions the ranker reads.
+    sources: tuple[str, ...] = ("ease", "rp3beta")
+    # What the ranker sees of each candidate (recsys.models.candidates.FEATURES).
+    ranking_features: tuple[str, ...] = ("rp3beta_logrank", "popularity", "recent_popularity", "family_match")
+    ranking_hidden: int = 0  # units of the ranker's hidden layer; 0: a linear ranker
+    ranking_l2: float = 1.0
+    ranking_learning_rate: float = 0.01
+    ranking_steps: int = 1500
     ranking_models: int = 1
-    ranking_features: tuple[str, ...] | None = None
 
 
 def resolve_db_url(output, db_url: str | None = None) -> str:

@@ -9,7 +9,7 @@ import pytest
 from conftest import interactions_of
 from recsys.data.splits import temporal_holdout
 from recsys.errors import DataError
-from recsys.models.context import pair_features
+from recsys.models.candidates import candidate_features, gather_candidates
 from recsys.models.retrieval import candidates_for
 from recsys.models.two_stage import TwoStage, untrainable
 from recsys.settings import ModelSettings, RunOptions
@@ -145,12 +145,12 @@ def test_same_seed_gives_identical_lists(trained, synthetic):
 
 
 def test_two_stage_scores_given_candidates_as_its_own_lists_rank_them(trained):
-    """score(users, items) is the ranking stage's score: given the retrieval candidates, its best 12
-    are the published list, with the same scores."""
+    """score(users, items) is the ranking stage's score: given its own candidates (every source's
+    top 20), its best 12 are the published list, with the same scores."""
     model, lists, data = trained["model"], trained["lists"], trained["data"]
     scorer = model.scorer()
     users = np.arange(data.n_users)
-    candidates = candidates_for(scorer.users, scorer.items, users, FAST.candidates, scorer.context.seen)
+    candidates = gather_candidates(scorer.sources, users, FAST.candidates, scorer.context.seen)
     scores = model.score(users, candidates.items)
     assert scores.shape == candidates.items.shape
     order = np.argsort(-scores, axis=1, kind="stable")[:, :12]
@@ -202,26 +202,59 @@ def test_one_item_is_too_little_data(synthetic):
         TwoStage().fit(data)
 
 
-@pytest.mark.parametrize("ids", [False, True])
-def test_numpy_ranker_scores_like_the_keras_models(synthetic, trained, ids):
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_numpy_ranker_scores_like_the_keras_models(synthetic, trained, hidden):
     """Scoring (in-process or on Dask workers) uses the ranker's NumPy weights: same scores as Keras."""
     model = trained["model"]
-    if ids:
-        model = TwoStage(FAST, ModelSettings(ranking_ids=True)).fit(trained["data"])
-        assert "user_embedding" in model.scorer().ranker.members[0]
+    if hidden:
+        model = TwoStage(FAST, ModelSettings(ranking_hidden=hidden)).fit(trained["data"])
+        assert "hidden_kernel" in model.scorer().ranker.members[0]
     ranking, scorer = model.ranking, model.scorer()
     rows = np.arange(trained["data"].n_users)
-    candidates = candidates_for(scorer.users, scorer.items, rows, 30, scorer.context.seen)
-    features = pair_features(scorer.context, candidates, rows)
-    inputs = {
-        "user": rows.astype(np.int32),
-        "items": np.maximum(candidates.items, 0).astype(np.int32),
-        "valid": candidates.items >= 0,
-        "features": (features - ranking.mean) / ranking.std,
-    }
-    output = np.mean([model(inputs).numpy() for model in ranking.models], axis=0)
-    keras = np.where(candidates.items >= 0, output, -np.inf)
-    numpy = scorer.ranker.scores(rows, candidates, features)
+    candidates = gather_candidates(scorer.sources, rows, 20, scorer.context.seen)
+    features = candidate_features(scorer.context, candidates, scorer.features)
+    valid = candidates.items >= 0
+    inputs = {"valid": valid, "features": (((features - ranking.mean) / ranking.std) * valid[..., None]).astype(np.float32)}
+    output = np.mean([member(inputs).numpy() for member in ranking.models], axis=0)
+    keras = np.where(valid, output, -np.inf)
+    numpy = scorer.ranker.scores(candidates.items, features)
     assert np.isfinite(keras).sum() > 1000
     np.testing.assert_array_equal(np.isfinite(keras), np.isfinite(numpy))
     np.testing.assert_allclose(numpy[np.isfinite(numpy)], keras[np.isfinite(keras)], rtol=1e-4, atol=1e-4)
+
+
+def test_candidates_are_the_union_of_every_sources_top_items():
+    from recsys.models.candidates import _union
+
+    items, counts = _union([np.array([[3, 1, -1], [5, 5, -1]]), np.array([[1, 2, 4], [-1, -1, -1]])])
+    assert items.tolist() == [[1, 2, 3, 4], [5, -1, -1, -1]]
+    assert counts.tolist() == [[2, 1, 1, 1], [2, 0, 0, 0]]
+
+
+def test_rank_and_z_features_are_computed_within_each_list():
+    from recsys.models.candidates import _log_rank, _z
+
+    scores = np.array([[0.5, 2.0, -np.inf, 1.0], [3.0, 3.0, 1.0, 0.0]])
+    valid = np.array([[True, True, True, False], [True, True, True, True]])
+    # Row 0: 2.0 best, then 0.5; -inf (a source that cannot score it) ranks after every score.
+    assert np.exp(_log_rank(scores, valid)).round().astype(int).tolist()[0][:3] == [2, 1, 3]
+    assert np.exp(_log_rank(scores, valid)).round().astype(int).tolist()[1] == [1, 2, 3, 4]  # ties: list order
+    z = _z(scores, valid)
+    assert z[0, :2] == pytest.approx([-1.0, 1.0], abs=1e-6)
+    assert z[0, 2] == pytest.approx(-1.0, abs=1e-6)  # the list's lowest value
+    assert z[1].mean() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_family_match_counts_the_customers_items_of_the_candidates_family():
+    from recsys.data.interactions import Interactions
+    from recsys.models.context import context_features, context_of
+
+    data = Interactions.from_columns(
+        ["a", "a", "b"], ["Bono Frisby 20", "Cine 2D", "Bono Frisby 50"], np.array([0, 10, 20]) * 86400, [5, 5, 5]
+    )
+    context = context_of(data, 90)
+    frisby_30 = data.item_codes(["Bono Frisby 50"])
+    cine = data.item_codes(["Cine 2D"])
+    [match] = context_features(context, np.array([[frisby_30[0], cine[0]]] * 2), data.user_codes(["a", "b"]), ["family_match"])
+    # a has one Frisby voucher (another denomination) and the cinema ticket; b has the voucher itself.
+    assert np.expm1(match).round().tolist() == [[1.0, 1.0], [1.0, 0.0]]

@@ -125,7 +125,7 @@ def standard_recommenders(options: RunOptions | None = None, model_settings=None
     def two_stage():
         from recsys.models.two_stage import TwoStage
 
-        return TwoStage(options, model_settings)
+        return TwoStage(options, model_settings, tuned=settings)
 
     return {MODEL_NAME: two_stage, **baseline_factories(options, settings)}
 

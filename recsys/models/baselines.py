@@ -183,8 +183,9 @@ def _power(values: np.ndarray, exponent: float) -> np.ndarray:
 class ALS(MatrixRecommender):
     """Implicit-feedback matrix factorisation (``implicit`` package, CPU, deterministic).
 
-    Confidence is ``alpha`` on every observed (binary) cell. Training runs single-threaded with a
-    fixed ``random_state`` so repeated runs give identical factors; scoring uses the dot product of
+    Confidence is ``alpha`` on every observed (binary) cell. Training uses every core (each
+    customer's and item's solve is independent, so the factors do not depend on the thread count)
+    with a fixed ``random_state``, so repeated runs give identical factors; scoring uses the dot product of
     the learned factors, with popularity as the tie-break.
     """
 
@@ -222,7 +223,7 @@ class ALS(MatrixRecommender):
                 alpha=self.alpha,
                 iterations=self.iterations,
                 random_state=self.random_state,
-                num_threads=1,
+                num_threads=0,
             )
             model.fit(seen, show_progress=False)
         self._user_factors = np.asarray(model.user_factors, dtype=np.float64)

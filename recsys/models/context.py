@@ -1,8 +1,9 @@
-"""What the ranking stage knows about customers and items, and the features of (customer, candidate) pairs.
+"""What the ranking stage knows about customers and items, and the features it computes from it.
 
 Everything here is NumPy and SciPy (no TensorFlow), so a scoring shard can compute features in any
 process: popularity (all time, recent, around the customer's last visit), mean ratings, the
-customer's activity and recency, and item-item co-occurrence with the customer's items.
+customer's activity and recency, the customer's items of the candidate's family, and item-item
+co-occurrence with the customer's items.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.data.families import item_families
 from recsys.data.interactions import (
     DAY,
     Interactions,
@@ -22,19 +24,17 @@ from recsys.data.interactions import (
     user_histories,
 )
 from recsys.models.item_item import cosine_neighbours, gather
-from recsys.scoring.lists import Lists
 
-FEATURES = (
-    "retrieval_zscore",
-    "retrieval_position",
-    "popularity",
-    "recent_popularity",
-    "cooccurrence",
-    "last_item_similarity",
-    "item_rating",
-    "user_activity",
-    "days_inactive",
-    "popularity_when_active",
+CONTEXT_FEATURES = (
+    "popularity",  # log(1 + distinct customers of the item)
+    "recent_popularity",  # log(1 + distinct customers in the last --cold-start-days days)
+    "family_match",  # log(1 + the customer's items of the candidate's family)
+    "cooccurrence",  # summed cosine similarity to the customer's items
+    "last_item_similarity",  # cosine similarity to the customer's latest item
+    "item_rating",  # the item's mean rating, shrunk towards the overall mean
+    "user_activity",  # log(1 + the customer's distinct items)
+    "days_inactive",  # log(1 + days since the customer's last visit)
+    "popularity_when_active",  # log(1 + customers who took the item in the 30 days to the customer's last visit)
 )
 _WINDOW_DAYS = 30
 
@@ -54,6 +54,8 @@ class Context:
     last_time: np.ndarray
     first_day: int  # day number of the first interaction
     item_days: np.ndarray  # (items, days + 1) int32: customers who first took the item up to each day
+    family: np.ndarray  # (items,) int32 family code of each item (recsys.data.families)
+    user_families: sp.csr_matrix  # (users, families) float32: the customer's distinct items per family
 
 
 def context_of(data: Interactions, recent_days: int, times: PairTimes | None = None) -> Context:
@@ -78,7 +80,13 @@ def context_of(data: Interactions, recent_days: int, times: PairTimes | None = N
     end = int(data.time.max()) if len(data.time) else 0
     last_time = np.zeros(n_users, dtype=np.int64)
     np.maximum.at(last_time, pair_user, last_time_pair)
+    family, names = item_families(data.items)
+    membership = sp.csr_matrix(
+        (np.ones(n_items, dtype=np.float32), (np.arange(n_items), family)), shape=(n_items, len(names))
+    )
     return Context(
+        family=family,
+        user_families=(seen @ membership).tocsr(),
         popularity=np.log1p(item_popularity(data, pairs=pairs, dtype=np.float32)),
         recent=np.log1p(recent_popularity(data, recent_days, pairs=pairs, dtype=np.float32)),
         rating=item_rating.astype(np.float32),
@@ -110,37 +118,34 @@ def popularity_when_active(context: Context, items: np.ndarray, rows: np.ndarray
     return np.log1p(context.item_days[items, end] - context.item_days[items, start]).astype(np.float32)
 
 
-def pair_features(
-    context: Context, candidates: Lists, rows: np.ndarray, names: tuple[str, ...] | None = None
-) -> np.ndarray:
-    """Feature tensor (len(rows), N, len(FEATURES)) for the candidate lists of users ``rows``."""
-    items = np.maximum(candidates.items, 0)
-    valid = candidates.items >= 0
-    scores = np.where(valid, candidates.scores, 0.0)
-    n = items.shape[1]
-    cooccurrence = gather(context.seen[rows] @ context.similarity, items)
-    last = context.last_item[rows]
-    n_items = context.similarity.shape[0]
-    has_last = last < n_items
-    last_similarity = gather(context.similarity[np.where(has_last, last, 0)], items) * has_last[:, None]
-    spread = np.where(valid, scores, np.nan)
-    zscore = (scores - np.nanmean(spread, axis=1, keepdims=True)) / (np.nanstd(spread, axis=1, keepdims=True) + 1e-6)
-    columns = [
-        np.where(valid, zscore, 0.0),
-        np.broadcast_to(np.log1p(np.arange(n, dtype=np.float32)), items.shape),
-        context.popularity[items],
-        context.recent[items],
-        cooccurrence,
-        last_similarity,
-        context.rating[items],
-        np.broadcast_to(context.activity[rows][:, None], items.shape),
-        np.broadcast_to(context.inactive_days[rows][:, None], items.shape),
-        popularity_when_active(context, items, rows),
-    ]
-    stacked = np.stack(columns, axis=-1).astype(np.float32)
-    if names is None:
-        return stacked
-    return stacked[..., [FEATURES.index(name) for name in names]]
+def context_features(context: Context, items: np.ndarray, rows: np.ndarray, names) -> list[np.ndarray]:
+    """The named ``CONTEXT_FEATURES`` of candidates ``items`` (b, m; -1 = none) of customers ``rows``."""
+    safe = np.maximum(items, 0)
+    out = []
+    for name in names:
+        if name == "popularity":
+            out.append(context.popularity[safe])
+        elif name == "recent_popularity":
+            out.append(context.recent[safe])
+        elif name == "family_match":
+            out.append(np.log1p(gather(context.user_families[rows], context.family[safe])))
+        elif name == "cooccurrence":
+            out.append(gather(context.seen[rows] @ context.similarity, safe))
+        elif name == "last_item_similarity":
+            last = context.last_item[rows]
+            has_last = last < context.similarity.shape[0]
+            out.append(gather(context.similarity[np.where(has_last, last, 0)], safe) * has_last[:, None])
+        elif name == "item_rating":
+            out.append(context.rating[safe])
+        elif name == "user_activity":
+            out.append(np.broadcast_to(context.activity[rows][:, None], items.shape))
+        elif name == "days_inactive":
+            out.append(np.broadcast_to(context.inactive_days[rows][:, None], items.shape))
+        elif name == "popularity_when_active":
+            out.append(popularity_when_active(context, safe, rows))
+        else:
+            raise ValueError(f"unknown context feature {name!r}")
+    return out
 
 
 def cooccurrence_similarity(seen: sp.csr_matrix, neighbours: int | None = None) -> sp.csr_matrix:

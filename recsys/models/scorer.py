@@ -1,9 +1,9 @@
 """The trained two-stage model as plain arrays, and the one loop that scores customers with it.
 
-A :class:`Scorer` holds the customer and item vectors of the retrieval towers, the ranking
-context and the ranker's NumPy weights: no TensorFlow, picklable. It is built once after
-training; shards of customers are then scored from it in this process or on Dask workers, which
-receive it once.
+A :class:`Scorer` holds the candidate sources (the retrieval towers' customer and item vectors,
+the fitted EASE and RP3beta), the ranking context and the ranker's NumPy weights: no TensorFlow,
+picklable. It is built once after training; shards of customers are then scored from it in this
+process or on Dask workers, which receive it once.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.models.context import Context, pair_features
+from recsys.models.candidates import Candidates, Sources, candidate_features, gather_candidates, given_candidates
+from recsys.models.context import Context
 from recsys.models.ranking import Ranker
-from recsys.models.retrieval import candidates_for
-from recsys.progress import timed
 from recsys.scoring.lists import Lists, empty_lists, put
 from recsys.scoring.topk import one_blas_thread, top_k_excluding
 
@@ -29,18 +28,16 @@ BLOCK_USERS = 4096  # customers per ranking block
 class Scorer:
     """Everything scoring needs, as arrays (see the module docstring)."""
 
-    users: np.ndarray  # (n_users, dim) float32 customer vectors
-    items: np.ndarray  # (n_items, dim) float32 item vectors
+    sources: Sources
     context: Context
-    ranker: Ranker | None  # None: lists follow retrieval order
-    candidates: int  # retrieval candidates per customer
-    features: tuple[str, ...] | None = None  # the ranker's features (None: all)
-    blocked: np.ndarray | None = None  # item codes never recommended (the model knows nothing of them)
+    ranker: Ranker | None  # None: lists follow the two-tower's scores
+    candidates: int  # candidates per customer from each source
+    features: tuple[str, ...]  # the ranker's features
 
     @property
     def n_users(self) -> int:
         """Customers the scorer has vectors for."""
-        return len(self.users)
+        return len(self.sources.user_vectors)
 
     def lists(
         self,
@@ -51,65 +48,54 @@ class Scorer:
         threads: int | None = None,
         block: int = BLOCK_USERS,
     ) -> Lists:
-        """Top-``k`` lists of customer codes ``rows``: retrieval candidates, then ranking order.
+        """Top-``k`` lists of customer codes ``rows``: candidates of every source, then ranking order.
 
-        ``seconds``, if given, accumulates the time spent in each stage: "retrieval_scoring" (the
-        candidate search: product with every item vector, seen items masked, exact top-N) and
-        "ranking_scoring" (pair features, the ranker, the final top-k). ``threads``: how many
-        threads the candidate search and the ranking use (default: one per core).
+        ``seconds``, if given, accumulates the time spent in each stage: "retrieval_scoring" (every
+        source's top candidates, merged and scored by every source) and "ranking_scoring" (the
+        features, the ranker, the final top-k). ``threads``: how many threads the two-tower's
+        candidate search and the ranking use (default: one per core).
         """
         seconds = {} if seconds is None else seconds
         rows = np.asarray(rows, dtype=np.int64)
         seen = self.context.seen if exclude_seen else None
         threads = threads or os.cpu_count() or 1
         out = empty_lists(len(rows), k)
-        # One BLAS thread: the products here are tall and thin (candidates x 10 features), where
+        n = max(self.candidates, k)
+        # One BLAS thread: the products here are tall and thin (candidates x a few features), where
         # OpenBLAS's threads cost 5x more than they give; the candidate search has its own threads.
         with one_blas_thread():
-            # Candidates for 8 blocks at a time (fewer thread pools and buffers to set up), ranked a
-            # block at a time.
-            for chunk_start in range(0, len(rows), 8 * block):
-                chunk = rows[chunk_start : chunk_start + 8 * block]
-                clock = time.perf_counter()
-                found = candidates_for(
-                    self.users, self.items, chunk, max(self.candidates, k), seen, threads=threads, blocked=self.blocked
-                )
-                timed(seconds, "retrieval_scoring", clock)
-                starts = range(0, len(chunk), block)
+            starts = range(0, len(rows), block)
 
-                def rank(start: int) -> Lists:
-                    part = slice(start, start + block)
-                    return self._top(chunk[part], Lists(found.items[part], found.scores[part]), k)
-
-                # Ranking blocks on every core: NumPy and SciPy release the GIL in the heavy parts.
+            def score_block(start: int) -> tuple[int, Lists, float, float]:
+                part = rows[start : start + block]
                 clock = time.perf_counter()
-                with ThreadPoolExecutor(min(len(starts), threads)) as pool:
-                    ranked = list(pool.map(rank, starts))
-                timed(seconds, "ranking_scoring", clock)
-                for start, lists in zip(starts, ranked):
-                    put(out, chunk_start + start, lists)
+                candidates = gather_candidates(self.sources, part, n, seen, threads=1)
+                found = time.perf_counter()
+                return start, self._top(candidates, k), found - clock, time.perf_counter() - found
+
+            # Blocks on every core: NumPy and SciPy release the GIL in the heavy parts.
+            with ThreadPoolExecutor(min(len(starts), threads) or 1) as pool:
+                for start, lists, retrieval, ranking in pool.map(score_block, starts):
+                    put(out, start, lists)
+                    seconds["retrieval_scoring"] = seconds.get("retrieval_scoring", 0.0) + retrieval
+                    seconds["ranking_scoring"] = seconds.get("ranking_scoring", 0.0) + ranking
         return out
 
     def score(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Ranking scores ``(len(rows), m)`` of the item codes ``items`` for customer codes ``rows``,
-        taking each row's items as its candidate list in the order given (-1: no item, ``-inf``)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
-        valid = items >= 0
-        dots = np.einsum("nd,nmd->nm", self.users[rows], self.items[np.maximum(items, 0)]).astype(np.float64)
-        candidates = Lists(items=np.where(valid, items, -1), scores=np.where(valid, dots, -np.inf))
+        """Ranking scores ``(len(rows), m)`` of the item codes ``items`` for customer codes ``rows``
+        (-1: no item, ``-inf``); the candidates count as proposed by no source."""
+        candidates = given_candidates(self.sources, rows, items)
         with one_blas_thread():
-            return np.where(valid, self._order(rows, candidates), -np.inf)
+            return self._order(candidates)
 
-    def _order(self, rows: np.ndarray, candidates: Lists) -> np.ndarray:
+    def _order(self, candidates: Candidates) -> np.ndarray:
         if self.ranker is None:
-            return candidates.scores
-        features = pair_features(self.context, candidates, rows, self.features)
-        return self.ranker.scores(rows, candidates, features)
+            return candidates.scores[self.sources.names[0]]
+        return self.ranker.scores(candidates.items, candidate_features(self.context, candidates, self.features))
 
-    def _top(self, rows: np.ndarray, candidates: Lists, k: int) -> Lists:
-        """The final top-k of customers ``rows`` from their candidates, in ranking order."""
-        order = self._order(rows, candidates)
+    def _top(self, candidates: Candidates, k: int) -> Lists:
+        """The final top-k of the candidates, in ranking order."""
+        order = self._order(candidates)
         picked, scores = top_k_excluding(order, None, min(k, order.shape[1]))
         chosen = np.take_along_axis(candidates.items, np.maximum(picked, 0), axis=1)
         chosen[picked < 0] = -1
