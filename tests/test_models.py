@@ -205,10 +205,11 @@ def test_one_item_is_too_little_data(synthetic):
 @pytest.mark.parametrize("hidden", [0, 16])
 def test_numpy_ranker_scores_like_the_keras_models(synthetic, trained, hidden):
     """Scoring (in-process or on Dask workers) uses the ranker's NumPy weights: same scores as Keras."""
-    model = trained["model"]
-    if hidden:
-        model = TwoStage(FAST, ModelSettings(ranking_hidden=hidden)).fit(trained["data"])
-        assert "hidden_kernel" in model.scorer().ranker.members[0]
+    from recsys.settings import RankerConfig
+
+    settings = ModelSettings(rankers=(RankerConfig(None, hidden=hidden, l2=1e-3),))
+    model = TwoStage(FAST, settings).fit(trained["data"])
+    assert ("hidden_kernel" in model.scorer().ranker.members[0]) is bool(hidden)
     ranking, scorer = model.ranking, model.scorer()
     rows = np.arange(trained["data"].n_users)
     candidates = gather_candidates(scorer.sources, rows, 20, scorer.context.seen)

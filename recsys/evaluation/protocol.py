@@ -63,6 +63,12 @@ def score_recommender(
     """
     started = time.perf_counter()
     model = factory().fit(split.train)
+    return score_fitted(model, split, k, seed, started)
+
+
+def score_fitted(model: Recommender, split: Split, k: int = DEFAULT_K, seed: int = 0, started: float | None = None):
+    """:func:`score_recommender` for a recommender already fitted on ``split.train``."""
+    started = time.perf_counter() if started is None else started
     lists = model.recommend(split.users, k, exclude_seen=True)
     seconds = time.perf_counter() - started
     relevant = split.relevant_rows()

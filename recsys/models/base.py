@@ -71,12 +71,15 @@ class MatrixRecommender:
 
     def fit(self, interactions: Interactions) -> "MatrixRecommender":
         """Learn from ``interactions``; returns ``self``."""
-        seen = interactions.seen()
-        self._seen = seen
+        self.fit_state(interactions)
+        self._fallback = np.asarray(self._fit(interactions, self._seen), dtype=np.float64)
+        return self
+
+    def fit_state(self, interactions: Interactions) -> None:
+        """What every model keeps of its rows: the seen matrix and the items it may recommend."""
+        self._seen = interactions.seen()
         # Items the fitted rows never mention are never recommended: nothing was learnt about them.
         self._columns = np.flatnonzero(interactions.item_counts() > 0)
-        self._fallback = np.asarray(self._fit(interactions, seen), dtype=np.float64)
-        return self
 
     @property
     def fallback(self) -> np.ndarray:

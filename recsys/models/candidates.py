@@ -87,13 +87,19 @@ def gather_candidates(
     return Candidates(rows=rows, items=items, scores=scores, sources=count)
 
 
-def given_candidates(sources: Sources, rows: np.ndarray, items: np.ndarray) -> Candidates:
-    """Candidates the caller names (``items`` (b, m), -1 = none), scored by every source; each
-    counts as proposed by no source."""
+def given_candidates(
+    sources: Sources, rows: np.ndarray, items: np.ndarray, n: int, seen: sp.csr_matrix | None
+) -> Candidates:
+    """Candidates the caller names (``items`` (b, m), -1 = none), scored by every source, each
+    counted in the sources whose own top ``n`` (leaving out ``seen`` when given) holds it."""
     rows = np.asarray(rows, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
     scores = {name: sources.scores(name, rows, items) for name in sources.names}
-    return Candidates(rows=rows, items=items, scores=scores, sources=np.zeros(items.shape, dtype=np.int8))
+    count = np.zeros(items.shape, dtype=np.int8)
+    for name in sources.names:
+        top = sources.top(name, rows, n, seen)
+        count += ((items[:, :, None] == top[:, None, :]) & (items[:, :, None] >= 0)).any(axis=2)
+    return Candidates(rows=rows, items=items, scores=scores, sources=count)
 
 
 def _union(tops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,29 +24,44 @@ def item_item(
 ) -> sp.csr_matrix:
     """``left @ right`` (items × items), columns times ``column_scale``, zero diagonal, and in each
     row only the ``neighbours`` largest positive values (all of them when ``neighbours`` is None)."""
+    return item_item_scaled(left, right, neighbours, [column_scale], block, dtype)[0]
+
+
+def item_item_scaled(
+    left: sp.csr_matrix,
+    right: sp.csr_matrix,
+    neighbours: int | None,
+    column_scales: list[np.ndarray | None],
+    block: int = BLOCK_ITEMS,
+    dtype=np.float32,
+) -> list[sp.csr_matrix]:
+    """:func:`item_item` for several column scalings at once: the product is computed once."""
     n_items = right.shape[1]
     keep = n_items if neighbours is None else min(neighbours, max(n_items - 1, 1))
     left = sp.csr_matrix(left, dtype=dtype)
     right = sp.csr_matrix(right, dtype=dtype)
-    rows, cols, values = [], [], []
+    parts = [([], [], []) for _ in column_scales]
     for start in range(0, n_items, block):
         stop = min(start + block, n_items)
-        dense = (left[start:stop] @ right).toarray()
-        if column_scale is not None:
-            dense *= column_scale[None, :].astype(dtype)
-        dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        if keep < n_items:
-            top = np.argpartition(-dense, keep - 1, axis=1)[:, :keep]
-        else:
-            top = np.broadcast_to(np.arange(n_items), (stop - start, n_items))
-        picked = np.take_along_axis(dense, top, axis=1)
-        positive = picked > 0
-        rows.append(np.nonzero(positive)[0] + start)
-        cols.append(top[positive])
-        values.append(picked[positive])
-    return sp.csr_matrix(
-        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items), dtype=dtype
-    )
+        product = (left[start:stop] @ right).toarray()
+        product[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        for scale, (rows, cols, values) in zip(column_scales, parts):
+            dense = product * scale[None, :].astype(dtype) if scale is not None else product
+            if keep < n_items:
+                top = np.argpartition(-dense, keep - 1, axis=1)[:, :keep]
+            else:
+                top = np.broadcast_to(np.arange(n_items), (stop - start, n_items))
+            picked = np.take_along_axis(dense, top, axis=1)
+            positive = picked > 0
+            rows.append(np.nonzero(positive)[0] + start)
+            cols.append(top[positive])
+            values.append(picked[positive])
+    return [
+        sp.csr_matrix(
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items), dtype=dtype
+        )
+        for rows, cols, values in parts
+    ]
 
 
 def cosine_neighbours(seen: sp.csr_matrix, neighbours: int | None, dtype=np.float32) -> sp.csr_matrix:

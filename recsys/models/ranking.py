@@ -11,27 +11,27 @@ TensorFlow.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from recsys.models.retrieval import _tf, progress_callback
 from recsys.progress import Progress
-from recsys.settings import ModelSettings
+from recsys.settings import ModelSettings, RankerConfig
 
 
 
-def build_model(n_features: int, settings: ModelSettings):
+def build_model(config: RankerConfig):
     """The TFRS ranking model (Keras 2), untrained: pair features -> one score per candidate.
 
-    A linear score of the features, plus (``settings.ranking_hidden`` > 0) a small ReLU network
-    for their interactions; every kernel carries an L2 penalty of ``settings.ranking_l2``. With a
-    few hundred to a few thousand training lists, a strongly regularised linear ranker is what
-    measured best on validation (benchmarks/results/quality_attempts.md).
+    A linear score of the features, plus (``config.hidden`` > 0) a small ReLU network for their
+    interactions; every kernel carries an L2 penalty of ``config.l2``. With a few hundred to a few
+    thousand training lists, a strongly regularised linear ranker is what measured best on
+    validation (benchmarks/results/quality_attempts.md).
     """
     tf, tfrs = _tf()
-    regularizer = tf.keras.regularizers.l2(settings.ranking_l2) if settings.ranking_l2 > 0 else None
+    regularizer = tf.keras.regularizers.l2(config.l2) if config.l2 > 0 else None
 
     class Ranker(tfrs.Model):
         """Scores a list of candidates; loss = softmax cross-entropy over the list."""
@@ -40,10 +40,10 @@ def build_model(n_features: int, settings: ModelSettings):
             super().__init__()
             self.linear = tf.keras.layers.Dense(1, kernel_regularizer=regularizer)
             self.hidden = None
-            if settings.ranking_hidden:
+            if config.hidden:
                 self.hidden = tf.keras.Sequential(
                     [
-                        tf.keras.layers.Dense(settings.ranking_hidden, activation="relu", kernel_regularizer=regularizer),
+                        tf.keras.layers.Dense(config.hidden, activation="relu", kernel_regularizer=regularizer),
                         tf.keras.layers.Dense(1, kernel_regularizer=regularizer),
                     ]
                 )
@@ -111,31 +111,47 @@ def export_weights(model) -> dict[str, np.ndarray]:
 
 @dataclass
 class RankingStage:
-    """Trained ranking models (an ensemble over seeds) with the feature scaling they were trained with."""
+    """The chosen ranker (an ensemble over seeds), the features it reads and their training scaling."""
 
     models: list
+    features: tuple[str, ...]
     mean: np.ndarray
     std: np.ndarray
     lists: int = 0
     seconds: float = 0.0
+    choice: list = field(default_factory=list)  # (config, held-out NDCG) of every ranker tried
 
     def describe(self) -> str:
         """What training did, for the log."""
-        return f"trained on {self.lists:,} candidate lists in {self.seconds:.1f}s"
+        tried = "; ".join(f"{_label(config)}: {ndcg:.4f}" for config, ndcg in self.choice)
+        return f"trained on {self.lists:,} candidate lists in {self.seconds:.1f}s" + (f" (held-out NDCG {tried})" if tried else "")
 
     def ranker(self) -> Ranker:
         """The models as NumPy weights (what scoring uses, in this process or on a Dask worker)."""
         return Ranker(members=tuple(export_weights(model) for model in self.models), mean=self.mean, std=self.std)
 
 
+def _label(config: RankerConfig) -> str:
+    kind = f"{config.hidden}-unit network" if config.hidden else "linear"
+    features = f"{len(config.features)} features" if config.features else "every feature"
+    return f"{kind} on {features}, L2 {config.l2:g}"
+
+
 @dataclass(frozen=True)
 class Examples:
-    """Training lists for the ranking model: features, labels and candidate codes per user row."""
+    """Training lists for the ranking model: candidate codes, features (named ``names``) and labels per customer."""
 
     rows: np.ndarray
     items: np.ndarray
     features: np.ndarray
     labels: np.ndarray
+    names: tuple[str, ...] = ()
+
+    def part(self, lists: np.ndarray, names: tuple[str, ...] | None = None) -> "Examples":
+        """The lists at positions ``lists``, with only the features ``names`` (default: all)."""
+        names = self.names if names is None else names
+        columns = [self.names.index(name) for name in names]
+        return Examples(self.rows[lists], self.items[lists], self.features[lists][..., columns], self.labels[lists], names)
 
 
 def train_ranking(
@@ -145,38 +161,101 @@ def train_ranking(
     epochs: int | None = None,
     progress: Progress | None = None,
 ) -> RankingStage | None:
-    """Train the ranking model on labelled candidate lists; ``None`` when there are none.
+    """The ranking model trained on labelled candidate lists, its shape chosen among
+    ``settings.rankers``; ``None`` when there are no lists.
 
-    Features are standardised over the real candidates (padding left at zero). Rule: about
-    ``settings.ranking_steps`` gradient steps of 64 lists, 1 to 200 epochs, unless ``epochs``.
+    The choice is made on the training lists themselves, held out by customer: with fewer than
+    5,000 lists, 5-fold cross-validation (every list scored once, each shape retrained on all lists
+    once chosen); with more, one 80/20 split (the chosen shape kept as trained on the 80%). Each
+    shape is scored by the NDCG@12 of its order of the held-out lists; the best mean wins (ties to
+    the shape listed first). With one shape, or fewer than 50 lists, the first is trained on all.
     """
-    tf, _ = _tf()
     started = time.perf_counter()
     if len(examples.rows) == 0:
         return None
+    configs = settings.rankers
+    n = len(examples.rows)
+    every = np.arange(n)
+    if len(configs) == 1 or n < 50:
+        stage = _fit(examples.part(every, _names(configs[0], examples)), configs[0], settings, seed, epochs, progress)
+        stage.seconds = time.perf_counter() - started
+        return stage
+    folds = 5 if n < 5000 else 1
+    fold = np.random.default_rng(seed).permutation(n) % (folds if folds > 1 else 5)  # one split: fold 0 = 20%
+    steps = len(configs) * folds + (1 if folds > 1 else 0)
+    done = 0
+
+    def update(part_done: int, part_total: int) -> None:
+        if progress:
+            progress(done * part_total + part_done, steps * part_total)
+
+    scores, kept = [], []
+    for config in configs:
+        names = _names(config, examples)
+        values = np.zeros(n)
+        for number in range(folds):
+            held = fold == number
+            stage = _fit(examples.part(every[~held], names), config, settings, seed, epochs, update)
+            part = examples.part(every[held], names)
+            values[held] = list_ndcg(stage.ranker().scores(part.items, part.features), part.labels)
+            done += 1
+        scored = values if folds > 1 else values[fold == 0]
+        scores.append(float(scored.mean()))
+        kept.append(stage)
+    chosen = int(np.argmax(scores))
+    if folds > 1:
+        config = configs[chosen]
+        stage = _fit(examples.part(every, _names(config, examples)), config, settings, seed, epochs, update)
+    else:
+        stage = kept[chosen]
+    stage.choice = list(zip(configs, scores))
+    stage.lists = n
+    stage.seconds = time.perf_counter() - started
+    return stage
+
+
+def _names(config: RankerConfig, examples: Examples) -> tuple[str, ...]:
+    return tuple(config.features) if config.features else examples.names
+
+
+def list_ndcg(scores: np.ndarray, labels: np.ndarray, k: int = 12) -> np.ndarray:
+    """NDCG@k of each list ordered by ``scores`` against its binary ``labels`` (the candidates taken next)."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    gains = np.take_along_axis(labels > 0, order, axis=1).astype(np.float64)
+    discounts = 1.0 / np.log2(np.arange(2, gains.shape[1] + 2))
+    ideal = np.cumsum(discounts)[np.minimum((labels > 0).sum(axis=1), gains.shape[1]) - 1]
+    return (gains @ discounts) / ideal
+
+
+def _fit(
+    examples: Examples, config: RankerConfig, settings: ModelSettings, seed: int, epochs: int | None, progress
+) -> RankingStage:
+    """One ranker of shape ``config`` trained on ``examples`` (which carry just its features)."""
+    tf, _ = _tf()
     features, valid = examples.features, examples.items >= 0
     real = features[valid]
     mean, std = real.mean(axis=0), real.std(axis=0)
     std[std < 1e-6] = 1.0
-    batch = 64
-    epochs = epochs or ranking_epochs_for(len(examples.rows), settings.ranking_steps, batch)
+    # Rule: a fixed number of gradient steps (the linear softmax objective is convex: it is driven
+    # to its optimum whatever the number of lists); larger batches past 5,000 lists.
+    batch, steps = (64, settings.ranking_steps) if len(examples.rows) <= 5000 else (256, 2 * settings.ranking_steps)
+    epochs = epochs or ranking_epochs_for(len(examples.rows), steps, batch)
     inputs = {
         "valid": valid,
         "features": (((features - mean) / std) * valid[..., None]).astype(np.float32),
         "labels": examples.labels.astype(np.float32),
     }
     models = []
-    # Models from different seeds, averaged (settings.ranking_models; 1 by default).
     for member in range(settings.ranking_models):
         member_seed = seed + 1000 * member
         tf.keras.utils.set_random_seed(member_seed)
-        model = build_model(features.shape[-1], settings)
+        model = build_model(config)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=settings.ranking_learning_rate))
         dataset = tf.data.Dataset.from_tensor_slices(inputs).shuffle(len(examples.rows), seed=member_seed).batch(batch)
         callbacks = [progress_callback(epochs * settings.ranking_models, progress, offset=member * epochs)] if progress else []
         model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
         models.append(model)
-    return RankingStage(models=models, mean=mean, std=std, lists=len(examples.rows), seconds=time.perf_counter() - started)
+    return RankingStage(models=models, features=examples.names, mean=mean, std=std, lists=len(examples.rows))
 
 
 def ranking_epochs_for(lists: int, steps: int, batch: int = 64) -> int:

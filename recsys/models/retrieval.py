@@ -103,8 +103,11 @@ class RetrievalStage:
     epochs_run: int = 0
     seconds: float = 0.0
 
-    def fit(self, data: Interactions, epochs: int, progress: Progress | None = None) -> "RetrievalStage":
-        """Train (or keep training) on the distinct (user, item) pairs of ``data``."""
+    def fit(
+        self, data: Interactions, epochs: int, progress: Progress | None = None, budget: int | None = None
+    ) -> "RetrievalStage":
+        """Train (or keep training) on the distinct (user, item) pairs of ``data``, at most
+        ``budget`` examples in all (default ``MAX_TRAINING_EXAMPLES``)."""
         tf, _ = _tf()
         started = time.perf_counter()
         users, items, _ = distinct_pairs(data)
@@ -115,7 +118,7 @@ class RetrievalStage:
         counts = np.bincount(items, minlength=len(self.items)).astype(np.float32)
         probability = (counts / counts.sum())[items]
         batch = self.settings.batch_size or batch_size_for(len(users))
-        per_epoch = examples_per_epoch(len(users), epochs)
+        per_epoch = examples_per_epoch(len(users), epochs, budget)
         rng = np.random.default_rng(self.seed + self.epochs_run)
         for epoch in range(epochs):
             # A fresh random sample (all pairs while they fit the budget) in a fresh order each epoch.
@@ -192,7 +195,10 @@ def id_rows(history: np.ndarray, n_items: int, min_items: int) -> np.ndarray:
     return np.where(counts >= min_items, np.arange(1, len(history) + 1), 0).astype(np.int32)
 
 
-MAX_TRAINING_EXAMPLES = 3_000_000
+# The two-tower's training budget, in examples: past about a million the candidates it proposes
+# do not change the ranked lists measurably (the baselines' candidates carry most of them; see
+# benchmarks/results/quality_attempts.md), while every example costs the same time.
+MAX_TRAINING_EXAMPLES = 1_000_000
 
 
 def batch_size_for(pairs: int) -> int:
@@ -213,13 +219,13 @@ def epochs_for(pairs: int) -> int:
     return int(np.clip(np.ceil(60_000 / max(pairs, 1)), 3, 30))
 
 
-def examples_per_epoch(pairs: int, epochs: int) -> int:
-    """Rule: every pair each epoch, unless that passes 3M examples in all; then a random sample.
+def examples_per_epoch(pairs: int, epochs: int, budget: int | None = None) -> int:
+    """Rule: every pair each epoch, unless that passes ``budget`` examples in all; then a random sample.
 
-    Past a few million examples the model has seen each item thousands of times; more epochs
+    Past a million examples the model has seen each item hundreds of times; more epochs
     over tens of millions of pairs would cost many minutes for little change.
     """
-    return int(min(pairs, max(MAX_TRAINING_EXAMPLES // max(epochs, 1), 1)))
+    return int(min(pairs, max((budget or MAX_TRAINING_EXAMPLES) // max(epochs, 1), 1)))
 
 
 def new_stage(data: Interactions, settings: ModelSettings, seed: int) -> RetrievalStage:

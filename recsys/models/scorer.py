@@ -81,10 +81,11 @@ class Scorer:
                     seconds["ranking_scoring"] = seconds.get("ranking_scoring", 0.0) + ranking
         return out
 
-    def score(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def score(self, rows: np.ndarray, items: np.ndarray, exclude_seen: bool = True) -> np.ndarray:
         """Ranking scores ``(len(rows), m)`` of the item codes ``items`` for customer codes ``rows``
-        (-1: no item, ``-inf``); the candidates count as proposed by no source."""
-        candidates = given_candidates(self.sources, rows, items)
+        (-1: no item, ``-inf``), as :meth:`lists` would score them among its candidates."""
+        seen = self.context.seen if exclude_seen else None
+        candidates = given_candidates(self.sources, rows, items, self.candidates, seen)
         with one_blas_thread():
             return self._order(candidates)
 

@@ -22,16 +22,16 @@ from recsys.data.interactions import Interactions, distinct_pairs, pair_times
 from recsys.data.splits import Split, temporal_holdout
 from recsys.errors import DataError
 from recsys.models.base import MatrixRecommender
-from recsys.models.candidates import Sources, candidate_features, gather_candidates, labels_of
+from recsys.models.candidates import FEATURES, Sources, candidate_features, gather_candidates, labels_of
 from recsys.models.context import context_of
 from recsys.models.ranking import Examples, RankingStage, train_ranking as fit_ranker
-from recsys.models.retrieval import RetrievalStage, epochs_for, new_stage
+from recsys.models.retrieval import MAX_TRAINING_EXAMPLES, RetrievalStage, epochs_for, new_stage
 from recsys.models.scorer import Scorer
 from recsys.progress import Progress, timed
 from recsys.scoring.lists import Lists
 from recsys.settings import ModelSettings, RunOptions
 
-MAX_RANKING_LISTS = 50_000
+MAX_RANKING_LISTS = 20_000
 MIN_USERS = 2
 MIN_ITEMS = 2
 MIN_PAIRS = 3
@@ -104,12 +104,13 @@ def ranking_examples(
         # A random sample of lists teaches the ranker as well as all of them, in a fraction of the time.
         rng = np.random.default_rng(options.seed)
         rows = np.sort(rng.choice(rows, MAX_RANKING_LISTS, replace=False))
+    names = tuple(name for name in FEATURES if any(c.features is None or name in c.features for c in settings.rankers))
     items, features, labels = [], [], []
     for start in range(0, len(rows), 4096):
         part = rows[start : start + 4096]
         candidates = gather_candidates(sources, part, options.candidates, context.seen)
         items.append(candidates.items)
-        features.append(candidate_features(context, candidates, settings.ranking_features))
+        features.append(candidate_features(context, candidates, names))
         labels.append(labels_of(candidates, split.relevant))
     width = max((block.shape[1] for block in items), default=1)
 
@@ -120,7 +121,9 @@ def ranking_examples(
 
     items, features, labels = padded(items, -1), padded(features, 0.0), padded(labels, 0.0)
     useful = labels.sum(axis=1) > 0  # a list holding no later item teaches a listwise loss nothing
-    return Examples(rows=rows[useful], items=items[useful].astype(np.int64), features=features[useful], labels=labels[useful])
+    return Examples(
+        rows=rows[useful], items=items[useful].astype(np.int64), features=features[useful], labels=labels[useful], names=names
+    )
 
 
 def train_ranking(
@@ -139,8 +142,9 @@ def train_ranking(
 def refresh_retrieval(
     retrieval: RetrievalStage, interactions: Interactions, progress: Progress | None = None
 ) -> RetrievalStage:
-    """Keep training the retrieval model on all interactions, so it knows everyone's latest items."""
-    return retrieval.fit(interactions, max(1, retrieval.epochs_run // 2), progress)
+    """Keep training the retrieval model on all interactions, so it knows everyone's latest items:
+    half the epochs and half the example budget of its first training."""
+    return retrieval.fit(interactions, max(1, retrieval.epochs_run // 2), progress, budget=MAX_TRAINING_EXAMPLES // 2)
 
 
 class TwoStage:
@@ -197,7 +201,7 @@ class TwoStage:
                 context=context,
                 ranker=self.ranking.ranker() if self.ranking is not None else None,
                 candidates=self.options.candidates,
-                features=self.settings.ranking_features,
+                features=self.ranking.features if self.ranking is not None else (),
             )
         return self._scorer
 
