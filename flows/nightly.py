@@ -18,6 +18,7 @@ from recsys.data.export import LoadReport, load_interactions
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
 from recsys.evaluation import gate as quality
+from recsys.models.fits import FitCache
 from recsys.models.two_stage import TwoStage, untrainable
 from recsys.progress import Stopwatch, add_seconds, step
 from recsys.scoring.lists import Lists, empty_lists, put, shard_bounds
@@ -46,8 +47,9 @@ RETRY = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient)
 # What the progress display calls each training step.
 STEPS = {
     "train_retrieval": "Training retrieval",
-    "train_ranking": "Training ranking",
+    "choose_ranker": "Choosing the ranker",
     "refresh_retrieval": "Refreshing retrieval",
+    "train_ranking": "Training ranking",
 }
 
 
@@ -63,14 +65,13 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         store, repaired = open_store(options)
         run_id, started_at = new_run_id(), utc_now()
         with store.recording(run_id, started_at, report.path, _counts(report)):
-            status, reason, fallback = decide(interactions, options, metrics, watch)
+            fits = FitCache()  # the splits and baseline fits the evaluation and the model share
+            status, reason, fallback, model = decide(interactions, options, metrics, watch, fits)
             if fallback is None:
-                model = train(interactions, options, watch, metrics.get("tuning"))
                 lists = score(model, options, metrics)
                 watch.lap("score")
-                metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
             else:
-                lists = baseline_lists(interactions, fallback, options, metrics.get("tuning"))
+                lists = baseline_lists(interactions, fallback, options, metrics.get("tuning"), fits)
                 watch.lap("baseline_lists")
             fields = dict(metrics=dict(metrics, seconds=watch.seconds), message=reason, **_counts(report))
             published = publish(store, run_id, started_at, interactions, lists, options, status, fields)
@@ -120,74 +121,92 @@ def open_store(options: RunOptions) -> tuple[Store, str | None]:
     return store, repaired
 
 
-def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch: Stopwatch):
-    """What this run may publish: (status, reason, baseline) with ``baseline`` None for the model.
+def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch: Stopwatch, fits: FitCache):
+    """What this run publishes: (status, reason, baseline, model), ``baseline`` None when the
+    trained ``model``'s lists are to be published.
 
-    Too little data publishes popularity; otherwise, with the evaluation on, the quality gate
-    decides (``metrics`` gets the evaluation table, the tuned settings and the verdict).
+    Too little data publishes popularity. Otherwise the baselines are evaluated (with the
+    evaluation on), the model is trained, and the quality gate compares the model's own held-out
+    evaluation with the baselines' on the same customers (``metrics`` gets the table, the tuned
+    settings and the verdict).
     """
     too_small = untrainable(interactions)
     if too_small:
         get_run_logger().warning("%s: publishing the popularity list for everyone", too_small)
-        return "degraded", f"{too_small}: published the popularity list for everyone", "popularity"
-    if not options.evaluate:
-        return "succeeded", None, None
-    evaluation, gate = evaluate(interactions, options)
-    watch.lap("evaluate")
-    if gate is None:
-        return "succeeded", None, None
+        return "degraded", f"{too_small}: published the popularity list for everyone", "popularity", None
+    baselines = None
+    if options.evaluate:
+        baselines = evaluate(interactions, options, fits)
+        watch.lap("evaluate")
+        metrics["tuning"] = baselines.settings
+    model = train(interactions, options, watch, metrics.get("tuning"), fits)
+    metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
+    if baselines is None or model.evaluation is None or len(model.evaluation.users) == 0:
+        return "succeeded", None, None, model
+    evaluation, gate = judge(baselines, model, options)
     from recsys.evaluation.protocol import metrics_record
 
     metrics["evaluation"] = metrics_record(evaluation.table)
-    metrics["tuning"] = evaluation.settings
     metrics["gate"] = {
         "passed": gate.passed, "published": gate.publish, "reason": gate.reason,
         "best_baseline": gate.best_baseline, "difference": gate.difference,
     }
     if gate.passed:
-        return "succeeded", None, None
-    return "degraded", gate.reason, gate.publish
+        return "succeeded", None, None, model
+    return "degraded", gate.reason, gate.publish, model
 
 
 @task(name="evaluate", **TASK)
-def evaluate(interactions: Interactions, options: RunOptions):
-    """Score the model and every baseline on the temporal holdout; the quality gate's verdict."""
-    from prefect.artifacts import create_markdown_artifact
-
-    from recsys.data.splits import temporal_holdout
-    from recsys.evaluation.protocol import evaluate_all, markdown_table
+def evaluate(interactions: Interactions, options: RunOptions, fits: FitCache):
+    """Score every baseline on the temporal holdout (EASE and RP3beta tuned first)."""
+    from recsys.evaluation.protocol import evaluate_baselines
 
     started = time.perf_counter()
-    split = temporal_holdout(interactions)
-    log = get_run_logger()
-    if len(split.users) == 0:
-        log.warning("evaluation: no customer has both earlier and held-out items; quality gate skipped")
-        return None, None
-    with step("Evaluating (held-out items)") as update:
-        evaluation = evaluate_all(interactions, options, split, progress=update)
+    with step("Evaluating the baselines") as update:
+        baselines = evaluate_baselines(interactions, options, fits, progress=update)
+    get_run_logger().info(
+        "baselines evaluated in %.1fs on %s customers (tuned: %s)",
+        time.perf_counter() - started, f"{len(baselines.users):,}", baselines.settings,
+    )
+    return baselines
+
+
+def judge(baselines, model: TwoStage, options: RunOptions):
+    """The model's own held-out evaluation beside the baselines', and the quality gate's verdict."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from recsys.evaluation.protocol import markdown_table, self_evaluation_of, with_rows
+
+    evaluation = with_rows(baselines, self_evaluation_of(model, options.top_k))
     gate = quality.quality_gate(evaluation)
     users = int(evaluation.table["users"].iloc[0])
     markdown = markdown_table(evaluation.table, f"Held-out NDCG@{options.top_k} and friends ({users:,} customers)")
     create_markdown_artifact(key="recsys-quality", markdown=markdown + f"\n\n**Gate:** {gate.reason}", description="Nightly quality")
-    log.info("evaluation in %.1fs:\n%s", time.perf_counter() - started, markdown)
+    log = get_run_logger()
+    log.info("evaluation:\n%s", markdown)
     (log.info if gate.passed else log.warning)("quality gate: %s", gate.reason)
     return evaluation, gate
 
 
 @task(name="baseline_lists", **TASK)
-def baseline_lists(interactions: Interactions, name: str, options: RunOptions, settings: dict | None = None) -> Lists:
+def baseline_lists(
+    interactions: Interactions, name: str, options: RunOptions, settings: dict | None = None, fits: FitCache | None = None
+) -> Lists:
     """The lists of the named baseline (with the ``settings`` tuning chose) for every customer,
     published when the model may not be."""
     import numpy as np
 
     from recsys.evaluation.protocol import baseline_factories
 
-    recommender = baseline_factories(options, settings)[name]().fit(interactions)
+    factory = baseline_factories(options, settings)[name]
+    recommender = fits.fitted(name, (settings or {}).get(name), interactions, factory) if fits else factory().fit(interactions)
     users = np.arange(interactions.n_users)
     return recommender.recommend(users, options.top_k, exclude_seen=not options.include_seen)
 
 
-def train(interactions: Interactions, options: RunOptions, watch: Stopwatch, tuned: dict | None = None) -> TwoStage:
+def train(
+    interactions: Interactions, options: RunOptions, watch: Stopwatch, tuned: dict | None, fits: FitCache
+) -> TwoStage:
     """Train both stages, each step of the one training sequence as a Prefect task with its progress
     bar; the baseline sources take the ``tuned`` settings of the evaluation when it ran."""
     log = get_run_logger()
@@ -197,13 +216,14 @@ def train(interactions: Interactions, options: RunOptions, watch: Stopwatch, tun
         with step(STEPS[name]) as update:
             result = task(training_step, name=name, **TASK)(*args, progress=update)
         watch.lap(name)
-        if result is None:
-            log.warning("%s: no candidate list held a later item; lists follow retrieval order", name)
+        trained = result[0] if isinstance(result, tuple) else result  # train_ranking: (ranker, evaluation)
+        if trained is None:
+            log.warning("%s: no candidate list held a later item; lists follow the candidates' order", name)
         else:
-            log.info("%s: %s", name, result.describe())
+            log.info("%s: %s", name, trained.describe())
         return result
 
-    return TwoStage(options, tuned=tuned).fit(interactions, run=run)
+    return TwoStage(options, tuned=tuned, fits=fits).fit(interactions, run=run)
 
 
 @task(name="scoring_model", **TASK)

@@ -225,3 +225,21 @@ def test_score_gives_the_scores_recommend_ranks_by(tiny: Interactions, make) -> 
     without_e = tiny.take(tiny.item != tiny.item_codes(["E"])[0])
     partial = make().fit(without_e)
     assert np.isneginf(partial.score(users[:1], tiny.item_codes(["E"])[None, :])).all()
+
+
+@pytest.mark.parametrize("make", [ItemKNN, RP3Beta, lambda: EASE(5.0), Popularity])
+def test_an_opinions_top_items_are_the_models_own_list(synthetic, make) -> None:
+    """The candidates a baseline proposes (its opinion's top) are its recommend() list wherever its
+    scores reach that far, and the opinion's scores of them are recommend()'s."""
+    from conftest import interactions_of
+
+    data = interactions_of(synthetic.frame)
+    model = make().fit(data)
+    users = np.arange(data.n_users)
+    lists = model.recommend(users, 6)
+    opinion = model.opinion(users)
+    top = opinion.top(6)
+    full = (top >= 0).all(axis=1)
+    assert full.mean() > 0.5
+    np.testing.assert_array_equal(top[full], lists.items[full])
+    np.testing.assert_allclose(opinion.at(lists.items)[full], lists.scores[full], rtol=1e-9)

@@ -102,7 +102,7 @@ def test_flow_summary(flow_run, synthetic):
     assert any("15 exact duplicate rows" in note for note in summary["notes"])
     assert any("spaces stripped" in note for note in summary["notes"])
     assert set(summary["seconds"]) == {
-        "load", "train_retrieval", "train_ranking", "refresh_retrieval", "score", "publish"
+        "load", "train_retrieval", "choose_ranker", "refresh_retrieval", "train_ranking", "score", "publish"
     }
     assert Path(summary["parquet"]) == output / "recommendations.parquet"
     assert summary["db_url"] == f"sqlite:///{(output / 'recsys.db').resolve()}"

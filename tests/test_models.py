@@ -54,8 +54,14 @@ def test_the_ranking_split_holds_out_every_customers_latest_items(trained, synth
 
 def test_pipeline_trains_both_stages(trained):
     retrieval, ranking = trained["retrieval"], trained["ranking"]
-    assert retrieval.epochs_run == 2 + 1  # 2 on the early part, then max(1, 2 // 2) refreshing
+    # 2 epochs on the inner split's training rows, then max(1, 2 // 2) refreshing twice (the
+    # outer split's training rows, then every row).
+    assert retrieval.epochs_run == 2 + 1 + 1
     assert ranking is not None and ranking.lists > 0
+    assert ranking.config is not None and ranking.features
+    # The model evaluated itself one step back in time, on the outer split's customers.
+    evaluation = trained["model"].evaluation
+    assert len(evaluation.users) > 0 and evaluation.items.shape == (len(evaluation.users), trained["model"].options.top_k)
 
 
 def test_every_user_gets_top_k_distinct_unseen_items(trained, synthetic):

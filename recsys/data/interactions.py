@@ -55,13 +55,20 @@ class Interactions:
         )
 
     def seen(self) -> sp.csr_matrix:
-        """Binary customers × items matrix of what each customer took (rows sorted by item)."""
-        matrix = sp.csr_matrix(
-            (np.ones(len(self.user), dtype=np.float32), (self.user, self.item)),
-            shape=(self.n_users, self.n_items),
-        )
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
+        """Binary customers × items matrix of what each customer took (rows sorted by item).
+
+        Built once and shared (every model fitted on these rows reads the same matrix): do not
+        modify it.
+        """
+        matrix = self.__dict__.get("_seen")
+        if matrix is None:
+            matrix = sp.csr_matrix(
+                (np.ones(len(self.user), dtype=np.float32), (self.user, self.item)),
+                shape=(self.n_users, self.n_items),
+            )
+            matrix.sum_duplicates()
+            matrix.data[:] = 1.0
+            object.__setattr__(self, "_seen", matrix)  # a cache, not a field: frozen otherwise
         return matrix
 
     def item_counts(self) -> np.ndarray:

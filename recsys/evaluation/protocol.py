@@ -21,6 +21,7 @@ from recsys.data.interactions import Interactions
 from recsys.data.splits import Split, cold_start_split, sample_users, temporal_holdout
 from recsys.evaluation.metrics import DEFAULT_K, mean_interval, ranking_metrics, user_metrics
 from recsys.models.base import Recommender
+from recsys.models.fits import FitCache
 from recsys.settings import RunOptions
 
 MODEL_NAME = "two_stage"
@@ -41,6 +42,7 @@ class Evaluation:
     table: pd.DataFrame
     per_user: dict[str, np.ndarray] = field(default_factory=dict)
     settings: dict[str, dict] = field(default_factory=dict)  # the settings tuning chose, by recommender
+    users: np.ndarray | None = None  # the scored customers' codes, in the order of ``per_user``
 
     @property
     def k(self) -> int:
@@ -85,19 +87,51 @@ def evaluate_recommenders(
     k: int = DEFAULT_K,
     progress=None,
     settings: dict[str, dict] | None = None,
+    fits: FitCache | None = None,
 ) -> Evaluation:
     """Every named recommender on ``split``; ``progress(done, total)`` after each one.
 
-    ``settings``: what tuning chose for some of them, kept with the result.
+    ``settings``: what tuning chose for some of them, kept with the result (and the key under
+    which ``fits`` shares their fits on ``split.train``).
     """
     rows, per_user = [], {}
     for done, (label, factory) in enumerate(recommenders.items(), start=1):
-        metrics, ndcg = score_recommender(factory, split, k)
+        started = time.perf_counter()
+        model = fits.fitted(label, (settings or {}).get(label), split.train, factory) if fits else factory().fit(split.train)
+        metrics, ndcg = score_fitted(model, split, k, started=started)
         rows.append({"recommender": label, **metrics})
         per_user[label] = ndcg
         if progress:
             progress(done, len(recommenders))
-    return Evaluation(table=pd.DataFrame(rows, columns=TABLE_COLUMNS), per_user=per_user, settings=dict(settings or {}))
+    return Evaluation(
+        table=pd.DataFrame(rows, columns=TABLE_COLUMNS), per_user=per_user, settings=dict(settings or {}), users=split.users
+    )
+
+
+def with_rows(evaluation: Evaluation, other: Evaluation) -> Evaluation:
+    """``other``'s recommenders put first, then ``evaluation``'s (which must score the same customers)."""
+    if evaluation.users is not None and other.users is not None and not np.array_equal(evaluation.users, other.users):
+        raise ValueError("the two evaluations scored different customers: their NDCGs cannot be compared pairwise")
+    return Evaluation(
+        table=pd.concat([other.table, evaluation.table], ignore_index=True),
+        per_user={**other.per_user, **evaluation.per_user},
+        settings={**evaluation.settings, **other.settings},
+        users=evaluation.users if evaluation.users is not None else other.users,
+    )
+
+
+def self_evaluation_of(model, k: int) -> Evaluation:
+    """The two-stage model's own held-out evaluation (``TwoStage.evaluation``) as a table row,
+    scored by the same metrics as every other recommender."""
+    own = model.evaluation
+    split = Split(train=own.split.train, users=own.users, relevant=own.split.relevant)
+    relevant = split.relevant_rows()
+    catalogue = int(np.count_nonzero(split.train.item_counts()))
+    metrics = ranking_metrics(own.items, relevant, k, n_catalog=catalogue)
+    ndcg = user_metrics(own.items, relevant, k)["ndcg"]
+    low, high = mean_interval(ndcg)
+    row = {"recommender": MODEL_NAME, **metrics, "ndcg_low": low, "ndcg_high": high, "seconds": model.seconds.get("fit", 0.0)}
+    return Evaluation(table=pd.DataFrame([row], columns=TABLE_COLUMNS), per_user={MODEL_NAME: ndcg}, users=own.users)
 
 
 def baseline_factories(options: RunOptions | None = None, settings: Mapping[str, dict] | None = None) -> dict[str, RecommenderFactory]:
@@ -136,15 +170,40 @@ def standard_recommenders(options: RunOptions | None = None, model_settings=None
     return {MODEL_NAME: two_stage, **baseline_factories(options, settings)}
 
 
-def evaluate_all(interactions: Interactions, options: RunOptions, split: Split, progress=None) -> Evaluation:
-    """The two-stage model and every baseline on ``split`` (at most ``EVALUATION_USERS`` customers
-    scored), the baselines tuned first on the temporal holdout of ``split.train``."""
+def evaluate_baselines(
+    interactions: Interactions, options: RunOptions, fits: FitCache | None = None, progress=None
+) -> Evaluation:
+    """Every baseline on the temporal holdout of ``interactions`` (at most ``EVALUATION_USERS``
+    customers scored), EASE and RP3beta tuned first on the holdout of its training rows. The
+    result's ``settings`` hold what tuning chose."""
     from recsys.evaluation.tuning import tune_baselines
 
+    fits = fits or FitCache()
+    split = fits.holdout(interactions)
     scored = sample_users(split, EVALUATION_USERS, options.seed)
-    choices = tune_baselines(temporal_holdout(split.train), options.top_k, seed=options.seed)
+    choices = tune_baselines(fits.holdout(split.train), options.top_k, seed=options.seed, fits=fits)
     settings = {name: choice.settings for name, choice in choices.items()}
-    return evaluate_recommenders(standard_recommenders(options, settings=settings), scored, options.top_k, progress, settings)
+    return evaluate_recommenders(baseline_factories(options, settings), scored, options.top_k, progress, settings, fits)
+
+
+def evaluate_all(interactions: Interactions, options: RunOptions, split: Split, progress=None) -> Evaluation:
+    """The two-stage model and every baseline on ``split`` (at most ``EVALUATION_USERS`` customers
+    scored), the baselines tuned first on the temporal holdout of ``split.train``: the offline
+    protocol, every recommender fitted on ``split.train``."""
+    from recsys.evaluation.tuning import tune_baselines
+
+    fits = FitCache()
+    scored = sample_users(split, EVALUATION_USERS, options.seed)
+    choices = tune_baselines(fits.holdout(split.train), options.top_k, seed=options.seed, fits=fits)
+    settings = {name: choice.settings for name, choice in choices.items()}
+    recommenders = baseline_factories(options, settings)
+
+    def two_stage():
+        from recsys.models.two_stage import TwoStage
+
+        return TwoStage(options, tuned=settings, fits=fits)
+
+    return evaluate_recommenders({MODEL_NAME: two_stage, **recommenders}, scored, options.top_k, progress, settings, fits)
 
 
 def cold_start_recommenders(options: RunOptions | None = None) -> dict[str, RecommenderFactory]:

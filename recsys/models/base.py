@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
 from recsys.scoring.lists import Lists
-from recsys.scoring.topk import blockwise_top_k, top_k_shared_excluding
+from recsys.scoring.topk import blockwise_top_k, top_k_excluding, top_k_shared_excluding
 
 
 @runtime_checkable
@@ -121,15 +121,45 @@ class MatrixRecommender:
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Scores of the item codes ``items`` ``(len(users), m)`` for customer codes ``users``."""
+        return self.opinion(users).at(items)
+
+    def opinion(self, users: np.ndarray) -> Opinion:
+        """The model's scores of every item it covers for customer codes ``users``, to read its top
+        items and its scores of candidates from (one computation for a block of customers)."""
         self._require_fit()
         users = np.asarray(users, dtype=np.int64)
-        where = self.positions(items)
         if self.non_personal:
             dense = np.broadcast_to(self._fallback[self._columns], (len(users), len(self._columns)))
         else:
             dense = self._scores(users)
-        picked = np.take_along_axis(dense, np.maximum(where, 0), axis=1) if dense.shape[1] else np.zeros(where.shape)
+        return Opinion(self, users, dense)
+
+
+class Opinion:
+    """What a fitted matrix model thinks of every item for one block of customers, computed once
+    and read twice: its own top items, and its scores of given candidates."""
+
+    def __init__(self, model: "MatrixRecommender", users: np.ndarray, dense: np.ndarray):
+        self.model, self.users, self.dense = model, users, dense  # dense: (len(users), len(model.columns))
+
+    def top(self, n: int, exclude_seen: bool = True) -> np.ndarray:
+        """The model's top ``n`` item codes per customer (-1 padding), their own items left out."""
+        seen = self.model._seen[self.users][:, self.model.columns] if exclude_seen else None
+        picked, _ = top_k_excluding(np.array(self.dense, dtype=np.float64, copy=True), seen, n)
+        return _codes(self.model.columns, picked)
+
+    def at(self, items: np.ndarray) -> np.ndarray:
+        """The model's scores of item codes ``items`` (len(users), m); ``-inf`` where it has none."""
+        where = self.model.positions(items)
+        picked = np.take_along_axis(self.dense, np.maximum(where, 0), axis=1) if self.dense.shape[1] else np.zeros(where.shape)
         return np.where(where >= 0, picked, -np.inf)
+
+
+def _codes(columns: np.ndarray, picked: np.ndarray) -> np.ndarray:
+    """Positions in ``columns`` (-1: none) as item codes (-1: none)."""
+    if not len(columns):
+        return np.full(picked.shape, -1, dtype=np.int64)
+    return np.where(picked >= 0, columns[np.maximum(picked, 0)], -1).astype(np.int64)
 
 
 def tie_break(popularity: np.ndarray) -> np.ndarray:

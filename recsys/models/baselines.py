@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from recsys.data.interactions import Interactions, item_popularity, recent_popularity
 from recsys.models.base import MatrixRecommender, tie_break
 from recsys.models.item_item import cosine_neighbours, gather, item_item_scaled
+from recsys.scoring.topk import top_k_excluding
 
 
 class Popularity(MatrixRecommender):
@@ -80,9 +81,10 @@ class ItemKNN(MatrixRecommender):
         scores = (self._seen[users].astype(np.float64) @ self._similarity).toarray()
         return scores + tie_break(self._fallback)[self._columns][None, :]
 
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Scores of given candidates, read from the sparse product (no dense row per customer)."""
-        return _sparse_pair_scores(self, self._similarity, users, items)
+    def opinion(self, users: np.ndarray) -> "SparseOpinion":
+        """Read from the sparse product (no dense row per customer)."""
+        self._require_fit()
+        return SparseOpinion(self, np.asarray(users, dtype=np.int64), self._similarity)
 
 
 class EASE(MatrixRecommender):
@@ -199,9 +201,10 @@ class RP3Beta(MatrixRecommender):
         scores = (self._seen[users].astype(np.float64) @ self._walk).toarray()
         return scores + tie_break(self._fallback)[self._columns][None, :]
 
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Scores of given candidates, read from the sparse product (no dense row per customer)."""
-        return _sparse_pair_scores(self, self._walk, users, items)
+    def opinion(self, users: np.ndarray) -> "SparseOpinion":
+        """Read from the sparse product (no dense row per customer)."""
+        self._require_fit()
+        return SparseOpinion(self, np.asarray(users, dtype=np.int64), self._walk)
 
 
 def _rp3_walks(seen: sp.csr_matrix, popularity: np.ndarray, alpha: float, betas: list[float], neighbours: int | None):
@@ -216,15 +219,40 @@ def _rp3_walks(seen: sp.csr_matrix, popularity: np.ndarray, alpha: float, betas:
     return item_item_scaled(to_users, to_items.tocsr(), neighbours, scales, dtype=np.float64)
 
 
-def _sparse_pair_scores(model: MatrixRecommender, item_item_matrix: sp.csr_matrix, users, items) -> np.ndarray:
-    """``score`` of an item-item model: the customers' rows of ``seen @ matrix`` at the given items."""
-    model._require_fit()
-    users = np.asarray(users, dtype=np.int64)
-    where = model.positions(items)
-    product = model._seen[users].astype(np.float64) @ item_item_matrix
-    values = gather(product, np.maximum(where, 0)).astype(np.float64)
-    values += tie_break(model._fallback)[model._columns][np.maximum(where, 0)]
-    return np.where(where >= 0, values, -np.inf)
+class SparseOpinion:
+    """The opinion of an item-item model for a block of customers: their rows of ``seen @ matrix``
+    (sparse: an item none of the customer's items points to scores only the popularity tie-break)."""
+
+    def __init__(self, model: MatrixRecommender, users: np.ndarray, matrix: sp.csr_matrix):
+        self.model, self.users = model, users
+        self.product = (model._seen[users].astype(np.float64) @ matrix).tocsr()
+        self.tie = tie_break(model._fallback)[model._columns]
+
+    def at(self, items: np.ndarray) -> np.ndarray:
+        """The model's scores of item codes ``items`` (len(users), m); ``-inf`` where it has none."""
+        where = self.model.positions(items)
+        values = gather(self.product, np.maximum(where, 0)).astype(np.float64) + self.tie[np.maximum(where, 0)]
+        return np.where(where >= 0, values, -np.inf)
+
+    def top(self, n: int, exclude_seen: bool = True) -> np.ndarray:
+        """The model's top ``n`` item codes among the items its matrix reaches from each customer's
+        items (-1 padding: a customer reaching fewer items gets a shorter list), own items left out."""
+        product = self.product
+        if exclude_seen:
+            seen = self.model._seen[self.users][:, self.model.columns]
+            product = (product - product.multiply(seen)).tocsr()
+            product.eliminate_zeros()
+        counts = np.diff(product.indptr)
+        width = max(int(counts.max(initial=0)), 1)
+        values = np.full((len(self.users), width), -np.inf)
+        columns = np.full((len(self.users), width), -1, dtype=np.int64)
+        rows = np.repeat(np.arange(len(self.users)), counts)
+        slots = np.arange(len(product.indices)) - np.repeat(product.indptr[:-1], counts)
+        values[rows, slots] = product.data + self.tie[product.indices]
+        columns[rows, slots] = product.indices
+        picked, _ = top_k_excluding(values, None, min(n, width))
+        chosen = np.where(picked >= 0, np.take_along_axis(columns, np.maximum(picked, 0), axis=1), -1)
+        return np.where(chosen >= 0, self.model.columns[np.maximum(chosen, 0)], -1).astype(np.int64)
 
 
 def _power(values: np.ndarray, exponent: float) -> np.ndarray:

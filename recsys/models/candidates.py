@@ -79,11 +79,18 @@ def gather_candidates(
     sources: Sources, rows: np.ndarray, n: int, seen: sp.csr_matrix | None, threads: int | None = None
 ) -> Candidates:
     """The union of every source's top ``n`` for customer codes ``rows`` (the items ``seen``
-    (customers × items, all customers) marks are left out when given), scored by every source."""
+    (customers × items, all customers) marks are left out when given), scored by every source.
+
+    Each baseline's scores of the block are computed once (its ``opinion``) and read twice: for
+    its own top items, then for every candidate.
+    """
     rows = np.asarray(rows, dtype=np.int64)
-    tops = [sources.top(name, rows, n, seen, threads) for name in sources.names]
+    opinions = {name: model.opinion(rows) for name, model in sources.baselines.items()}
+    tops = [sources.top(TWO_TOWER, rows, n, seen, threads)]
+    tops += [opinion.top(n, exclude_seen=seen is not None) for opinion in opinions.values()]
     items, count = _union(tops)
-    scores = {name: sources.scores(name, rows, items) for name in sources.names}
+    scores = {TWO_TOWER: sources.scores(TWO_TOWER, rows, items)}
+    scores.update({name: opinion.at(items) for name, opinion in opinions.items()})
     return Candidates(rows=rows, items=items, scores=scores, sources=count)
 
 

@@ -119,6 +119,7 @@ class RankingStage:
     std: np.ndarray
     lists: int = 0
     seconds: float = 0.0
+    config: RankerConfig | None = None  # the shape of the models
     choice: list = field(default_factory=list)  # (config, held-out NDCG) of every ranker tried
 
     def describe(self) -> str:
@@ -165,8 +166,8 @@ def train_ranking(
     ``settings.rankers``; ``None`` when there are no lists.
 
     The choice is made on the training lists themselves, held out by customer: with fewer than
-    5,000 lists, 5-fold cross-validation (every list scored once, each shape retrained on all lists
-    once chosen); with more, one 80/20 split (the chosen shape kept as trained on the 80%). Each
+    5,000 lists, 3-fold cross-validation (every list scored once, the chosen shape retrained on
+    all lists); with more, one 80/20 split (the chosen shape kept as trained on the 80%). Each
     shape is scored by the NDCG@12 of its order of the held-out lists; the best mean wins (ties to
     the shape listed first). With one shape, or fewer than 50 lists, the first is trained on all.
     """
@@ -180,7 +181,7 @@ def train_ranking(
         stage = _fit(examples.part(every, _names(configs[0], examples)), configs[0], settings, seed, epochs, progress)
         stage.seconds = time.perf_counter() - started
         return stage
-    folds = 5 if n < 5000 else 1
+    folds = 3 if n < 5000 else 1
     fold = np.random.default_rng(seed).permutation(n) % (folds if folds > 1 else 5)  # one split: fold 0 = 20%
     steps = len(configs) * folds + (1 if folds > 1 else 0)
     done = 0
@@ -255,7 +256,7 @@ def _fit(
         callbacks = [progress_callback(epochs * settings.ranking_models, progress, offset=member * epochs)] if progress else []
         model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
         models.append(model)
-    return RankingStage(models=models, features=examples.names, mean=mean, std=std, lists=len(examples.rows))
+    return RankingStage(models=models, features=examples.names, mean=mean, std=std, lists=len(examples.rows), config=config)
 
 
 def ranking_epochs_for(lists: int, steps: int, batch: int = 64) -> int:

@@ -101,6 +101,7 @@ class RetrievalStage:
     settings: ModelSettings
     seed: int
     epochs_run: int = 0
+    first_epochs: int = 0  # the epochs of the first training (a refresh runs half as many)
     seconds: float = 0.0
 
     def fit(
@@ -110,6 +111,8 @@ class RetrievalStage:
         ``budget`` examples in all (default ``MAX_TRAINING_EXAMPLES``)."""
         tf, _ = _tf()
         started = time.perf_counter()
+        if self.epochs_run == 0:
+            self.first_epochs = epochs
         users, items, _ = distinct_pairs(data)
         if len(users) == 0:
             return self
