@@ -65,12 +65,18 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         with store.recording(run_id, started_at, report.path, _counts(report)):
             status, reason, fallback = decide(interactions, options, metrics, watch)
             if fallback is None:
-                model = train(interactions, options, watch)
-                lists = score(model, options, metrics)
-                watch.lap("score")
-                metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
-            else:
-                lists = baseline_lists(interactions, fallback, options, metrics.get("tuning"))
+                try:
+                    model = train(interactions, options, watch)
+                    lists = score(model, options, metrics)
+                except Exception as exc:  # noqa: BLE001 - odd but valid data still publishes a baseline
+                    fallback = (metrics.get("gate") or {}).get("best_baseline") or "popularity"
+                    status, reason = "degraded", failure("training", exc, fallback)
+                else:
+                    watch.lap("score")
+                    metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
+            if fallback is not None:
+                lists, fallback, trouble = fallback_lists(interactions, fallback, options, metrics.get("tuning"))
+                reason += trouble
                 watch.lap("baseline_lists")
             fields = dict(metrics=dict(metrics, seconds=watch.seconds), message=reason, **_counts(report))
             published = publish(store, run_id, started_at, interactions, lists, options, status, fields)
@@ -82,6 +88,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         "status": status,
         "reason": reason,
         "evaluation": metrics.get("evaluation"),
+        "gate_passed": (metrics.get("gate") or {}).get("passed"),
         "repaired": repaired,
         "users": published.users,
         "rows": published.rows,
@@ -132,7 +139,11 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
         return "degraded", f"{too_small}: published the popularity list for everyone", "popularity"
     if not options.evaluate:
         return "succeeded", None, None
-    evaluation, gate = evaluate(interactions, options)
+    try:
+        evaluation, gate = evaluate(interactions, options)
+    except Exception as exc:  # noqa: BLE001 - odd but valid data: publish popularity and say why
+        watch.lap("evaluate")
+        return "degraded", failure("evaluation", exc, "popularity"), "popularity"
     watch.lap("evaluate")
     if gate is None:
         return "succeeded", None, None
@@ -172,6 +183,34 @@ def evaluate(interactions: Interactions, options: RunOptions):
     log.info("evaluation in %.1fs:\n%s", time.perf_counter() - started, markdown)
     (log.info if gate.passed else log.warning)("quality gate: %s", gate.reason)
     return evaluation, gate
+
+
+def failure(stage: str, exc: Exception, fallback: str) -> str:
+    """Why the run publishes ``fallback``: ``stage`` raised ``exc`` (logged with its traceback)."""
+    get_run_logger().warning("%s failed; publishing %s instead", stage, fallback, exc_info=exc)
+    return f"{stage} failed ({one_line(exc)}): published {fallback} instead"
+
+
+def fallback_lists(interactions: Interactions, name: str, options: RunOptions, settings: dict | None):
+    """Lists of the baseline ``name``, or of popularity if that one cannot be fitted.
+
+    Returns (lists, the baseline published, what to add to the run's reason: "" when ``name`` was).
+    Popularity fits any export that passed validation; if even it fails, the run fails.
+    """
+    try:
+        return baseline_lists(interactions, name, options, settings), name, ""
+    except Exception as exc:  # noqa: BLE001 - the simplest list is the last resort
+        if name == "popularity":
+            raise
+        get_run_logger().warning("%s could not be fitted; publishing popularity instead", name, exc_info=exc)
+        lists = baseline_lists(interactions, "popularity", options, settings)
+        return lists, "popularity", f"; {name} could not be fitted ({one_line(exc)}): published popularity instead"
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 @task(name="baseline_lists", **TASK)

@@ -100,7 +100,8 @@ def print_summary(summary: dict) -> None:
     for note in summary.get("notes", []):
         console.print(f"  input: {note}")
     if summary.get("reason"):
-        console.print(f"  [bold yellow]quality gate: {summary['reason']}[/]")
+        label = "quality gate" if summary.get("gate_passed") is False else "degraded"
+        console.print(f"  [bold yellow]{label}: {summary['reason']}[/]", soft_wrap=True)
     evaluation = summary.get("evaluation")
     if evaluation:
         table = Table(title="held-out evaluation (NDCG@12 with its 95% interval, recall@12)", box=None)
