@@ -16,12 +16,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import runners
 from recsys.data.export import LoadReport, load_interactions
 from recsys.data.interactions import Interactions
-from recsys.errors import RecsysError
 from recsys.evaluation import gate as quality
 from recsys.models.two_stage import TwoStage, untrainable
 from recsys.progress import Stopwatch, add_seconds, step
 from recsys.scoring.lists import Lists, empty_lists, put, shard_bounds
 from recsys.settings import RunOptions
+from recsys.store.database import is_transient
 from recsys.store.lock import run_lock
 from recsys.store.publish import Store, list_tables, ranked_table
 from recsys.store.runs import new_run_id, utc_now
@@ -31,15 +31,18 @@ from recsys.store.runs import new_run_id, utc_now
 TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
+def retryable(exc: BaseException) -> bool:
+    """Whether a failed I/O task is worth another try: a dropped connection, a busy database, an
+    export replaced while it was read. Bad input, a full disk, no memory and bugs are not."""
+    return is_transient(exc)
+
+
 def _transient(task, task_run, state) -> bool:
-    """Retry only what may go away by itself (a flaky disk or database), never bad input."""
     try:
         state.result()
-    except RecsysError:
-        return False
-    except Exception:
-        return True
-    return True
+    except Exception as exc:  # noqa: BLE001 - the failed task's own error, judged by its cause
+        return retryable(exc)
+    return False
 
 
 RETRY = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient)

@@ -440,3 +440,140 @@ def test_a_fallback_baseline_that_cannot_be_fitted_gives_way_to_popularity(prefe
     assert "popularity" in summary["reason"]
     check_lists(output, synthetic.frame)
     assert recsys.evaluation.protocol  # the real protocol module is untouched
+
+
+# --- retries: per cause -------------------------------------------------------------------------------
+
+def _driver_error(cls, text: str):
+    """A SQLAlchemy error wrapping a sqlite3 error with ``text``, as the store's engine raises it."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    error = getattr(sqlite3, cls)(text)
+    return sa.exc.DBAPIError.instance("UPDATE runs SET status = ?", (), error, sqlite3.Error)
+
+
+def _retry_cases():
+    import errno
+
+    from recsys.errors import ExportChanged, StoreError, StoreUnavailable
+
+    return {
+        "store unavailable": (StoreUnavailable("db.example: the connection dropped"), True),
+        "export replaced while read": (ExportChanged("export.csv: changed while it was read"), True),
+        "database is locked (raw)": (_driver_error("OperationalError", "database is locked"), True),
+        "bad input": (DataError("export.csv: line 3, column CALIFICACION: rating 'cinco'"), False),
+        "disk full (store)": (StoreError("out: cannot write the store (No space left on device)"), False),
+        "disk full (raw)": (OSError(errno.ENOSPC, "No space left on device"), False),
+        "disk full (SQLite, raw)": (_driver_error("OperationalError", "database or disk is full"), False),
+        "out of memory": (MemoryError(), False),
+        "a bug": (TypeError("unsupported operand type(s)"), False),
+        "a bad statement": (_driver_error("ProgrammingError", "no such table: runs"), False),
+    }
+
+
+@pytest.mark.parametrize("case", list(_retry_cases()))
+def test_retry_decision_per_cause(case):
+    from flows.nightly import retryable
+
+    error, expected = _retry_cases()[case]
+    assert retryable(error) is expected
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """The load and publish tasks keep their retries, without the 10 s waits."""
+    import flows.nightly
+
+    for name in ("load", "publish"):
+        monkeypatch.setattr(flows.nightly, name, getattr(flows.nightly, name).with_options(retry_delay_seconds=0))
+
+
+def test_a_busy_database_while_publishing_is_retried(prefect_test_harness, synthetic, tmp_path, monkeypatch, quick_retries):
+    from recsys.store.publish import Store
+
+    calls = []
+    real_swap = Store._swap
+
+    def busy_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise _driver_error("OperationalError", "database is locked")
+        return real_swap(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "_swap", busy_once)
+    summary, _, output = run_flow(synthetic, tmp_path, **EPOCHS)
+    assert len(calls) == 2 and summary["status"] == "succeeded"
+    check_lists(output, synthetic.frame)
+    [(status, current)] = read_sql(output / "recsys.db", "SELECT status, is_current FROM runs")
+    assert (status, current) == ("succeeded", 1)
+
+
+@pytest.mark.parametrize("failure", ["disk full", "a bug"])
+def test_a_full_disk_or_a_bug_while_publishing_is_not_retried(prefect_test_harness, synthetic, tmp_path, monkeypatch, quick_retries, failure):
+    import errno
+
+    from recsys.store.publish import Store
+
+    calls = []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if failure == "disk full":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise KeyError("rank")
+
+    monkeypatch.setattr(Store, "_insert", failing)
+    with pytest.raises(Exception) as raised:
+        run_flow(synthetic, tmp_path, **EPOCHS)
+    assert len(calls) == 1, f"published {len(calls)} times: {raised.value!r}"
+
+
+@pytest.mark.parametrize("failure", ["out of memory", "a bug"])
+def test_the_load_retries_no_memory_error_or_bug(prefect_test_harness, tmp_path, monkeypatch, quick_retries, failure):
+    import flows.nightly
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise MemoryError() if failure == "out of memory" else AttributeError("'NoneType' object has no attribute 'num_rows'")
+
+    monkeypatch.setattr(flows.nightly, "load_interactions", failing)
+    with pytest.raises((MemoryError, AttributeError)):
+        flows.nightly.nightly(RunOptions(data=tmp_path / "any.csv", output=tmp_path / "out", **EPOCHS))
+    assert len(calls) == 1
+
+
+def test_an_export_that_changes_while_read_is_read_again(prefect_test_harness, synthetic, tmp_path, monkeypatch, quick_retries):
+    """The export is replaced (another night's file renamed onto it) during the first read: the
+    load notices, reads the new file whole, and the run publishes that one."""
+    import recsys.data.export
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows[:-40]))
+    replacement = tmp_path / "next.csv"
+    replacement.write_text(csv_text(synthetic.rows))
+    real_validate = recsys.data.export._validate
+    reads = []
+
+    def validate_then_replace(*args, **kwargs):
+        reads.append(1)
+        table = real_validate(*args, **kwargs)
+        if len(reads) == 1:
+            os.replace(replacement, data)
+        return table
+
+    monkeypatch.setattr(recsys.data.export, "_validate", validate_then_replace)
+    summary = flows_nightly().nightly(RunOptions(data=data, output=tmp_path / "out", **EPOCHS))
+    assert len(reads) == 2
+    assert summary["input_rows"] == len(synthetic.rows)
+    [(sha, rows)] = read_sql(tmp_path / "out" / "recsys.db", "SELECT input_sha256, rows FROM runs")
+    assert sha == hashlib.sha256(data.read_bytes()).hexdigest() and rows == len(synthetic.rows)
+
+
+def flows_nightly():
+    import flows.nightly
+
+    return flows.nightly

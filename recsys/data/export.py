@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recsys.data.interactions import Interactions, sorted_codes
-from recsys.errors import DataError
+from recsys.errors import DataError, ExportChanged
 from recsys.settings import ColumnMap
 
 if TYPE_CHECKING:
@@ -58,11 +58,40 @@ def load_interactions(
 ) -> tuple[Interactions, LoadReport]:
     """Read a CSV or Parquet export into :class:`Interactions`, or raise ``DataError`` saying why not.
 
-    ``delimiter`` may be ``"tab"``.
+    ``delimiter`` may be ``"tab"``. A file replaced or rewritten while it is read (a new night's
+    export landing) raises ``ExportChanged``, which is worth reading again.
     """
     path = Path(path)
     delimiter = "\t" if delimiter == "tab" else delimiter
     _check_readable(path)
+    before = _identity(path)
+    try:
+        loaded = _read_export(path, columns, date_format, delimiter)
+    except DataError:
+        _check_unchanged(path, before)  # a half-written file reads as bad input: say what happened
+        raise
+    _check_unchanged(path, before)
+    return loaded
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What tells one version of a file from another: device, inode, size, modification time."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _check_unchanged(path: Path, before: tuple[int, ...] | None) -> None:
+    if _identity(path) != before:
+        raise ExportChanged(
+            f"{path}: the file changed while it was being read (replaced or still being written); "
+            "read it again once it is complete"
+        )
+
+
+def _read_export(path: Path, columns: ColumnMap, date_format: str, delimiter: str) -> tuple[Interactions, LoadReport]:
     head = _read_head(path)
     notes: list[str] = []
     if head.startswith(b"PAR1") or path.suffix.lower() == ".parquet":

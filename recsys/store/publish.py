@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from recsys.errors import StoreError
 from recsys.store import bulk
-from recsys.store.database import engine_for, reason
+from recsys.store.database import engine_for, store_errors
 from recsys.store.parquet import ParquetMirror, fsync
 from recsys.store.runs import RunLog, utc_now
 from recsys.store.tables import (
@@ -123,35 +123,36 @@ class Store:
         swapped = False
         parquet_pending = None
         try:
-            self.output.mkdir(parents=True, exist_ok=True)
-            self.ensure_schema()
-            with self.engine.begin() as conn:
-                for table in (staging, staging_popular):
-                    table.drop(conn, checkfirst=True)
-                    table.create(conn)
-            with self.parquet.writer(run_id) as writer, bulk.bulk_load(self.engine, staging) as load:
-                for chunk in lists:
-                    chunk = _with_run(chunk, run_id, generated_at).cast(writer.schema)
-                    writer.write_table(chunk)
-                    self._insert(staging, chunk, load)
-                    rows += chunk.num_rows
-                    users += int(np.count_nonzero(np.asarray(chunk.column("rank")) == 1))
-            fsync(staged_parquet)
-            popular = popular.append_column("run_id", _constant(run_id, popular.num_rows, pa.string()))
-            with bulk.bulk_load(self.engine, staging_popular) as load:
-                self._insert(staging_popular, popular, load)
-            self._swap(run_id, status, run_fields)
-            swapped = True
-            try:
-                self.parquet.publish(run_id)
-            except OSError as exc:
-                # The run is published (the SQL swap is the commit point); the staged file is
-                # complete and ``reconcile`` moves it into place at the next run or rollback.
-                parquet_pending = f"Parquet not yet renamed into place ({exc.strerror or exc})"
-        except OSError as exc:
-            raise StoreError(f"{self.output}: cannot write the store ({exc.strerror or exc})") from None
-        except sa.exc.OperationalError as exc:
-            raise StoreError(f"{self.db_url}: cannot write the store ({reason(exc)})") from None
+            with store_errors(self.db_url, self.output, "cannot write the store"):
+                self.output.mkdir(parents=True, exist_ok=True)
+                if self.current_run() == run_id:
+                    # A retry after a dropped connection whose swap had committed: nothing to redo.
+                    swapped = True
+                    return self._already_published(run_id)
+                self.ensure_schema()
+                with self.engine.begin() as conn:
+                    for table in (staging, staging_popular):
+                        table.drop(conn, checkfirst=True)
+                        table.create(conn)
+                with self.parquet.writer(run_id) as writer, bulk.bulk_load(self.engine, staging) as load:
+                    for chunk in lists:
+                        chunk = _with_run(chunk, run_id, generated_at).cast(writer.schema)
+                        writer.write_table(chunk)
+                        self._insert(staging, chunk, load)
+                        rows += chunk.num_rows
+                        users += int(np.count_nonzero(np.asarray(chunk.column("rank")) == 1))
+                fsync(staged_parquet)
+                popular = popular.append_column("run_id", _constant(run_id, popular.num_rows, pa.string()))
+                with bulk.bulk_load(self.engine, staging_popular) as load:
+                    self._insert(staging_popular, popular, load)
+                self._swap(run_id, status, run_fields)
+                swapped = True
+                try:
+                    self.parquet.publish(run_id)
+                except OSError as exc:
+                    # The run is published (the SQL swap is the commit point); the staged file is
+                    # complete and ``reconcile`` moves it into place at the next run or rollback.
+                    parquet_pending = f"Parquet not yet renamed into place ({exc.strerror or exc})"
         finally:
             # Once the tables are swapped the staged file *is* the current Parquet: if renaming it
             # failed, ``reconcile`` moves it into place, so it must not be deleted here.
@@ -161,6 +162,20 @@ class Store:
         return Published(
             rows=rows, users=users, parquet=self.parquet.path, db_url=self.db_url, parquet_pending=parquet_pending
         )
+
+    def _already_published(self, run_id: str) -> Published:
+        """What the publish of ``run_id`` wrote, read back (its Parquet file moved into place if needed)."""
+        with self.engine.connect() as conn:
+            rows, users = conn.execute(
+                sa.text(f"SELECT count(*), count(DISTINCT user_id) FROM {RECOMMENDATIONS} WHERE run_id = :run"),
+                {"run": run_id},
+            ).one()
+        pending = None
+        try:
+            self.parquet.reconcile(run_id)
+        except OSError as exc:
+            pending = f"Parquet not yet renamed into place ({exc.strerror or exc})"
+        return Published(rows=rows, users=users, parquet=self.parquet.path, db_url=self.db_url, parquet_pending=pending)
 
     def _insert(self, table: sa.Table, chunk: pa.Table, load) -> None:
         bulk.insert(self.engine, table, chunk, load)
