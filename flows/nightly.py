@@ -60,7 +60,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
     watch = Stopwatch()
     interactions, report = load(options)
     watch.lap("load")
-    metrics: dict = {}
+    metrics: dict = {"set_aside": report.set_aside} if report.set_aside else {}
     # Nothing is written before the input has been read and validated; then one run at a time.
     with run_lock(options.output):
         store, repaired = open_store(options)

@@ -577,3 +577,16 @@ def flows_nightly():
     import flows.nightly
 
     return flows.nightly
+
+
+def test_rows_dated_far_outside_the_export_are_reported_in_the_run(prefect_test_harness, synthetic, tmp_path):
+    from flows.nightly import nightly
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text([*synthetic.rows, ("1", "1/1/1900 0:00", "Curso deporte 3", "5")]))
+    summary = nightly(RunOptions(data=data, output=tmp_path / "out", **EPOCHS))
+    assert summary["input_rows"] == len(synthetic.rows) + 1
+    assert any("set aside" in note and f"line {len(synthetic.rows) + 2}" in note for note in summary["notes"])
+    [(metrics,)] = read_sql(tmp_path / "out" / "recsys.db", "SELECT metrics FROM runs")
+    set_aside = json.loads(metrics)["set_aside"]
+    assert set_aside["rows"] == 1 and set_aside["first_date"] == "1900-01-01 00:00:00"
