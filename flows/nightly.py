@@ -16,7 +16,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import runners
 from recsys.data.export import LoadReport, load_interactions
 from recsys.data.interactions import Interactions
+from recsys.errors import ListsUnhealthy
 from recsys.evaluation import gate as quality
+from recsys.models.baselines import cold_start_list
 from recsys.models.two_stage import TwoStage, untrainable
 from recsys.progress import Stopwatch, add_seconds, step
 from recsys.scoring.lists import Lists, empty_lists, put, shard_bounds
@@ -81,8 +83,10 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
                 lists, fallback, trouble = fallback_lists(interactions, fallback, options, metrics.get("tuning"))
                 reason += trouble
                 watch.lap("baseline_lists")
+            popular = cold_start_list(interactions, options.cold_start_days, options.top_k)
+            metrics["lists"] = check(store, interactions, lists, popular, options, fallback or TwoStage.name)
             fields = dict(metrics=dict(metrics, seconds=watch.seconds), message=reason, **_counts(report))
-            published = publish(store, run_id, started_at, interactions, lists, options, status, fields)
+            published = publish(store, run_id, started_at, interactions, lists, popular, options, status, fields)
             watch.lap("publish")
         # Only the publish time is new here; the status was recorded with the swap.
         store.finish_run(run_id, metrics=dict(metrics, seconds=watch.seconds))
@@ -298,13 +302,40 @@ def score(model: TwoStage, options: RunOptions, metrics: dict) -> Lists:
     return lists
 
 
-@task(name="publish", **RETRY, **TASK)
-def publish(store: Store, run_id: str, generated_at, interactions: Interactions, lists: Lists, options: RunOptions, status: str, fields: dict):
-    """Swap the new lists into the SQL table and the Parquet file as a whole; the run becomes current."""
-    from recsys.models.baselines import cold_start_list
+@task(name="check_lists", **TASK)
+def check(store: Store, interactions: Interactions, lists: Lists, popular, options: RunOptions, recommender: str) -> dict:
+    """The health check before the swap (``recsys.scoring.health``), against the run published now.
 
+    Returns the record the next run compares with; lists that fail raise ``ListsUnhealthy``, so
+    the run fails and nothing is replaced.
+    """
+    from recsys.scoring.health import check_lists
+
+    # The model's lists cannot be longer than its candidate lists.
+    length = min(options.top_k, options.candidates) if recommender == TwoStage.name else options.top_k
+    previous = store.current_metrics().get("lists")
+    health = check_lists(lists, interactions, length, not options.include_seen, recommender, previous, popular)
+    if not health.ok:
+        raise ListsUnhealthy(
+            f"the new lists of {recommender} failed the health check, nothing was replaced: " + "; ".join(health.problems)
+        )
+    record = health.record
+    get_run_logger().info(
+        "health check passed: %s of %s customers with a full list (%s short only where the catalogue is), "
+        "coverage %.1f%%, scores %s", f"{record['full']:,}", f"{record['customers']:,}",
+        f"{record['short_by_catalogue']:,}", 100 * record["coverage"], record["score"] or "none",
+    )
+    return record
+
+
+@task(name="publish", **RETRY, **TASK)
+def publish(store: Store, run_id: str, generated_at, interactions: Interactions, lists: Lists, popular, options: RunOptions, status: str, fields: dict):
+    """Swap the new lists into the SQL table and the Parquet file as a whole; the run becomes current.
+
+    ``popular``: the cold-start list as (item codes, scores).
+    """
     started = time.perf_counter()
-    popular = ranked_table(interactions.items, *cold_start_list(interactions, options.cold_start_days, options.top_k))
+    popular = ranked_table(interactions.items, *popular)
     published = store.publish(
         run_id, generated_at, list_tables(interactions.users, interactions.items, lists), popular, status=status, **fields
     )

@@ -29,5 +29,10 @@ class StoreUnavailable(StoreError):
     transient = True
 
 
+class ListsUnhealthy(RecsysError):
+    """The new lists failed the health check before the swap (``recsys.scoring.health``): the
+    run fails and nothing published is replaced."""
+
+
 class OptionError(RecsysError):
     """An option of a run cannot be used (out of range, contradicting another, unknown value)."""

@@ -87,6 +87,11 @@ class Store:
         """The run whose lists are published now."""
         return self.runs.current()
 
+    def current_metrics(self) -> dict:
+        """The metrics of the run whose lists are published now ({} before the first)."""
+        with store_errors(self.db_url, self.output, "cannot read the run log"):
+            return self.runs.current_metrics()
+
     @contextlib.contextmanager
     def recording(self, run_id: str, started_at: datetime, input_path: str, counts: dict) -> Iterator[None]:
         """Record a run as running for the length of the block, and as failed (with why) if the
