@@ -8,6 +8,8 @@ The flow's body is the table of contents of the nightly job; each task is one ca
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -64,8 +66,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
     watch.lap("load")
     metrics: dict = {"set_aside": report.set_aside} if report.set_aside else {}
     # Nothing is written before the input has been read and validated; then one run at a time.
-    with run_lock(options.output):
-        store, repaired = open_store(options)
+    with run_lock(options.output), open_store(options) as (store, repaired):
         run_id, started_at = new_run_id(), utc_now()
         with store.recording(run_id, started_at, report.path, _counts(report)):
             status, reason, fallback = decide(interactions, options, metrics, watch)
@@ -124,14 +125,17 @@ def load(options: RunOptions) -> tuple[Interactions, LoadReport]:
     return interactions, report
 
 
-def open_store(options: RunOptions) -> tuple[Store, str | None]:
-    """The store of ``options``, its tables created, and what an interrupted run left to repair."""
+@contextmanager
+def open_store(options: RunOptions) -> Iterator[tuple[Store, str | None]]:
+    """The store of ``options`` with its database's run lock held for the block, its tables
+    created, and what an interrupted run left to repair."""
     store = Store(options.resolved_db_url(), options.output)
-    store.ensure_schema()
-    repaired = store.reconcile()
-    if repaired:
-        get_run_logger().warning("store: %s (left by an interrupted run)", repaired)
-    return store, repaired
+    with store.lock():
+        store.ensure_schema()
+        repaired = store.reconcile()
+        if repaired:
+            get_run_logger().warning("store: %s (left by an interrupted run)", repaired)
+        yield store, repaired
 
 
 def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch: Stopwatch):

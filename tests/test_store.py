@@ -214,3 +214,37 @@ def test_unwritable_output_is_a_store_error(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'db' / 'recsys.db'}", blocker)
     with pytest.raises(StoreError, match="cannot write the store"):
         store.publish("run1", T1, iter([lists(FIRST)]), popular(["a"]))
+
+
+# --- the database's own run lock (SQLite) -------------------------------------------------------------
+
+
+def test_two_output_folders_sharing_one_sqlite_database_take_turns(tmp_path):
+    """The SQLite store's lock is the lock file of its folder: another output folder publishing
+    into the same database file is refused while one run holds it."""
+    from recsys.errors import StoreError
+    from recsys.store.lock import run_lock
+    from recsys.store.publish import Store
+
+    url = f"sqlite:///{tmp_path / 'shared' / 'recsys.db'}"
+    first, second = Store(url, tmp_path / "a"), Store(url, tmp_path / "b")
+    with run_lock(tmp_path / "a"), first.lock():
+        with pytest.raises(StoreError, match="another recsys run is already publishing to this database"):
+            with run_lock(tmp_path / "b"), second.lock():
+                pass
+        # A run whose output folder is the database's folder holds the same lock.
+        with pytest.raises(StoreError, match="another recsys run is already publishing here"):
+            with run_lock(tmp_path / "shared"):
+                pass
+    with run_lock(tmp_path / "b"), second.lock():
+        pass
+
+
+def test_the_default_sqlite_store_is_locked_by_the_run_lock_alone(tmp_path):
+    from recsys.settings import resolve_db_url
+    from recsys.store.lock import run_lock
+    from recsys.store.publish import Store
+
+    output = tmp_path / "out"
+    with run_lock(output), Store(resolve_db_url(output), output).lock():
+        assert sorted(p.name for p in output.iterdir()) == [".recsys.lock"]

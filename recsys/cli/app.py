@@ -204,8 +204,9 @@ def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) 
         require_store(url)
         with run_lock(output):
             store = Store(url, output)
-            store.reconcile()  # finish whatever an interrupted run or rollback left half done
-            was, now = store.rollback()
+            with store.lock():
+                store.reconcile()  # finish whatever an interrupted run or rollback left half done
+                was, now = store.rollback()
     except RecsysError as exc:
         _fail(str(exc))
     typer.echo(f"rolled back: run {now} is current again (run {was} is kept as the previous one; roll back again to undo)")

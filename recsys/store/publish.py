@@ -24,6 +24,8 @@ import sqlalchemy as sa
 from recsys.errors import StoreError
 from recsys.store import bulk
 from recsys.store.database import engine_for, store_errors
+from recsys.store.diagnosis import safe_url
+from recsys.store.lock import AdvisoryLock, folder_lock
 from recsys.store.parquet import ParquetMirror, fsync
 from recsys.store.runs import RunLog, utc_now
 from recsys.store.tables import (
@@ -64,6 +66,40 @@ class Store:
         self.runs = RunLog(self.engine)
         self.parquet = ParquetMirror(self.output)
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._lock: AdvisoryLock | None = None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the database's own run lock for the block (``recsys.store.lock``), or raise
+        ``StoreError`` naming the run that holds it.
+
+        PostgreSQL: a session advisory lock, checked again inside every swap. SQLite: the lock
+        file of the database file's folder; for the default store in the output folder that is the
+        run lock the caller holds already. Other databases: none.
+        """
+        if self.is_postgres:
+            lock = AdvisoryLock(self.engine, safe_url(self.db_url))
+            with store_errors(self.db_url, self.output, "cannot take the database's run lock"):
+                lock.acquire()
+            self._lock = lock
+            try:
+                yield
+            finally:
+                self._lock = None
+                lock.release()
+            return
+        folder = self._sqlite_folder()
+        if folder is None or folder == self.output.resolve():
+            yield
+            return
+        with folder_lock(folder, "to this database"):
+            yield
+
+    def _sqlite_folder(self) -> Path | None:
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return Path(url.database).resolve().parent
 
     def ensure_schema(self) -> None:
         """Create the tables that do not exist yet."""
@@ -130,6 +166,8 @@ class Store:
         try:
             with store_errors(self.db_url, self.output, "cannot write the store"):
                 self.output.mkdir(parents=True, exist_ok=True)
+                if self._lock is not None:
+                    self._lock.renew()  # a retry after a dropped connection: take the lock again
                 if self.current_run() == run_id:
                     # A retry after a dropped connection whose swap had committed: nothing to redo.
                     swapped = True
@@ -192,6 +230,8 @@ class Store:
         """Current -> previous, staging -> current, and the run's status, in one transaction."""
         names = self._table_names()
         with self.engine.begin() as conn:
+            if self._lock is not None:
+                self._lock.verify(conn)
             for name in (RECOMMENDATIONS, POPULAR):
                 if name + PREVIOUS in names:
                     conn.exec_driver_sql(f"DROP TABLE {name}{PREVIOUS}")
@@ -205,6 +245,8 @@ class Store:
         if RECOMMENDATIONS + PREVIOUS not in names:
             raise StoreError(f"{self.db_url}: no previous run to roll back to")
         with self.engine.begin() as conn:
+            if self._lock is not None:
+                self._lock.verify(conn)
             previous = conn.exec_driver_sql(f"SELECT run_id FROM {RECOMMENDATIONS}{PREVIOUS} LIMIT 1").scalar()
             if previous is None:
                 raise StoreError(f"{self.db_url}: no previous run to roll back to (the previous lists are empty)")
