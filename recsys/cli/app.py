@@ -8,6 +8,7 @@ pyarrow) are imported inside the commands that need them, so ``recsys lookup`` s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -20,7 +21,7 @@ from typing import Annotated, Optional
 import typer
 
 from recsys.errors import RecsysError
-from recsys.settings import DEFAULT_OUTPUT, RunOptions, resolve_db_url
+from recsys.settings import DB_URL_ENV, DEFAULT_OUTPUT, RunOptions, resolve_db_url
 
 app = typer.Typer(
     help="Nightly two-stage recommender: train, publish every customer's top-12, look customers up.",
@@ -43,8 +44,33 @@ EVALUATE_OPTIONS = (
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from recsys.store.diagnosis import redact
+
+    # One line, and never a password (the messages are masked where they are made; this is the
+    # last look before the terminal).
+    typer.echo(f"error: {redact(' '.join(str(message).split()))}", err=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _db_url_in_environment(options: RunOptions):
+    """``options`` without ``db_url``, which goes to ``RECSYS_DB_URL`` for the block instead.
+
+    A flow's parameters are kept by the Prefect server and shown in its UI; a password in the
+    database URL must not be one of them. The flow reads the URL from the environment.
+    """
+    if not options.db_url:
+        yield options
+        return
+    before = os.environ.get(DB_URL_ENV)
+    os.environ[DB_URL_ENV] = options.db_url
+    try:
+        yield options.with_(db_url=None)
+    finally:
+        if before is None:
+            os.environ.pop(DB_URL_ENV, None)
+        else:
+            os.environ[DB_URL_ENV] = before
 
 
 def with_run_options(only: tuple[str, ...] | None = None):
@@ -120,8 +146,10 @@ def run(
     _check_runner(options)
     from recsys.cli.console import print_summary, run_with_progress
 
+    url = options.resolved_db_url()
     try:
-        summary = run_with_progress(options, verbose=verbose or debug)
+        with _db_url_in_environment(options) as flow_options:
+            summary = run_with_progress(flow_options, verbose=verbose or debug)
     except RecsysError as exc:
         if debug:
             raise
@@ -129,8 +157,11 @@ def run(
     except Exception as exc:
         if debug:
             raise
+        from recsys.store.diagnosis import first_line, redact
+
         log = Path(options.output) / "logs" / "recsys.log"
-        _fail(f"the run failed: {type(exc).__name__}: {exc} (details in {log}; --debug shows the traceback)")
+        cause = redact(first_line(str(exc)), url)
+        _fail(f"the run failed: {type(exc).__name__}: {cause} (details in {log}; --debug shows the traceback)")
     print_summary(summary)
 
 
@@ -230,7 +261,9 @@ def schedule(
     from flows.deployment import deployment
 
     typer.echo(f"serving deployment recsys-nightly/{name} on cron '{cron}'; Ctrl-C to stop")
-    serve(deployment(options, cron, name))
+    # The served runs inherit this process's environment, where the database URL goes.
+    with _db_url_in_environment(options) as served:
+        serve(deployment(served, cron, name))
 
 
 @app.command()

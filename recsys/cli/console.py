@@ -35,6 +35,7 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
         # lines have nowhere to go, and must not flood the terminal either.
         file_handler, path = logging.NullHandler(), None
     file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
+    file_handler.addFilter(PasswordFilter())
     for handler in consoles:
         root.removeHandler(handler)
     root.addHandler(file_handler)
@@ -45,6 +46,26 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
         file_handler.close()
         for handler in consoles:
             root.addHandler(handler)
+
+
+class PasswordFilter:
+    """A logging filter that masks URL passwords (``scheme://user:***@host``, ``password=***``)
+    in a record's message and traceback, whatever wrote them."""
+
+    def filter(self, record) -> bool:
+        import logging
+
+        from recsys.store.diagnosis import redact
+
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 def run_with_progress(options, verbose: bool = False) -> dict:

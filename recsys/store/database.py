@@ -12,6 +12,9 @@ from recsys.errors import RecsysError, StoreError, StoreUnavailable
 from recsys.store import diagnosis
 
 
+CONNECT_TIMEOUT = 10  # seconds a PostgreSQL connection may take (unless the URL sets connect_timeout)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # transactions are begun explicitly (see engine_for)
     cursor = dbapi_connection.cursor()
@@ -38,6 +41,9 @@ def engine_for(db_url: str) -> sa.Engine:
         # transaction (SQLAlchemy's documented recipe for pysqlite).
         sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         return engine
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        # A host that drops packets would hold a run for minutes of TCP retries before failing.
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT})
     return sa.create_engine(url, pool_pre_ping=True)
 
 

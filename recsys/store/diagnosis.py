@@ -24,6 +24,7 @@ _ADVICE: tuple[tuple[tuple[str, ...], str, bool], ...] = (
     (("database \"",), "check the database name", False),  # database "x" does not exist
     (("role \"",), "check the user name", False),  # role "x" does not exist
     (("connection refused",), "check that the server is running and accepts TCP/IP connections on that host and port", True),
+    (("no such file or directory",), "check the host (or socket folder): no server listens there", True),
     (("timeout expired", "timed out"), "check the host and port, and that no firewall drops the connection", True),
     (
         (
@@ -69,6 +70,7 @@ _ADVICE: tuple[tuple[tuple[str, ...], str, bool], ...] = (
 # restarting, no free connection, lock conflicts).
 _TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01", "55P03")
 _DEFAULT_ADVICE = "check the database server and its log"
+BARE_PASSWORD = 8  # characters a password needs to be masked where a text quotes it bare
 # Credentials inside any URL (scheme://user:password@host) and password=... pairs (libpq style).
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s@]*@")
 _KEY_PASSWORD = re.compile(r"((?:password|passwd|pwd)\s*=\s*)('[^']*'|\"[^\"]*\"|[^\s&;,)]+)", re.IGNORECASE)
@@ -115,16 +117,19 @@ def safe_url(url: str) -> str:
     if query and _KEY_PASSWORD.search(query.replace("&", " ")):
         pairs = [(key, "***" if key.lower() in ("password", "passwd", "pwd") else value) for key, value in parse_qsl(query, keep_blank_values=True)]
         query = urlencode(pairs, safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # nothing to mask (and sqlite:////path keeps its empty host)
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def redact(text: str, url: str | None = None) -> str:
     """``text`` with every URL password and ``password=...`` masked, and ``url``'s password too
-    wherever the text quotes it (when it is long enough to be told from ordinary words)."""
+    wherever the text quotes it, when it is long enough (``BARE_PASSWORD``) to be told from the
+    ordinary words of a message (a password "recsys" would mask every path to recsys.db)."""
     text = _URL_PASSWORD.sub(r"\1***@", str(text))
     text = _KEY_PASSWORD.sub(r"\1***", text)
     password = _password(url) if url else None
-    if password and len(password) >= 3:
+    if password and len(password) >= BARE_PASSWORD:
         for form in {password, unquote(password)}:
             text = text.replace(form, "***")
     return text

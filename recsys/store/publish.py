@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from recsys.errors import StoreError
 from recsys.store import bulk
 from recsys.store.database import engine_for, store_errors
-from recsys.store.diagnosis import safe_url
+from recsys.store.diagnosis import first_line, redact, safe_url
 from recsys.store.lock import AdvisoryLock, folder_lock
 from recsys.store.parquet import ParquetMirror, fsync
 from recsys.store.runs import RunLog, utc_now
@@ -61,8 +61,16 @@ class Store:
             self.engine = engine_for(db_url)
         except OSError as exc:
             raise StoreError(f"{self.output}: cannot create the store's folder ({exc.strerror or exc})") from None
-        except sa.exc.ArgumentError as exc:
-            raise StoreError(f"--db-url {db_url!r} is not a database URL ({exc})") from None
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise StoreError(
+                f"--db-url {safe_url(db_url)}: is not a database URL ({redact(first_line(exc), db_url)}); "
+                "check it, e.g. sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DATABASE"
+            ) from None
+        except ImportError as exc:
+            raise StoreError(
+                f"--db-url {safe_url(db_url)}: the database driver is not installed ({redact(first_line(exc), db_url)}); "
+                "install it, or use sqlite:/// or postgresql+psycopg://"
+            ) from None
         self.runs = RunLog(self.engine)
         self.parquet = ParquetMirror(self.output)
         self.is_postgres = self.engine.dialect.name == "postgresql"
@@ -79,7 +87,7 @@ class Store:
         """
         if self.is_postgres:
             lock = AdvisoryLock(self.engine, safe_url(self.db_url))
-            with store_errors(self.db_url, self.output, "cannot take the database's run lock"):
+            with store_errors(self.db_url, self.output, "cannot open the store"):
                 lock.acquire()
             self._lock = lock
             try:
@@ -103,7 +111,7 @@ class Store:
 
     def ensure_schema(self) -> None:
         """Create the tables that do not exist yet."""
-        with self.engine.begin() as conn:
+        with store_errors(self.db_url, self.output, "cannot open the store"), self.engine.begin() as conn:
             self.runs.ensure(conn)
             recommendations_table(sa.MetaData(), pk_name=primary_key_name(self.engine, RECOMMENDATIONS)).create(
                 conn, checkfirst=True
@@ -113,15 +121,20 @@ class Store:
     def begin_run(self, run_id: str, started_at: datetime, input_path: str) -> None:
         """Record a run as running (see :meth:`RunLog.begin`)."""
         self.ensure_schema()
-        self.runs.begin(run_id, started_at, input_path)
+        with store_errors(self.db_url, self.output, "cannot write the run log"):
+            self.runs.begin(run_id, started_at, input_path)
 
     def finish_run(self, run_id: str, status: str | None = None, **fields) -> None:
-        """Record how a run ended (see :meth:`RunLog.finish`)."""
-        self.runs.finish(run_id, status, **fields)
+        """Record how a run ended (see :meth:`RunLog.finish`); a message has its passwords masked."""
+        if fields.get("message"):
+            fields["message"] = redact(fields["message"], self.db_url)
+        with store_errors(self.db_url, self.output, "cannot write the run log"):
+            self.runs.finish(run_id, status, **fields)
 
     def current_run(self) -> str | None:
         """The run whose lists are published now."""
-        return self.runs.current()
+        with store_errors(self.db_url, self.output, "cannot read the run log"):
+            return self.runs.current()
 
     def current_metrics(self) -> dict:
         """The metrics of the run whose lists are published now ({} before the first)."""
@@ -136,7 +149,10 @@ class Store:
         try:
             yield
         except BaseException as exc:
-            self.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000], **counts)
+            try:
+                self.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000], **counts)
+            except StoreError:
+                pass  # the store went away: the next run marks this one as interrupted
             raise
 
     def publish(
@@ -241,15 +257,19 @@ class Store:
 
     def rollback(self) -> tuple[str, str]:
         """Make the previous published run current again (one transaction); returns (from, to) run ids."""
+        with store_errors(self.db_url, self.output, "cannot roll back"):
+            return self._rollback()
+
+    def _rollback(self) -> tuple[str, str]:
         names = self._table_names()
         if RECOMMENDATIONS + PREVIOUS not in names:
-            raise StoreError(f"{self.db_url}: no previous run to roll back to")
+            raise StoreError(f"{safe_url(self.db_url)}: no previous run to roll back to")
         with self.engine.begin() as conn:
             if self._lock is not None:
                 self._lock.verify(conn)
             previous = conn.exec_driver_sql(f"SELECT run_id FROM {RECOMMENDATIONS}{PREVIOUS} LIMIT 1").scalar()
             if previous is None:
-                raise StoreError(f"{self.db_url}: no previous run to roll back to (the previous lists are empty)")
+                raise StoreError(f"{safe_url(self.db_url)}: no previous run to roll back to (the previous lists are empty)")
             current = self.runs.current(conn)
             for name in (RECOMMENDATIONS, POPULAR):
                 conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}_rollback")
