@@ -6,6 +6,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -590,3 +591,36 @@ def test_rows_dated_far_outside_the_export_are_reported_in_the_run(prefect_test_
     [(metrics,)] = read_sql(tmp_path / "out" / "recsys.db", "SELECT metrics FROM runs")
     set_aside = json.loads(metrics)["set_aside"]
     assert set_aside["rows"] == 1 and set_aside["first_date"] == "1900-01-01 00:00:00"
+
+
+# --- no start-up noise in the log or in output that is not a terminal ----------------------------------
+
+NOISE = re.compile(r"absl::InitializeLog|oneDNN|cudart|cuda drivers|TensorRT|^[IWEF]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)
+
+
+@pytest.mark.parametrize("server", ["session server", "temporary server"])
+def test_recsys_run_piped_prints_no_tensorflow_or_prefect_noise(prefect_test_harness, synthetic, tmp_path, server):
+    """`recsys run 2>&1 | cat`: the progress, the summary; no TensorFlow/absl start-up lines (C++
+    code writing to fd 2), in the output or in DIR/logs/recsys.log."""
+    from prefect.settings import PREFECT_API_URL
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows))
+    env = {k: v for k, v in os.environ.items() if k not in ("RECSYS_DB_URL", "TF_CPP_MIN_LOG_LEVEL", "PREFECT_API_URL")}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if server == "session server":
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    else:
+        env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    output = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "run", "--data", str(data), "--output", str(output), "--epochs", "1",
+         "--ranking-epochs", "1", "--no-evaluate"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "succeeded" in done.stdout
+    assert not NOISE.search(done.stdout), done.stdout[:3000]
+    assert "temporary server" not in done.stdout, done.stdout[-2000:]
+    log = (output / "logs" / "recsys.log").read_text()
+    assert "published" in log and not NOISE.search(log), log[:3000]

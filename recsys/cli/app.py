@@ -144,7 +144,7 @@ def run(
 ) -> None:
     """Run the nightly flow once: train both stages and publish every customer's list."""
     _check_runner(options)
-    from recsys.cli.console import print_summary, run_with_progress
+    from recsys.cli.console import print_summary, quiet_prefect_exit, run_with_progress
 
     url = options.resolved_db_url()
     try:
@@ -162,6 +162,9 @@ def run(
         log = Path(options.output) / "logs" / "recsys.log"
         cause = redact(first_line(str(exc)), url)
         _fail(f"the run failed: {type(exc).__name__}: {cause} (details in {log}; --debug shows the traceback)")
+    finally:
+        if not (verbose or debug):
+            quiet_prefect_exit()
     print_summary(summary)
 
 

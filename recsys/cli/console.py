@@ -39,13 +39,33 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
     for handler in consoles:
         root.removeHandler(handler)
     root.addHandler(file_handler)
+    # Python warnings (NumPy's "Mean of empty slice" on a tiny export) are log lines too.
+    logging.captureWarnings(True)
     try:
         yield path
     finally:
+        logging.captureWarnings(False)
         root.removeHandler(file_handler)
         file_handler.close()
         for handler in consoles:
             root.addHandler(handler)
+
+
+def quiet_prefect_exit() -> None:
+    """Keep Prefect's "Stopping temporary server" line, logged when the process exits (after the
+    run's log lines went to the log file), off the terminal and out of piped output."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _TemporaryServerFilter) for f in handler.filters):
+            handler.addFilter(_TemporaryServerFilter())
+
+
+class _TemporaryServerFilter:
+    def filter(self, record) -> bool:
+        return not (record.name == "prefect" and record.getMessage().startswith("Stopping temporary server"))
 
 
 class PasswordFilter:
