@@ -41,6 +41,22 @@ def retryable(exc: BaseException) -> bool:
     return is_transient(exc)
 
 
+def lost_prefect(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the Prefect API going away: a transport error of
+    Prefect's HTTP client, or the server answering with a 5xx."""
+    import httpx
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, httpx.TransportError):
+            return True
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response is not None and exc.response.status_code >= 500:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _transient(task, task_run, state) -> bool:
     try:
         state.result()
@@ -75,6 +91,8 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
                     model = train(interactions, options, watch)
                     lists = score(model, options, metrics)
                 except Exception as exc:  # noqa: BLE001 - odd but valid data still publishes a baseline
+                    if lost_prefect(exc):
+                        raise  # the orchestration went away, not the data
                     fallback = (metrics.get("gate") or {}).get("best_baseline") or "popularity"
                     status, reason = "degraded", failure("training", exc, fallback)
                 else:
@@ -153,6 +171,8 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
     try:
         evaluation, gate = evaluate(interactions, options)
     except Exception as exc:  # noqa: BLE001 - odd but valid data: publish popularity and say why
+        if lost_prefect(exc):
+            raise  # the orchestration went away, not the data
         watch.lap("evaluate")
         return "degraded", failure("evaluation", exc, "popularity"), "popularity"
     watch.lap("evaluate")
@@ -190,7 +210,10 @@ def evaluate(interactions: Interactions, options: RunOptions):
     gate = quality.quality_gate(evaluation)
     users = int(evaluation.table["users"].iloc[0])
     markdown = markdown_table(evaluation.table, f"Held-out NDCG@{options.top_k} and friends ({users:,} customers)")
-    create_markdown_artifact(key="recsys-quality", markdown=markdown + f"\n\n**Gate:** {gate.reason}", description="Nightly quality")
+    try:
+        create_markdown_artifact(key="recsys-quality", markdown=markdown + f"\n\n**Gate:** {gate.reason}", description="Nightly quality")
+    except Exception as exc:  # noqa: BLE001 - a report for the UI; the gate's verdict stands without it
+        log.warning("could not create the quality artifact (%s: %s)", type(exc).__name__, exc)
     log.info("evaluation in %.1fs:\n%s", time.perf_counter() - started, markdown)
     (log.info if gate.passed else log.warning)("quality gate: %s", gate.reason)
     return evaluation, gate

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import logging
 import os
 import typing
 from pathlib import Path
@@ -146,7 +147,13 @@ def run(
     _check_runner(options)
     from recsys.cli.console import print_summary, quiet_prefect_exit, run_with_progress
 
+    from recsys.store.runs import new_run_id
+
     url = options.resolved_db_url()
+    started = new_run_id()  # run ids are UTC times: the run this command starts sorts after it
+    if not (verbose or debug):
+        # Errors of Prefect's own log shipping are not the operator's; stdlib handlers stay quiet.
+        logging.raiseExceptions = False
     try:
         with _db_url_in_environment(options) as flow_options:
             summary = run_with_progress(flow_options, verbose=verbose or debug)
@@ -157,7 +164,11 @@ def run(
     except Exception as exc:
         if debug:
             raise
+        from flows.nightly import lost_prefect
         from recsys.store.diagnosis import first_line, redact
+
+        if lost_prefect(exc):
+            _lost_prefect(redact(first_line(str(exc)) or type(exc).__name__, url), url, started)
 
         log = Path(options.output) / "logs" / "recsys.log"
         cause = redact(first_line(str(exc)), url)
@@ -166,6 +177,40 @@ def run(
         if not (verbose or debug):
             quiet_prefect_exit()
     print_summary(summary)
+
+
+def _lost_prefect(cause: str, db_url: str, started: str) -> None:
+    """The Prefect server stopped answering during ``recsys run``: say whether the run published
+    (the store knows), then leave without the minutes Prefect's exit would spend retrying it."""
+    from prefect.settings import get_current_settings
+
+    from recsys.store.lookup import recent_runs
+
+    api = get_current_settings().api.url or "(temporary)"
+    try:
+        mine = [row for row in recent_runs(db_url, 5) if row["run_id"] >= started]
+    except RecsysError:
+        mine = []
+    published = [row for row in mine if row["is_current"] and row["status"] in ("succeeded", "degraded")]
+    ABANDON_PREFECT_AT_EXIT.append(True)
+    if published:
+        run = published[0]
+        typer.echo(f"{run['status']}: run {run['run_id']}")
+        typer.echo(
+            f"warning: the Prefect server at {api} stopped answering ({cause}); run {run['run_id']} was published "
+            f"({run['status']}), but Prefect's record of it is incomplete; `recsys runs` shows it",
+            err=True,
+        )
+        raise typer.Exit(0)
+    _fail(
+        f"the Prefect server at {api} stopped answering ({cause}) before the run published; nothing was replaced; "
+        "check that the server is running, or unset PREFECT_API_URL to let each run start a temporary one"
+    )
+
+
+# Set when `run` lost the Prefect server: the ``recsys`` command then exits at once, skipping
+# Prefect's exit-time flushes of logs and events, which would retry the dead server for minutes.
+ABANDON_PREFECT_AT_EXIT: list[bool] = []
 
 
 @app.command()

@@ -27,6 +27,10 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
 
     root = logging.getLogger()
     consoles = [handler for handler in root.handlers if isinstance(handler, PrefectConsoleHandler)]
+    # Prefect's internal services (its event and log workers) log to stderr on a handler of their
+    # own: when its server stops answering, a line per event it could not send.
+    internal = logging.getLogger("prefect._internal")
+    internal_streams = [handler for handler in internal.handlers if isinstance(handler, logging.StreamHandler)]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         file_handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
@@ -39,6 +43,9 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
     for handler in consoles:
         root.removeHandler(handler)
     root.addHandler(file_handler)
+    for handler in internal_streams:
+        internal.removeHandler(handler)
+    internal.addHandler(file_handler)
     # Python warnings (NumPy's "Mean of empty slice" on a tiny export) are log lines too.
     logging.captureWarnings(True)
     try:
@@ -46,9 +53,12 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
     finally:
         logging.captureWarnings(False)
         root.removeHandler(file_handler)
+        internal.removeHandler(file_handler)
         file_handler.close()
         for handler in consoles:
             root.addHandler(handler)
+        for handler in internal_streams:
+            internal.addHandler(handler)
 
 
 def quiet_prefect_exit() -> None:
