@@ -248,3 +248,28 @@ def test_the_default_sqlite_store_is_locked_by_the_run_lock_alone(tmp_path):
     output = tmp_path / "out"
     with run_lock(output), Store(resolve_db_url(output), output).lock():
         assert sorted(p.name for p in output.iterdir()) == [".recsys.lock"]
+
+
+def test_names_come_back_without_a_numpy_string_copy_per_row():
+    """list_tables takes names from Arrow vocabularies by code: at a million customers a
+    fixed-width NumPy copy of 12M names (and a Python string each) cost gigabytes and a minute."""
+    import tracemalloc
+
+    import numpy as np
+
+    from recsys.scoring.lists import Lists
+    from recsys.store.publish import list_tables
+
+    n, m = 200_000, 2_000
+    users = np.asarray([f"customer {i:08d}" for i in range(n)], dtype=object)
+    items = np.asarray([f"Experiencia número {i} con un nombre largo de verdad, como en la exportación" for i in range(m)], dtype=object)
+    rng = np.random.default_rng(0)
+    lists = Lists(items=rng.integers(0, m, (n, 12)), scores=rng.random((n, 12)))
+    tracemalloc.start()
+    try:
+        rows = sum(table.num_rows for table in list_tables(users, items, lists))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == n * 12
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB of NumPy/Python memory for {rows:,} rows"

@@ -298,18 +298,24 @@ class Store:
 
 def list_tables(users: np.ndarray, items: np.ndarray, lists, chunk_users: int = 100_000) -> Iterator[pa.Table]:
     """Lists of item codes (rows follow the customer vocabulary ``users``) as Arrow tables of names
-    (user_id, rank, item, score), a chunk of customers at a time."""
+    (user_id, rank, item, score), a chunk of customers at a time.
+
+    Names are taken from the vocabularies as Arrow arrays, by code: no Python string, and no
+    fixed-width NumPy copy, per row (12M of each at a million customers).
+    """
     k = lists.items.shape[1]
+    user_names = pa.array(users, pa.string())
+    item_names = pa.array(items, pa.string())
+    ranks = np.arange(1, k + 1, dtype=np.int16)
     for start in range(0, len(users), chunk_users):
         codes = lists.items[start : start + chunk_users]
         valid = codes >= 0
-        ids = np.repeat(users[start : start + len(codes)], k).reshape(codes.shape)
-        ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int16), codes.shape)
+        rows, slots = np.nonzero(valid)  # row-major: each customer's ranks in order
         yield pa.table(
             {
-                "user_id": pa.array(ids[valid].astype(str)),
-                "rank": pa.array(ranks[valid]),
-                "item": pa.array(items[codes[valid]].astype(str)),
+                "user_id": user_names.take(pa.array(rows + start)),
+                "rank": pa.array(ranks[slots]),
+                "item": item_names.take(pa.array(codes[valid])),
                 "score": pa.array(lists.scores[start : start + chunk_users][valid]),
             }
         )
@@ -320,7 +326,7 @@ def ranked_table(items: np.ndarray, codes: np.ndarray, scores: np.ndarray) -> pa
     return pa.table(
         {
             "rank": pa.array(np.arange(1, len(codes) + 1, dtype=np.int16)),
-            "item": pa.array(items[codes].astype(str)),
+            "item": pa.array(items, pa.string()).take(pa.array(np.asarray(codes, dtype=np.int64))),
             "score": pa.array(np.asarray(scores, dtype=np.float64)),
         }
     )
