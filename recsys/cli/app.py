@@ -143,7 +143,14 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print Prefect's log lines instead of writing them to DIR/logs/recsys.log.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Run the nightly flow once: train both stages and publish every customer's list."""
+    """Run the nightly flow once: train both stages and publish every customer's list.
+
+    When the model may not be published (too little data, the quality gate, an evaluation or
+    training that fails on the export) a baseline's lists are published instead, with status
+    'degraded' and the reason. The new lists are health-checked before they replace anything.
+    Exit 0: published (`recsys runs` shows degraded runs); exit 1: nothing was replaced, and one
+    line on stderr says why.
+    """
     _check_runner(options)
     from recsys.cli.console import print_summary, quiet_prefect_exit, run_with_progress
 
@@ -273,7 +280,11 @@ def runs(
 
 @app.command()
 def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) -> None:
-    """Make the previously published run current again (one transaction), for the morning after a bad night."""
+    """Make the previously published run current again (one transaction), for the morning after a bad night.
+
+    Takes the same locks as a run (the output folder's and the database's), so it never
+    interleaves with a publish.
+    """
     from recsys.store.lock import run_lock
     from recsys.store.lookup import require_store
     from recsys.store.publish import Store
