@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recsys.data.dates import date_text, dates_outside
 from recsys.data.interactions import Interactions, sorted_codes
 from recsys.errors import DataError, ExportChanged
 from recsys.settings import ColumnMap
@@ -143,40 +144,6 @@ def _read_export(
     return interactions, report
 
 
-DAY = 86_400
-# A row is far outside the export's span when it lies farther from the export's body (its rows
-# between the 1st and 99th percentile of time) than the body's own length, and at least a year.
-BODY_QUANTILE = 0.01
-MIN_TOLERANCE_DAYS = 365
-# Exports carry local wall time: "the future" starts a day after the run's own UTC time.
-FUTURE_SLACK_DAYS = 1
-
-
-def dates_outside(seconds: np.ndarray, now: datetime) -> tuple[np.ndarray | None, int, int]:
-    """Which rows to set aside for their date, and the first and last second kept.
-
-    A row is set aside when it is dated after ``now`` plus a day (no redemption happens in the
-    future), or farther before the export's 1st percentile of time, or after its 99th, than the
-    distance between those two percentiles (at least a year): a 1900 default date, a mistyped
-    year. A history that is merely long keeps its old rows, since they move the percentiles too.
-    Works on whole days (one ``bincount``), so 41M rows cost two small passes. Returns (mask of
-    rows to set aside or ``None``, first kept second, last kept second).
-    """
-    days = seconds // DAY
-    low = int(days.min())
-    counts = np.bincount((days - low).astype(np.int64))
-    cumulative = np.cumsum(counts)
-    n = len(seconds)
-    first_body = low + int(np.searchsorted(cumulative, int(BODY_QUANTILE * (n - 1)), side="right"))
-    last_body = low + int(np.searchsorted(cumulative, int(np.ceil((1 - BODY_QUANTILE) * (n - 1))), side="right"))
-    tolerance = max(MIN_TOLERANCE_DAYS, last_body - first_body)
-    earliest = (first_body - tolerance) * DAY
-    aware = now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
-    latest = min((last_body + tolerance + 1) * DAY - 1, int(aware.timestamp()) + FUTURE_SLACK_DAYS * DAY)
-    outside = (seconds < earliest) | (seconds > latest)
-    return (outside if outside.any() else None), earliest, latest
-
-
 def _set_aside_dates(table: "pa.Table", seconds: np.ndarray, path: Path, column: str, now: datetime, notes: list[str]):
     """``table`` and ``seconds`` without the rows :func:`dates_outside` sets aside; what was set aside."""
     import pyarrow as pa
@@ -186,13 +153,13 @@ def _set_aside_dates(table: "pa.Table", seconds: np.ndarray, path: Path, column:
         return table, seconds, None
     count = int(np.count_nonzero(outside))
     first = int(np.argmax(outside))
-    first_date = _when(int(seconds[first]))
+    first_date = date_text(int(seconds[first]))
     if count == len(seconds):
-        _fail(path, first, column, f"every row is dated after {_when(latest)} UTC, in the future (first {first_date})", count)
+        _fail(path, first, column, f"every row is dated after {date_text(latest)} UTC, in the future (first {first_date})", count)
     keep = ~outside
     table = table.filter(pa.array(keep))
     seconds = seconds[keep]
-    kept_from, kept_to = _when(int(seconds.min())), _when(int(seconds.max()))
+    kept_from, kept_to = date_text(int(seconds.min())), date_text(int(seconds.max()))
     notes.append(
         f"{count:,} row{'s' if count > 1 else ''} dated far outside the export's span or in the future set aside "
         f"(first at line {first + 2}: {first_date}); kept {kept_from} to {kept_to}"
@@ -200,11 +167,6 @@ def _set_aside_dates(table: "pa.Table", seconds: np.ndarray, path: Path, column:
     return table, seconds, {
         "rows": count, "first_line": first + 2, "first_date": first_date, "kept_from": kept_from, "kept_to": kept_to,
     }
-
-
-def _when(second: int) -> str:
-    """A time in whole seconds as text (``1900-01-01 00:00:00``), for any year a date can hold."""
-    return (datetime(1970, 1, 1) + timedelta(seconds=second)).isoformat(sep=" ")
 
 
 def _release_arrow_memory() -> None:
