@@ -158,8 +158,10 @@ def run(
 
     url = options.resolved_db_url()
     started = new_run_id()  # run ids are UTC times: the run this command starts sorts after it
+    ABANDON_PREFECT_AT_EXIT.clear()
+    raise_exceptions = logging.raiseExceptions
     if not (verbose or debug):
-        # Errors of Prefect's own log shipping are not the operator's; stdlib handlers stay quiet.
+        # Errors of Prefect's own log shipping (its server gone) are not the operator's to read.
         logging.raiseExceptions = False
     try:
         with _db_url_in_environment(options) as flow_options:
@@ -181,6 +183,7 @@ def run(
         cause = redact(first_line(str(exc)), url)
         _fail(f"the run failed: {type(exc).__name__}: {cause} (details in {log}; --debug shows the traceback)")
     finally:
+        logging.raiseExceptions = raise_exceptions
         if not (verbose or debug):
             quiet_prefect_exit()
     print_summary(summary)
@@ -193,7 +196,7 @@ def _lost_prefect(cause: str, db_url: str, started: str) -> None:
 
     from recsys.store.lookup import recent_runs
 
-    api = get_current_settings().api.url or "(temporary)"
+    api = get_current_settings().api.url or "(this run's temporary one)"
     try:
         mine = [row for row in recent_runs(db_url, 5) if row["run_id"] >= started]
     except RecsysError:

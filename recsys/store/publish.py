@@ -170,6 +170,8 @@ class Store:
         rank, item, score. The run's row in ``runs`` gets ``status`` (and ``run_fields``) in the
         same transaction that swaps the tables, so a run is current exactly when its lists are.
         """
+        if run_fields.get("message"):
+            run_fields["message"] = redact(run_fields["message"], self.db_url)
         staged_parquet = self.parquet.staged(run_id)
         # PostgreSQL builds the primary key once, after the load (a sort, not 12M index inserts);
         # SQLite cannot add one later, so its staging table has it from the start.
@@ -184,11 +186,11 @@ class Store:
                 self.output.mkdir(parents=True, exist_ok=True)
                 if self._lock is not None:
                     self._lock.renew()  # a retry after a dropped connection: take the lock again
+                self.ensure_schema()
                 if self.current_run() == run_id:
                     # A retry after a dropped connection whose swap had committed: nothing to redo.
                     swapped = True
                     return self._already_published(run_id)
-                self.ensure_schema()
                 with self.engine.begin() as conn:
                     for table in (staging, staging_popular):
                         table.drop(conn, checkfirst=True)
