@@ -150,3 +150,29 @@ def test_store_errors_are_described_by_what_to_check():
     assert SECRET not in text and "u:***@h" in text
     line = describe(f"postgresql://u:{SECRET}@h/db", "cannot open the store", f"connection failed: refused {SECRET}\n\tIs the server running?")
     assert line == "postgresql://u:***@h/db: cannot open the store (connection failed: refused ***); check the database server and its log"
+
+
+@pytest.mark.parametrize(
+    ("make", "expect"),
+    [
+        (lambda tmp: "sqlite:////proc/recsys-test/recsys.db", "cannot create the database's folder"),
+        (lambda tmp: f"sqlite:///{tmp}", "check that the database file's folder exists and is writable"),
+        (lambda tmp: f"sqlite:///{_not_a_database(tmp)}", "it is not a SQLite database"),
+    ],
+    ids=["folder cannot be made", "a directory", "not a database"],
+)
+def test_an_unusable_sqlite_store_names_the_database_and_what_to_check(tmp_path, make, expect):
+    from recsys.errors import StoreError
+    from recsys.store.publish import Store
+
+    url = make(tmp_path)
+    with pytest.raises(StoreError) as raised:
+        Store(url, tmp_path / "out").ensure_schema()
+    message = str(raised.value)
+    assert message.startswith(url) and expect in message and "\n" not in message, message
+
+
+def _not_a_database(tmp: Path) -> Path:
+    path = tmp / "notes.txt"
+    path.write_text("not a database, " * 100)
+    return path

@@ -62,7 +62,8 @@ _ADVICE: tuple[tuple[tuple[str, ...], str, bool], ...] = (
     (("readonly database", "read-only"), "check that the database file and its folder are writable", False),
     (
         ("file is not a database", "malformed"),
-        "the SQLite file is damaged: move it away, and `recsys run` builds a new store",
+        "it is not a SQLite database, or a damaged one: check --db-url; if it is the store, move it away and "
+        "`recsys run` builds a new one",
         False,
     ),
 )

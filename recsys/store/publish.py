@@ -60,7 +60,10 @@ class Store:
         try:
             self.engine = engine_for(db_url)
         except OSError as exc:
-            raise StoreError(f"{self.output}: cannot create the store's folder ({exc.strerror or exc})") from None
+            raise StoreError(
+                f"{safe_url(db_url)}: cannot create the database's folder ({exc.strerror or exc}); "
+                "check that its parent exists and is writable"
+            ) from None
         except (sa.exc.ArgumentError, ValueError) as exc:
             raise StoreError(
                 f"--db-url {safe_url(db_url)}: is not a database URL ({redact(first_line(exc), db_url)}); "
