@@ -611,7 +611,8 @@ def test_recsys_run_piped_prints_no_tensorflow_or_prefect_noise(prefect_test_har
     if server == "session server":
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     else:
-        env["PREFECT_HOME"] = str(tmp_path / "prefect")
+        # A fresh Prefect home: the temporary server migrates its database first (slow on a busy machine).
+        env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
     output = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "recsys.cli", "run", "--data", str(data), "--output", str(output), "--epochs", "1",
