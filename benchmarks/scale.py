@@ -8,6 +8,14 @@ stage (from the run's `runs.metrics`), peak resident memory of the run, customer
 second, the retrieval scoring rate as a fraction of a plain NumPy float32 matrix product of the
 same shapes timed here, and the median wall time of 50 `recsys lookup` processes against the
 published store. Writes benchmarks/results/scale.md.
+
+    python benchmarks/scale.py --degraded item_knn ease popularity [--customers 1000000] [--workdir /tmp/scale]
+
+The degraded path instead: each run publishes the named baseline's lists for every customer, as
+when the model fails the quality gate (the flow's decision is forced in the child process; no
+evaluation, no training). Reports wall time, peak RSS, seconds per stage and the machine's load
+while it ran, in the "Degraded path" section of benchmarks/results/scale.md (the rest of the
+file is left as it is).
 """
 
 from __future__ import annotations
@@ -16,11 +24,11 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,18 +77,57 @@ def matmul_seconds(n_users: int, n_items: int, dim: int, block: int = 4096) -> t
     return plain, time.perf_counter() - started
 
 
-def run_flow(data: Path, output: Path) -> tuple[float, float]:
-    """Run `recsys run` once; returns (wall seconds, peak RSS GiB of the child)."""
+# The child of a degraded-path run: the flow's decision forced to publish the named baseline.
+FORCED_DEGRADED = """
+import sys
+import flows.nightly
+
+name = sys.argv[1]
+
+
+def decide(interactions, options, metrics, watch):
+    return "degraded", f"forced by benchmarks/scale.py --degraded {name}", name
+
+
+flows.nightly.decide = decide
+from recsys.cli.launcher import main
+
+main(sys.argv[2:])
+"""
+
+
+def run_flow(data: Path, output: Path, degraded: str | None = None) -> tuple[float, float, dict]:
+    """Run `recsys run` once; returns (wall seconds, peak RSS GiB of that child, load averages).
+
+    ``degraded``: publish this baseline instead of training (see ``FORCED_DEGRADED``). The peak
+    is the child's own (``wait4``), not the largest of every child so far; the load is the
+    machine's 1-minute load average sampled every 5 s while the child ran (mean and max).
+    """
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    command = [sys.executable, "-m", "recsys.cli", "run", "--data", str(data), "--output", str(output), "--no-evaluate"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    arguments = ["run", "--data", str(data), "--output", str(output), "--no-evaluate"]
+    if degraded:
+        command = [sys.executable, "-c", FORCED_DEGRADED, degraded, *arguments]
+    else:
+        command = [sys.executable, "-m", "recsys.cli", *arguments]
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample_load() -> None:
+        while not done.wait(5.0):
+            samples.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    sampler.start()
+    _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        print("warning: peak RSS of this run is not above an earlier child's; figure is an upper bound")
-    return seconds, peak / 1024**2
+    done.set()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:3])}... exited with {child.returncode}")
+    load = {"mean": float(np.mean(samples)) if samples else os.getloadavg()[0], "max": max(samples, default=0.0)}
+    return seconds, usage.ru_maxrss / 1024**2, load
 
 
 def lookup_median(output: Path, n: int = 50) -> float:
@@ -109,7 +156,14 @@ def main() -> None:
     parser.add_argument("--per-customer", type=float, default=20.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/recsys-scale"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scale.md")
+    parser.add_argument(
+        "--degraded", nargs="+", metavar="BASELINE",
+        help="measure the degraded path instead: publish each named baseline (e.g. item_knn ease rp3beta popularity)",
+    )
     args = parser.parse_args()
+    if args.degraded:
+        degraded_path(args)
+        return
 
     from recsys.synthetic.generate import generate_export, write_export
 
@@ -123,7 +177,7 @@ def main() -> None:
             print(f"generated {data} in {time.perf_counter() - started:.0f}s", flush=True)
         output = args.workdir / f"out_{customers}"
         shutil.rmtree(output, ignore_errors=True)
-        wall, peak = run_flow(data, output)
+        wall, peak, _ = run_flow(data, output)
         with sqlite3.connect(output / "recsys.db") as conn:
             run_rows, users, metrics = conn.execute(
                 "SELECT rows, users, metrics FROM runs WHERE is_current"
@@ -178,6 +232,70 @@ def main() -> None:
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+DEGRADED_BEGIN = "<!-- degraded path: written by `python benchmarks/scale.py --degraded` -->"
+DEGRADED_END = "<!-- end of degraded path -->"
+DEGRADED_STAGES = ("load", "baseline_lists", "publish")
+
+
+def degraded_path(args) -> None:
+    """Run the degraded path for every size and baseline; write the "Degraded path" section."""
+    from recsys.synthetic.generate import generate_export, write_export
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for customers in args.customers:
+        data = args.workdir / f"export_{customers}.csv"
+        if not data.exists():
+            write_export(generate_export(customers, args.items, args.per_customer, seed=11), data)
+        for name in args.degraded:
+            output = args.workdir / f"out_{customers}_degraded_{name}"
+            shutil.rmtree(output, ignore_errors=True)
+            wall, peak, load = run_flow(data, output, degraded=name)
+            with sqlite3.connect(output / "recsys.db") as conn:
+                run_rows, users, status, metrics = conn.execute(
+                    "SELECT rows, users, status, metrics FROM runs WHERE is_current"
+                ).fetchone()
+            assert status == "degraded", status
+            metrics = json.loads(metrics)
+            rows.append({
+                "customers": users, "interactions": run_rows, "baseline": name, "wall": wall, "peak": peak,
+                "load": load, "seconds": metrics["seconds"], "full": metrics["lists"]["full"],
+            })
+            print(json.dumps(rows[-1]), flush=True)
+            shutil.rmtree(output, ignore_errors=True)
+    lines = [
+        DEGRADED_BEGIN,
+        "## Degraded path",
+        "",
+        f"`python benchmarks/scale.py --degraded {' '.join(args.degraded)} --customers "
+        f"{' '.join(map(str, args.customers))}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}. "
+        "Each run publishes the named baseline's lists for every customer, as a run whose model fails the quality "
+        "gate does (the decision forced in the child; no evaluation, no training); `recsys run` end to end, a "
+        "temporary Prefect server included. Peak RSS is the run's own (`wait4`); load is the machine's 1-minute "
+        "load average while it ran (2 cores: 2.0 means both busy).",
+        "",
+        "| customers | interactions (rows) | baseline | end to end (s) | peak RSS (GiB) | "
+        + " | ".join(f"{stage} (s)" for stage in DEGRADED_STAGES) + " | full lists | machine load, mean / max |",
+        "|" + "---|" * (7 + len(DEGRADED_STAGES)),
+    ]
+    for row in rows:
+        stage_cells = " | ".join(f"{row['seconds'].get(stage, 0.0):.1f}" for stage in DEGRADED_STAGES)
+        lines.append(
+            f"| {row['customers']:,} | {row['interactions']:,} | {row['baseline']} | {row['wall']:.0f} | "
+            f"{row['peak']:.2f} | {stage_cells} | {row['full']:,} | {row['load']['mean']:.1f} / {row['load']['max']:.1f} |"
+        )
+    lines.append(DEGRADED_END)
+    text = args.out.read_text() if args.out.exists() else "# Scale benchmark\n"
+    if DEGRADED_BEGIN in text:
+        before, rest = text.split(DEGRADED_BEGIN, 1)
+        after = rest.split(DEGRADED_END, 1)[1] if DEGRADED_END in rest else ""
+        text = before + "\n".join(lines) + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    args.out.write_text(text)
     print(f"wrote {args.out}")
 
 

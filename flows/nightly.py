@@ -8,6 +8,8 @@ The flow's body is the table of contents of the nightly job; each task is one ca
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -16,13 +18,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import runners
 from recsys.data.export import LoadReport, load_interactions
 from recsys.data.interactions import Interactions
-from recsys.errors import RecsysError
+from recsys.errors import ListsUnhealthy
 from recsys.evaluation import gate as quality
+from recsys.models.baselines import cold_start_list
 from recsys.models.fits import FitCache
 from recsys.models.two_stage import TwoStage, untrainable
 from recsys.progress import Stopwatch, add_seconds, step
 from recsys.scoring.lists import Lists, empty_lists, put, shard_bounds
 from recsys.settings import RunOptions
+from recsys.store.database import is_transient
 from recsys.store.lock import run_lock
 from recsys.store.publish import Store, list_tables, ranked_table
 from recsys.store.runs import new_run_id, utc_now
@@ -32,15 +36,34 @@ from recsys.store.runs import new_run_id, utc_now
 TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
+def retryable(exc: BaseException) -> bool:
+    """Whether a failed I/O task is worth another try: a dropped connection, a busy database, an
+    export replaced while it was read. Bad input, a full disk, no memory and bugs are not."""
+    return is_transient(exc)
+
+
+def lost_prefect(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the Prefect API going away: a transport error of
+    Prefect's HTTP client, or the server answering with a 5xx."""
+    import httpx
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, httpx.TransportError):
+            return True
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response is not None and exc.response.status_code >= 500:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _transient(task, task_run, state) -> bool:
-    """Retry only what may go away by itself (a flaky disk or database), never bad input."""
     try:
         state.result()
-    except RecsysError:
-        return False
-    except Exception:
-        return True
-    return True
+    except Exception as exc:  # noqa: BLE001 - the failed task's own error, judged by its cause
+        return retryable(exc)
+    return False
 
 
 RETRY = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient)
@@ -59,22 +82,31 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
     watch = Stopwatch()
     interactions, report = load(options)
     watch.lap("load")
-    metrics: dict = {}
+    metrics: dict = {"set_aside": report.set_aside} if report.set_aside else {}
     # Nothing is written before the input has been read and validated; then one run at a time.
-    with run_lock(options.output):
-        store, repaired = open_store(options)
+    with run_lock(options.output), open_store(options) as (store, repaired):
         run_id, started_at = new_run_id(), utc_now()
         with store.recording(run_id, started_at, report.path, _counts(report)):
             fits = FitCache()  # the splits and baseline fits the evaluation and the model share
             status, reason, fallback, model = decide(interactions, options, metrics, watch, fits)
             if fallback is None:
-                lists = score(model, options, metrics)
-                watch.lap("score")
-            else:
-                lists = baseline_lists(interactions, fallback, options, metrics.get("tuning"), fits)
+                try:
+                    lists = score(model, options, metrics)
+                except Exception as exc:  # noqa: BLE001 - odd but valid data still publishes a baseline
+                    if lost_prefect(exc):
+                        raise  # the orchestration went away, not the data
+                    fallback = (metrics.get("gate") or {}).get("best_baseline") or "popularity"
+                    status, reason = "degraded", failure("scoring", exc, fallback)
+                else:
+                    watch.lap("score")
+            if fallback is not None:
+                lists, fallback, trouble = fallback_lists(interactions, fallback, options, metrics.get("tuning"), fits)
+                reason = (reason or "") + trouble
                 watch.lap("baseline_lists")
+            popular = cold_start_list(interactions, options.cold_start_days, options.top_k)
+            metrics["lists"] = check(store, interactions, lists, popular, options, fallback or TwoStage.name)
             fields = dict(metrics=dict(metrics, seconds=watch.seconds), message=reason, **_counts(report))
-            published = publish(store, run_id, started_at, interactions, lists, options, status, fields)
+            published = publish(store, run_id, started_at, interactions, lists, popular, options, status, fields)
             watch.lap("publish")
         # Only the publish time is new here; the status was recorded with the swap.
         store.finish_run(run_id, metrics=dict(metrics, seconds=watch.seconds))
@@ -83,6 +115,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         "status": status,
         "reason": reason,
         "evaluation": metrics.get("evaluation"),
+        "gate_passed": (metrics.get("gate") or {}).get("passed"),
         "repaired": repaired,
         "users": published.users,
         "rows": published.rows,
@@ -111,14 +144,17 @@ def load(options: RunOptions) -> tuple[Interactions, LoadReport]:
     return interactions, report
 
 
-def open_store(options: RunOptions) -> tuple[Store, str | None]:
-    """The store of ``options``, its tables created, and what an interrupted run left to repair."""
+@contextmanager
+def open_store(options: RunOptions) -> Iterator[tuple[Store, str | None]]:
+    """The store of ``options`` with its database's run lock held for the block, its tables
+    created, and what an interrupted run left to repair."""
     store = Store(options.resolved_db_url(), options.output)
-    store.ensure_schema()
-    repaired = store.reconcile()
-    if repaired:
-        get_run_logger().warning("store: %s (left by an interrupted run)", repaired)
-    return store, repaired
+    with store.lock():
+        store.ensure_schema()
+        repaired = store.reconcile()
+        if repaired:
+            get_run_logger().warning("store: %s (left by an interrupted run)", repaired)
+        yield store, repaired
 
 
 def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch: Stopwatch, fits: FitCache):
@@ -136,10 +172,22 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
         return "degraded", f"{too_small}: published the popularity list for everyone", "popularity", None
     baselines = None
     if options.evaluate:
-        baselines = evaluate(interactions, options, fits)
+        try:
+            baselines = evaluate(interactions, options, fits)
+        except Exception as exc:  # noqa: BLE001 - odd but valid data: publish popularity and say why
+            if lost_prefect(exc):
+                raise  # the orchestration went away, not the data
+            watch.lap("evaluate")
+            return "degraded", failure("evaluation", exc, "popularity"), "popularity", None
         watch.lap("evaluate")
         metrics["tuning"] = baselines.settings
-    model = train(interactions, options, watch, metrics.get("tuning"), fits)
+    try:
+        model = train(interactions, options, watch, metrics.get("tuning"), fits)
+    except Exception as exc:  # noqa: BLE001 - odd but valid data: publish the best baseline and say why
+        if lost_prefect(exc):
+            raise  # the orchestration went away, not the data
+        fallback = quality.best_baseline(baselines) if baselines is not None and len(baselines.users) else "popularity"
+        return "degraded", failure("training", exc, fallback), fallback, None
     metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
     if baselines is None or model.evaluation is None or len(model.evaluation.users) == 0:
         return "succeeded", None, None, model
@@ -181,11 +229,44 @@ def judge(baselines, model: TwoStage, options: RunOptions):
     gate = quality.quality_gate(evaluation)
     users = int(evaluation.table["users"].iloc[0])
     markdown = markdown_table(evaluation.table, f"Held-out NDCG@{options.top_k} and friends ({users:,} customers)")
-    create_markdown_artifact(key="recsys-quality", markdown=markdown + f"\n\n**Gate:** {gate.reason}", description="Nightly quality")
     log = get_run_logger()
+    try:
+        create_markdown_artifact(key="recsys-quality", markdown=markdown + f"\n\n**Gate:** {gate.reason}", description="Nightly quality")
+    except Exception as exc:  # noqa: BLE001 - a report for the UI; the gate's verdict stands without it
+        log.warning("could not create the quality artifact (%s: %s)", type(exc).__name__, exc)
     log.info("evaluation:\n%s", markdown)
     (log.info if gate.passed else log.warning)("quality gate: %s", gate.reason)
     return evaluation, gate
+
+
+def failure(stage: str, exc: Exception, fallback: str) -> str:
+    """Why the run publishes ``fallback``: ``stage`` raised ``exc`` (logged with its traceback)."""
+    get_run_logger().warning("%s failed; publishing %s instead", stage, fallback, exc_info=exc)
+    return f"{stage} failed ({one_line(exc)}): published {fallback} instead"
+
+
+def fallback_lists(
+    interactions: Interactions, name: str, options: RunOptions, settings: dict | None, fits: FitCache | None = None
+):
+    """Lists of the baseline ``name``, or of popularity if that one cannot be fitted.
+
+    Returns (lists, the baseline published, what to add to the run's reason: "" when ``name`` was).
+    Popularity fits any export that passed validation; if even it fails, the run fails.
+    """
+    try:
+        return baseline_lists(interactions, name, options, settings, fits), name, ""
+    except Exception as exc:  # noqa: BLE001 - the simplest list is the last resort
+        if name == "popularity":
+            raise
+        get_run_logger().warning("%s could not be fitted; publishing popularity instead", name, exc_info=exc)
+        lists = baseline_lists(interactions, "popularity", options, settings)
+        return lists, "popularity", f"; {name} could not be fitted ({one_line(exc)}): published popularity instead"
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 @task(name="baseline_lists", **TASK)
@@ -277,13 +358,40 @@ def score(model: TwoStage, options: RunOptions, metrics: dict) -> Lists:
     return lists
 
 
-@task(name="publish", **RETRY, **TASK)
-def publish(store: Store, run_id: str, generated_at, interactions: Interactions, lists: Lists, options: RunOptions, status: str, fields: dict):
-    """Swap the new lists into the SQL table and the Parquet file as a whole; the run becomes current."""
-    from recsys.models.baselines import cold_start_list
+@task(name="check_lists", **TASK)
+def check(store: Store, interactions: Interactions, lists: Lists, popular, options: RunOptions, recommender: str) -> dict:
+    """The health check before the swap (``recsys.scoring.health``), against the run published now.
 
+    Returns the record the next run compares with; lists that fail raise ``ListsUnhealthy``, so
+    the run fails and nothing is replaced.
+    """
+    from recsys.scoring.health import check_lists
+
+    # The model's lists cannot be longer than its candidate lists.
+    length = min(options.top_k, options.candidates) if recommender == TwoStage.name else options.top_k
+    previous = store.current_metrics().get("lists")
+    health = check_lists(lists, interactions, length, not options.include_seen, recommender, previous, popular)
+    if not health.ok:
+        raise ListsUnhealthy(
+            f"the new lists of {recommender} failed the health check, nothing was replaced: " + "; ".join(health.problems)
+        )
+    record = health.record
+    get_run_logger().info(
+        "health check passed: %s of %s customers with a full list (%s short only where the catalogue is), "
+        "coverage %.1f%%, scores %s", f"{record['full']:,}", f"{record['customers']:,}",
+        f"{record['short_by_catalogue']:,}", 100 * record["coverage"], record["score"] or "none",
+    )
+    return record
+
+
+@task(name="publish", **RETRY, **TASK)
+def publish(store: Store, run_id: str, generated_at, interactions: Interactions, lists: Lists, popular, options: RunOptions, status: str, fields: dict):
+    """Swap the new lists into the SQL table and the Parquet file as a whole; the run becomes current.
+
+    ``popular``: the cold-start list as (item codes, scores).
+    """
     started = time.perf_counter()
-    popular = ranked_table(interactions.items, *cold_start_list(interactions, options.cold_start_days, options.top_k))
+    popular = ranked_table(interactions.items, *popular)
     published = store.publish(
         run_id, generated_at, list_tables(interactions.users, interactions.items, lists), popular, status=status, **fields
     )

@@ -75,8 +75,8 @@ class RunOptions:
     seed: int = option(42, "Random seed: same data and options give the same lists.")
     evaluate: bool = option(
         True,
-        "Score the model and the baselines on a validation split first; publish the best baseline "
-        "if the model loses to popularity.",
+        "Score the model and the baselines on held-out items first; publish the best baseline "
+        "if the model is significantly below it.",
         "--evaluate/--no-evaluate",
     )
     shard_size: int = option(100_000, "Customers per scoring task.", low=1)

@@ -403,3 +403,103 @@ def test_lex_order_matches_numpy_lexsort_packed_or_not():
     wide = [rng.integers(0, 2**40, 5000), rng.integers(0, 2**40, 5000)]
     np.testing.assert_array_equal(lex_order(*wide), np.lexsort(wide[::-1]))
     assert lex_order(np.zeros(0, dtype=np.int64)).shape == (0,)
+
+
+# --- dates far outside the export's span, or in the future -----------------------------------------
+
+NOW = pd.Timestamp("2023-03-01 12:00", tz="UTC").to_pydatetime()
+
+
+def two_years(n: int = 400) -> list[tuple[str, str, str, str]]:
+    """``n`` good rows spread evenly over 2021-2022 (customers and items cycling)."""
+    start = pd.Timestamp("2021-01-01 10:00")
+    step = (pd.Timestamp("2022-12-31 10:00") - start) / (n - 1)
+    return [
+        (str(i % 37), export_date(start + i * step), f"Item {i % 23}", str(1 + i % 5)) for i in range(n)
+    ]
+
+
+def export_date(ts: pd.Timestamp) -> str:
+    return f"{ts.month}/{ts.day}/{ts.year} {ts.hour}:{ts.minute:02d}"
+
+
+@pytest.mark.parametrize(
+    ("date", "why"),
+    [
+        ("1/1/1900 0:00", "a default date of 1900"),
+        ("6/15/2012 10:00", "years before everything else"),
+        ("3/5/2023 10:00", "after the run (the future)"),
+        ("1/1/2099 0:00", "far in the future"),
+    ],
+)
+def test_a_row_far_outside_the_span_is_set_aside_and_reported(write_csv, date, why):
+    rows = two_years()
+    rows.insert(150, ("odd", date, "Item 1", "5"))
+    interactions, report = load_interactions(write_csv(rows), now=NOW)
+    assert len(interactions) == 400, why
+    assert "odd" not in interactions.users.tolist()  # a customer known only from that row is no customer
+    assert report.rows == 401
+    assert report.set_aside["rows"] == 1 and report.set_aside["first_line"] == 152
+    assert report.first.startswith("2021-01-01") and report.last.startswith("2022-12-31")
+    [note] = [note for note in report.notes if "set aside" in note]
+    assert "1 row " in note and "line 152" in note, note
+
+
+def test_rows_inside_a_long_but_continuous_history_are_kept(write_csv):
+    """Old rows that are part of the history (a tenth of them, years back) stay: the span is theirs."""
+    rows = two_years()
+    start = pd.Timestamp("2015-01-01 10:00")
+    rows += [(f"old {i}", export_date(start + pd.Timedelta(days=50 * i)), "Item 2", "4") for i in range(44)]
+    interactions, report = load_interactions(write_csv(rows), now=NOW)
+    assert len(interactions) == len(rows) and report.set_aside is None
+    assert not [note for note in report.notes if "set aside" in note]
+
+
+def test_a_small_export_keeps_its_sparse_last_rows(write_csv):
+    """A few rows months apart are an export's own span, not outliers."""
+    rows = [("1", "1/5/2021 10:00", "a", "5"), ("2", "3/9/2021 10:00", "b", "4"), ("3", "11/30/2022 10:00", "a", "3")]
+    interactions, report = load_interactions(write_csv(rows), now=NOW)
+    assert len(interactions) == 3 and report.set_aside is None
+
+
+def test_several_rows_set_aside_are_counted_and_the_first_is_named(write_csv):
+    rows = two_years()
+    rows[10] = ("1", "1/1/1900 0:00", "Item 3", "5")
+    rows[20] = ("2", "12/31/2199 23:59", "Item 4", "5")
+    rows[30] = ("3", "1/1/1900 0:00", "Item 5", "5")
+    interactions, report = load_interactions(write_csv(rows), now=NOW)
+    assert len(interactions) == 397
+    assert report.set_aside["rows"] == 3 and report.set_aside["first_line"] == 12
+    assert report.set_aside["first_date"] == "1900-01-01 00:00:00"
+
+
+def test_an_export_dated_entirely_in_the_future_is_refused_with_the_line(write_csv):
+    rows = [("1", "1/5/2031 10:00", "a", "5"), ("2", "1/6/2031 10:00", "b", "4")]
+    with pytest.raises(DataError, match=r"line 2, column FECHA_INTERACCION: every row is dated after"):
+        load_interactions(write_csv(rows), now=NOW)
+
+
+def test_the_date_check_keeps_memory_small_on_many_rows(tmp_path):
+    """The check works on whole days (bincount), so a million rows with one 1900 row is quick."""
+    n = 1_000_000
+    rng = np.random.default_rng(0)
+    seconds = pd.Timestamp("2021-01-01").value // 10**9 + rng.integers(0, 730 * 86400, n)
+    seconds[123_456] = pd.Timestamp("1900-01-01").value // 10**9
+    table = pa.table(
+        {
+            "ID_CLIENTE": pa.array((np.arange(n) % 5000).astype(str)),
+            "FECHA_INTERACCION": pa.array(seconds * 10**9, pa.timestamp("ns")),
+            "NOMBRE_CORTO_DE_EXPERIENCIA": pa.array(np.char.add("item ", (np.arange(n) % 300).astype(str))),
+            "CALIFICACION": pa.array(np.full(n, 4, dtype=np.int64)),
+        }
+    )
+    pq.write_table(table, tmp_path / "big.parquet")
+    interactions, report = load_interactions(tmp_path / "big.parquet", now=NOW)
+    assert len(interactions) == n - 1 and report.set_aside["first_line"] == 123_458
+
+
+def test_a_no_date_sentinel_of_year_9999_is_set_aside_not_a_crash(write_csv):
+    rows = two_years()
+    rows.append(("1", "12/31/9999 23:59", "Item 1", "5"))
+    interactions, report = load_interactions(write_csv(rows), now=NOW)
+    assert len(interactions) == 400 and report.set_aside["first_date"] == "9999-12-31 23:59:00"

@@ -42,3 +42,13 @@ def test_run_and_schedule_take_the_same_options():
         flag = "--" + spec.name.replace("_", "-")
         assert flag in run and flag in schedule, flag
     assert schedule - run == {"--cron", "--name"}
+
+
+def test_the_deployment_runs_one_at_a_time_queueing_the_next(tmp_path):
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+    from flows.deployment import deployment
+
+    served = deployment(RunOptions(data=tmp_path / "export.csv", output=tmp_path / "out"), "0 2 * * *")
+    assert served.concurrency_limit == 1
+    assert served.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE

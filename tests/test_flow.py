@@ -6,6 +6,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -317,3 +318,310 @@ def test_cli_run_publishes_and_prints_a_summary(prefect_test_harness, synthetic,
     lookup = CliRunner().invoke(app, ["lookup", "1", "--output", str(output), "--json"])
     assert lookup.exit_code == 0
     assert [r["rank"] for r in json.loads(lookup.stdout)["recommendations"]] == list(range(1, 13))
+
+
+# --- every valid export publishes something --------------------------------------------------------
+
+def _day(day: int, hour: int = 10) -> str:
+    return f"1/{day}/2021 {hour}:00"
+
+
+# Tiny but valid exports: each passes "too small to train on", and some part of the nightly job
+# (the evaluation's split, the ranking split, a baseline) has next to nothing to learn from.
+TINY = {
+    "issue: A takes x, y, z on three days; B takes x": [
+        ("A", _day(1), "x", "5"), ("A", _day(2), "y", "4"), ("A", _day(3), "z", "3"), ("B", _day(1, 11), "x", "5"),
+    ],
+    "two customers, the same two items": [
+        ("A", _day(1), "x", "5"), ("A", _day(2), "y", "4"), ("B", _day(1), "x", "5"), ("B", _day(2), "y", "4"),
+    ],
+    "three pairs, one item shared": [("A", _day(1), "x", "5"), ("A", _day(2), "y", "4"), ("B", _day(3), "y", "5")],
+    "repeats of the same items": [
+        ("A", _day(1), "x", "5"), ("A", _day(2), "x", "4"), ("B", _day(3), "y", "5"), ("B", _day(4), "y", "5"),
+        ("A", _day(5), "y", "5"),
+    ],
+    "every row at one moment": [("A", _day(1), "x", "5"), ("A", _day(1), "y", "4"), ("B", _day(1), "x", "3")],
+    "one item each, no history to hold out": [
+        ("A", _day(1), "x", "5"), ("B", _day(2), "y", "4"), ("C", _day(3), "x", "3"), ("D", _day(4), "z", "3"),
+    ],
+}
+
+
+def full_lists_wherever_possible(db: Path, rows, top_k: int = 12) -> None:
+    """Every customer's list holds min(top_k, items they have not taken) distinct unseen items."""
+    items = {item for _, _, item, _ in rows}
+    seen: dict[str, set[str]] = {}
+    for user, _, item, _ in rows:
+        seen.setdefault(user, set()).add(item)
+    published: dict[str, list[str]] = {}
+    for user, _rank, item in read_sql(db, "SELECT user_id, rank, item FROM recommendations ORDER BY user_id, rank"):
+        published.setdefault(user, []).append(item)
+    for user, taken in seen.items():
+        expected = min(top_k, len(items - taken))
+        got = published.get(user, [])
+        assert len(got) == expected and len(set(got)) == expected and not set(got) & taken, (user, got, taken)
+
+
+@pytest.mark.parametrize("case", list(TINY))
+def test_tiny_valid_exports_publish_through_recsys_run(prefect_test_harness, tmp_path, capfd, case):
+    """With the evaluation on: exit 0, a current run (succeeded, or degraded with its reason)."""
+    from recsys.cli.app import app
+
+    rows = TINY[case]
+    data = tmp_path / "tiny.csv"
+    data.write_text(csv_text(rows))
+    output = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", "--data", str(data), "--output", str(output), "--epochs", "2", "--ranking-epochs", "2"])
+    captured = capfd.readouterr()
+    assert result.exit_code == 0, (result.output, captured.err[-3000:])
+    [(status, current, message)] = read_sql(output / "recsys.db", "SELECT status, is_current, message FROM runs")
+    assert current == 1 and status in ("succeeded", "degraded"), (status, message)
+    assert (status == "degraded") == bool(message), message
+    full_lists_wherever_possible(output / "recsys.db", rows)
+    assert len(read_sql(output / "recsys.db", "SELECT item FROM popular_items")) == len({r[2] for r in rows})
+
+
+def test_an_evaluation_that_fails_publishes_popularity_degraded(prefect_test_harness, synthetic, tmp_path, monkeypatch):
+    """Whatever breaks inside the evaluation, the run publishes the popularity lists and says why."""
+    import recsys.evaluation.protocol
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("the held-out split came out empty")
+
+    monkeypatch.setattr(recsys.evaluation.protocol, "evaluate_all", broken)
+    summary, _, output = run_flow(synthetic, tmp_path, epochs=2, ranking_epochs=2, evaluate=True)
+    assert summary["status"] == "degraded"
+    assert "evaluation failed" in summary["reason"] and "the held-out split came out empty" in summary["reason"]
+    assert "popularity" in summary["reason"]
+    check_lists(output, synthetic.frame)
+    [(status, message)] = read_sql(output / "recsys.db", "SELECT status, message FROM runs")
+    assert (status, message) == ("degraded", summary["reason"])
+
+
+def test_training_that_fails_publishes_popularity_degraded(prefect_test_harness, synthetic, tmp_path, monkeypatch):
+    from recsys.models.two_stage import TwoStage
+
+    def broken(self, interactions, run=None):
+        raise ValueError("cannot build a vocabulary of words")
+
+    monkeypatch.setattr(TwoStage, "fit", broken)
+    summary, _, output = run_flow(synthetic, tmp_path, **EPOCHS)
+    assert summary["status"] == "degraded"
+    assert "training failed" in summary["reason"] and "cannot build a vocabulary of words" in summary["reason"]
+    assert "popularity" in summary["reason"]
+    check_lists(output, synthetic.frame)
+
+
+def test_a_fallback_baseline_that_cannot_be_fitted_gives_way_to_popularity(prefect_test_harness, synthetic, tmp_path, monkeypatch):
+    """The gate names item-kNN, which fails to fit: popularity is published, and the reason says both."""
+    import flows.nightly
+    import recsys.evaluation.protocol
+    from recsys.evaluation.gate import Gate
+    from recsys.models.baselines import ItemKNN
+
+    def fake_evaluate(interactions, options):
+        from test_quality import evaluation
+
+        import numpy as np
+
+        values = np.linspace(0.0, 1.0, 10)
+        return evaluation(two_stage=values * 0.5, item_knn=values, popularity=values * 0.8), Gate(
+            False, "item_knn", "forced: the model is below item_knn", "item_knn", (-0.3, -0.4, -0.2)
+        )
+
+    def broken(self, interactions):
+        raise MemoryError("items x items")
+
+    monkeypatch.setattr(flows.nightly, "evaluate", fake_evaluate)
+    monkeypatch.setattr(ItemKNN, "fit", broken)
+    summary, _, output = run_flow(synthetic, tmp_path, epochs=2, ranking_epochs=2, evaluate=True)
+    assert summary["status"] == "degraded"
+    assert summary["reason"].startswith("forced: the model is below item_knn")
+    assert "item_knn could not be fitted" in summary["reason"] and "items x items" in summary["reason"]
+    assert "popularity" in summary["reason"]
+    check_lists(output, synthetic.frame)
+    assert recsys.evaluation.protocol  # the real protocol module is untouched
+
+
+# --- retries: per cause -------------------------------------------------------------------------------
+
+def _driver_error(cls, text: str):
+    """A SQLAlchemy error wrapping a sqlite3 error with ``text``, as the store's engine raises it."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    error = getattr(sqlite3, cls)(text)
+    return sa.exc.DBAPIError.instance("UPDATE runs SET status = ?", (), error, sqlite3.Error)
+
+
+def _retry_cases():
+    import errno
+
+    from recsys.errors import ExportChanged, StoreError, StoreUnavailable
+
+    return {
+        "store unavailable": (StoreUnavailable("db.example: the connection dropped"), True),
+        "export replaced while read": (ExportChanged("export.csv: changed while it was read"), True),
+        "database is locked (raw)": (_driver_error("OperationalError", "database is locked"), True),
+        "bad input": (DataError("export.csv: line 3, column CALIFICACION: rating 'cinco'"), False),
+        "disk full (store)": (StoreError("out: cannot write the store (No space left on device)"), False),
+        "disk full (raw)": (OSError(errno.ENOSPC, "No space left on device"), False),
+        "disk full (SQLite, raw)": (_driver_error("OperationalError", "database or disk is full"), False),
+        "out of memory": (MemoryError(), False),
+        "a bug": (TypeError("unsupported operand type(s)"), False),
+        "a bad statement": (_driver_error("ProgrammingError", "no such table: runs"), False),
+    }
+
+
+@pytest.mark.parametrize("case", list(_retry_cases()))
+def test_retry_decision_per_cause(case):
+    from flows.nightly import retryable
+
+    error, expected = _retry_cases()[case]
+    assert retryable(error) is expected
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """The load and publish tasks keep their retries, without the 10 s waits."""
+    import flows.nightly
+
+    for name in ("load", "publish"):
+        monkeypatch.setattr(flows.nightly, name, getattr(flows.nightly, name).with_options(retry_delay_seconds=0))
+
+
+def test_a_busy_database_while_publishing_is_retried(prefect_test_harness, synthetic, tmp_path, monkeypatch, quick_retries):
+    from recsys.store.publish import Store
+
+    calls = []
+    real_swap = Store._swap
+
+    def busy_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise _driver_error("OperationalError", "database is locked")
+        return real_swap(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "_swap", busy_once)
+    summary, _, output = run_flow(synthetic, tmp_path, **EPOCHS)
+    assert len(calls) == 2 and summary["status"] == "succeeded"
+    check_lists(output, synthetic.frame)
+    [(status, current)] = read_sql(output / "recsys.db", "SELECT status, is_current FROM runs")
+    assert (status, current) == ("succeeded", 1)
+
+
+@pytest.mark.parametrize("failure", ["disk full", "a bug"])
+def test_a_full_disk_or_a_bug_while_publishing_is_not_retried(prefect_test_harness, synthetic, tmp_path, monkeypatch, quick_retries, failure):
+    import errno
+
+    from recsys.store.publish import Store
+
+    calls = []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if failure == "disk full":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise KeyError("rank")
+
+    monkeypatch.setattr(Store, "_insert", failing)
+    with pytest.raises(Exception) as raised:
+        run_flow(synthetic, tmp_path, **EPOCHS)
+    assert len(calls) == 1, f"published {len(calls)} times: {raised.value!r}"
+
+
+@pytest.mark.parametrize("failure", ["out of memory", "a bug"])
+def test_the_load_retries_no_memory_error_or_bug(prefect_test_harness, tmp_path, monkeypatch, quick_retries, failure):
+    import flows.nightly
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise MemoryError() if failure == "out of memory" else AttributeError("'NoneType' object has no attribute 'num_rows'")
+
+    monkeypatch.setattr(flows.nightly, "load_interactions", failing)
+    with pytest.raises((MemoryError, AttributeError)):
+        flows.nightly.nightly(RunOptions(data=tmp_path / "any.csv", output=tmp_path / "out", **EPOCHS))
+    assert len(calls) == 1
+
+
+def test_an_export_that_changes_while_read_is_read_again(prefect_test_harness, synthetic, tmp_path, monkeypatch, quick_retries):
+    """The export is replaced (another night's file renamed onto it) during the first read: the
+    load notices, reads the new file whole, and the run publishes that one."""
+    import recsys.data.export
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows[:-40]))
+    replacement = tmp_path / "next.csv"
+    replacement.write_text(csv_text(synthetic.rows))
+    real_validate = recsys.data.export._validate
+    reads = []
+
+    def validate_then_replace(*args, **kwargs):
+        reads.append(1)
+        table = real_validate(*args, **kwargs)
+        if len(reads) == 1:
+            os.replace(replacement, data)
+        return table
+
+    monkeypatch.setattr(recsys.data.export, "_validate", validate_then_replace)
+    summary = flows_nightly().nightly(RunOptions(data=data, output=tmp_path / "out", **EPOCHS))
+    assert len(reads) == 2
+    assert summary["input_rows"] == len(synthetic.rows)
+    [(sha, rows)] = read_sql(tmp_path / "out" / "recsys.db", "SELECT input_sha256, rows FROM runs")
+    assert sha == hashlib.sha256(data.read_bytes()).hexdigest() and rows == len(synthetic.rows)
+
+
+def flows_nightly():
+    import flows.nightly
+
+    return flows.nightly
+
+
+def test_rows_dated_far_outside_the_export_are_reported_in_the_run(prefect_test_harness, synthetic, tmp_path):
+    from flows.nightly import nightly
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text([*synthetic.rows, ("1", "1/1/1900 0:00", "Curso deporte 3", "5")]))
+    summary = nightly(RunOptions(data=data, output=tmp_path / "out", **EPOCHS))
+    assert summary["input_rows"] == len(synthetic.rows) + 1
+    assert any("set aside" in note and f"line {len(synthetic.rows) + 2}" in note for note in summary["notes"])
+    [(metrics,)] = read_sql(tmp_path / "out" / "recsys.db", "SELECT metrics FROM runs")
+    set_aside = json.loads(metrics)["set_aside"]
+    assert set_aside["rows"] == 1 and set_aside["first_date"] == "1900-01-01 00:00:00"
+
+
+# --- no start-up noise in the log or in output that is not a terminal ----------------------------------
+
+NOISE = re.compile(r"absl::InitializeLog|oneDNN|cudart|cuda drivers|TensorRT|^[IWEF]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)
+
+
+@pytest.mark.parametrize("server", ["session server", "temporary server"])
+def test_recsys_run_piped_prints_no_tensorflow_or_prefect_noise(prefect_test_harness, synthetic, tmp_path, server):
+    """`recsys run 2>&1 | cat`: the progress, the summary; no TensorFlow/absl start-up lines (C++
+    code writing to fd 2), in the output or in DIR/logs/recsys.log."""
+    from prefect.settings import PREFECT_API_URL
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows))
+    env = {k: v for k, v in os.environ.items() if k not in ("RECSYS_DB_URL", "TF_CPP_MIN_LOG_LEVEL", "PREFECT_API_URL")}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if server == "session server":
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    else:
+        # A fresh Prefect home: the temporary server migrates its database first (slow on a busy machine).
+        env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+    output = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "run", "--data", str(data), "--output", str(output), "--epochs", "1",
+         "--ranking-epochs", "1", "--no-evaluate"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "succeeded" in done.stdout
+    assert not NOISE.search(done.stdout), done.stdout[:3000]
+    assert "temporary server" not in done.stdout, done.stdout[-2000:]
+    log = (output / "logs" / "recsys.log").read_text()
+    assert "published" in log and not NOISE.search(log), log[:3000]

@@ -371,3 +371,103 @@ def test_the_flow_publishes_to_postgres(pg_url, prefect_test_harness, synthetic,
     assert not (output / "recsys.db").exists()  # nothing went to the default SQLite store
     answer = lookup("1", pg_url)
     assert not answer.cold_start and answer.run_id == summary["run_id"] and len(answer.rows) == TOP_K
+
+
+# --- the database's own run lock --------------------------------------------------------------------
+
+
+def test_a_second_store_on_the_same_database_waits_for_none_and_is_refused(pg_url, tmp_path):
+    """Two output folders (or hosts), one PostgreSQL store: the advisory lock lets one publish."""
+    from recsys.store.publish import Store
+
+    first, second = Store(pg_url, tmp_path / "a"), Store(pg_url, tmp_path / "b")
+    with first.lock():
+        started = time.perf_counter()
+        with pytest.raises(StoreError, match="another recsys run is already publishing to this database") as refused:
+            with second.lock():
+                pass
+        assert time.perf_counter() - started < 5
+        message = str(refused.value)
+        assert f"pid {os.getpid()}" in message and "recsys:recsys@" not in message and "\n" not in message
+    with second.lock():  # released with the block
+        pass
+
+
+def test_the_lock_is_per_schema(pg_url, server_url, tmp_path):
+    """Each schema is a store of its own: a run in one does not hold up a run in another."""
+    import psycopg
+
+    from recsys.store.lookup import _postgres_params
+    from recsys.store.publish import Store
+
+    schema = f"recsys_test_{secrets.token_hex(4)}"
+    with psycopg.connect(**_postgres_params(server_url), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        separator = "&" if "?" in server_url else "?"
+        other = f"{server_url}{separator}options={quote(f'-csearch_path={schema}')}"
+        with Store(pg_url, tmp_path / "a").lock(), Store(other, tmp_path / "b").lock():
+            pass
+    finally:
+        with psycopg.connect(**_postgres_params(server_url), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.slow
+def test_a_run_into_a_database_another_run_publishes_to_fails_at_once_and_marks_nothing(pg_url, prefect_test_harness, synthetic, tmp_path):
+    """The other run (another output folder) is running: this one refuses before recording a run,
+    so the other's row stays 'running' instead of being marked failed under it."""
+    import sqlalchemy as sa
+
+    from recsys.store.publish import Store
+
+    other = Store(pg_url, tmp_path / "other")
+    publish(other, "run0", T1)
+    with other.lock():
+        other.begin_run("run1", T2, "in.csv")
+        with pytest.raises(StoreError, match="another recsys run is already publishing to this database"):
+            run_flow(synthetic, tmp_path, db_url=pg_url, epochs=1, ranking_epochs=1, evaluate=False)
+        with other.engine.connect() as conn:
+            rows = dict(conn.execute(sa.text("SELECT run_id, status FROM runs")).fetchall())
+        assert rows == {"run0": "succeeded", "run1": "running"}
+    assert other.current_run() == "run0"
+
+
+def _terminate(server_url: str, pid: int) -> None:
+    import psycopg
+
+    from recsys.store.lookup import _postgres_params
+
+    with psycopg.connect(**_postgres_params(server_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_run_whose_lock_was_taken_over_publishes_nothing(pg_url, server_url, tmp_path):
+    """The lock's connection dropped and another run took the lock: the first run's publish is refused."""
+    from recsys.store.publish import Store
+
+    store = Store(pg_url, tmp_path / "a")
+    publish(store, "run1", T1)
+    with store.lock():
+        _terminate(server_url, store._lock.pid)
+        time.sleep(0.2)
+        with Store(pg_url, tmp_path / "b").lock():
+            store.begin_run("run2", T2, "in.csv")
+            with pytest.raises(StoreError, match="another recsys run is already publishing"):
+                store.publish("run2", T2, iter([lists("run2", 3)]), popular("run2"))
+    assert store.current_run() == "run1"
+    assert {r[4] for r in sql(store, "SELECT * FROM recommendations")} == {"run1"}
+
+
+def test_a_run_whose_lock_connection_dropped_takes_it_again_and_publishes(pg_url, server_url, tmp_path):
+    from recsys.store.publish import Store
+
+    store = Store(pg_url, tmp_path / "a")
+    with store.lock():
+        _terminate(server_url, store._lock.pid)
+        time.sleep(0.2)
+        publish(store, "run1", T1)
+        with pytest.raises(StoreError, match="another recsys run"):
+            with Store(pg_url, tmp_path / "b").lock():
+                pass
+    assert store.current_run() == "run1"

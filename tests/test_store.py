@@ -214,3 +214,62 @@ def test_unwritable_output_is_a_store_error(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'db' / 'recsys.db'}", blocker)
     with pytest.raises(StoreError, match="cannot write the store"):
         store.publish("run1", T1, iter([lists(FIRST)]), popular(["a"]))
+
+
+# --- the database's own run lock (SQLite) -------------------------------------------------------------
+
+
+def test_two_output_folders_sharing_one_sqlite_database_take_turns(tmp_path):
+    """The SQLite store's lock is the lock file of its folder: another output folder publishing
+    into the same database file is refused while one run holds it."""
+    from recsys.errors import StoreError
+    from recsys.store.lock import run_lock
+    from recsys.store.publish import Store
+
+    url = f"sqlite:///{tmp_path / 'shared' / 'recsys.db'}"
+    first, second = Store(url, tmp_path / "a"), Store(url, tmp_path / "b")
+    with run_lock(tmp_path / "a"), first.lock():
+        with pytest.raises(StoreError, match="another recsys run is already publishing to this database"):
+            with run_lock(tmp_path / "b"), second.lock():
+                pass
+        # A run whose output folder is the database's folder holds the same lock.
+        with pytest.raises(StoreError, match="another recsys run is already publishing here"):
+            with run_lock(tmp_path / "shared"):
+                pass
+    with run_lock(tmp_path / "b"), second.lock():
+        pass
+
+
+def test_the_default_sqlite_store_is_locked_by_the_run_lock_alone(tmp_path):
+    from recsys.settings import resolve_db_url
+    from recsys.store.lock import run_lock
+    from recsys.store.publish import Store
+
+    output = tmp_path / "out"
+    with run_lock(output), Store(resolve_db_url(output), output).lock():
+        assert sorted(p.name for p in output.iterdir()) == [".recsys.lock"]
+
+
+def test_names_come_back_without_a_numpy_string_copy_per_row():
+    """list_tables takes names from Arrow vocabularies by code: at a million customers a
+    fixed-width NumPy copy of 12M names (and a Python string each) cost gigabytes and a minute."""
+    import tracemalloc
+
+    import numpy as np
+
+    from recsys.scoring.lists import Lists
+    from recsys.store.publish import list_tables
+
+    n, m = 200_000, 2_000
+    users = np.asarray([f"customer {i:08d}" for i in range(n)], dtype=object)
+    items = np.asarray([f"Experiencia número {i} con un nombre largo de verdad, como en la exportación" for i in range(m)], dtype=object)
+    rng = np.random.default_rng(0)
+    lists = Lists(items=rng.integers(0, m, (n, 12)), scores=rng.random((n, 12)))
+    tracemalloc.start()
+    try:
+        rows = sum(table.num_rows for table in list_tables(users, items, lists))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == n * 12
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB of NumPy/Python memory for {rows:,} rows"

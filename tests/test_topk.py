@@ -68,3 +68,31 @@ def test_top_k_dot_treats_nan_as_no_item_and_handles_empty_inputs():
     assert empty_items.shape == (0, 30) and empty_scores.shape == (0, 30)
     none_items, _ = top_k_dot(users, items[:0], 30)
     assert (none_items == -1).all()
+
+
+def test_the_shared_top_k_keeps_every_block_within_its_budget(monkeypatch):
+    """Rows are taken in order of how much they have seen: a block sized for its first (light) row
+    must not hold its last (heavy) row's width for every row. At a million customers that block
+    was all of them times the heaviest customer's width: 2 GB of scores at once."""
+    import recsys.scoring.topk as topk
+
+    rng = np.random.default_rng(0)
+    n_rows, n_items, k, budget = 5000, 400, 12, 20_000
+    counts = np.where(rng.random(n_rows) < 0.01, 300, 1)  # a few heavy customers, many light ones
+    rows = np.repeat(np.arange(n_rows), counts)
+    cols = np.concatenate([rng.choice(n_items, c, replace=False) for c in counts])
+    seen = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_rows, n_items))
+    scores = rng.random(n_items)
+    blocks = []
+    real = topk.top_k_excluding
+
+    def recording(block, block_seen, k):
+        blocks.append(block.size)
+        return real(block, block_seen, k)
+
+    monkeypatch.setattr(topk, "top_k_excluding", recording)
+    got = topk.top_k_shared_excluding(scores, seen, k, block_cells=budget)
+    monkeypatch.undo()
+    assert max(blocks[1:]) <= budget, max(blocks[1:])  # blocks[0]: the one ranking of the items
+    want = topk.top_k_excluding(np.broadcast_to(scores, (n_rows, n_items)).copy(), seen, k)
+    np.testing.assert_array_equal(got[0], want[0])

@@ -8,10 +8,12 @@ pyarrow) are imported inside the commands that need them, so ``recsys lookup`` s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import json
+import logging
 import os
 import typing
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Annotated, Optional
 import typer
 
 from recsys.errors import RecsysError
-from recsys.settings import DEFAULT_OUTPUT, RunOptions, resolve_db_url
+from recsys.settings import DB_URL_ENV, DEFAULT_OUTPUT, RunOptions, resolve_db_url
 
 app = typer.Typer(
     help="Nightly two-stage recommender: train, publish every customer's top-12, look customers up.",
@@ -43,8 +45,33 @@ EVALUATE_OPTIONS = (
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from recsys.store.diagnosis import redact
+
+    # One line, and never a password (the messages are masked where they are made; this is the
+    # last look before the terminal).
+    typer.echo(f"error: {redact(' '.join(str(message).split()))}", err=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _db_url_in_environment(options: RunOptions):
+    """``options`` without ``db_url``, which goes to ``RECSYS_DB_URL`` for the block instead.
+
+    A flow's parameters are kept by the Prefect server and shown in its UI; a password in the
+    database URL must not be one of them. The flow reads the URL from the environment.
+    """
+    if not options.db_url:
+        yield options
+        return
+    before = os.environ.get(DB_URL_ENV)
+    os.environ[DB_URL_ENV] = options.db_url
+    try:
+        yield options.with_(db_url=None)
+    finally:
+        if before is None:
+            os.environ.pop(DB_URL_ENV, None)
+        else:
+            os.environ[DB_URL_ENV] = before
 
 
 def with_run_options(only: tuple[str, ...] | None = None):
@@ -116,12 +143,29 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print Prefect's log lines instead of writing them to DIR/logs/recsys.log.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Run the nightly flow once: train both stages and publish every customer's list."""
-    _check_runner(options)
-    from recsys.cli.console import print_summary, run_with_progress
+    """Run the nightly flow once: train both stages and publish every customer's list.
 
+    When the model may not be published (too little data, the quality gate, an evaluation or
+    training that fails on the export) a baseline's lists are published instead, with status
+    'degraded' and the reason. The new lists are health-checked before they replace anything.
+    Exit 0: published (`recsys runs` shows degraded runs); exit 1: nothing was replaced, and one
+    line on stderr says why.
+    """
+    _check_runner(options)
+    from recsys.cli.console import print_summary, quiet_prefect_exit, run_with_progress
+
+    from recsys.store.runs import new_run_id
+
+    url = options.resolved_db_url()
+    started = new_run_id()  # run ids are UTC times: the run this command starts sorts after it
+    ABANDON_PREFECT_AT_EXIT.clear()
+    raise_exceptions = logging.raiseExceptions
+    if not (verbose or debug):
+        # Errors of Prefect's own log shipping (its server gone) are not the operator's to read.
+        logging.raiseExceptions = False
     try:
-        summary = run_with_progress(options, verbose=verbose or debug)
+        with _db_url_in_environment(options) as flow_options:
+            summary = run_with_progress(flow_options, verbose=verbose or debug)
     except RecsysError as exc:
         if debug:
             raise
@@ -129,9 +173,54 @@ def run(
     except Exception as exc:
         if debug:
             raise
+        from flows.nightly import lost_prefect
+        from recsys.store.diagnosis import first_line, redact
+
+        if lost_prefect(exc):
+            _lost_prefect(redact(first_line(str(exc)) or type(exc).__name__, url), url, started)
+
         log = Path(options.output) / "logs" / "recsys.log"
-        _fail(f"the run failed: {type(exc).__name__}: {exc} (details in {log}; --debug shows the traceback)")
+        cause = redact(first_line(str(exc)), url)
+        _fail(f"the run failed: {type(exc).__name__}: {cause} (details in {log}; --debug shows the traceback)")
+    finally:
+        logging.raiseExceptions = raise_exceptions
+        if not (verbose or debug):
+            quiet_prefect_exit()
     print_summary(summary)
+
+
+def _lost_prefect(cause: str, db_url: str, started: str) -> None:
+    """The Prefect server stopped answering during ``recsys run``: say whether the run published
+    (the store knows), then leave without the minutes Prefect's exit would spend retrying it."""
+    from prefect.settings import get_current_settings
+
+    from recsys.store.lookup import recent_runs
+
+    api = get_current_settings().api.url or "(this run's temporary one)"
+    try:
+        mine = [row for row in recent_runs(db_url, 5) if row["run_id"] >= started]
+    except RecsysError:
+        mine = []
+    published = [row for row in mine if row["is_current"] and row["status"] in ("succeeded", "degraded")]
+    ABANDON_PREFECT_AT_EXIT.append(True)
+    if published:
+        run = published[0]
+        typer.echo(f"{run['status']}: run {run['run_id']}")
+        typer.echo(
+            f"warning: the Prefect server at {api} stopped answering ({cause}); run {run['run_id']} was published "
+            f"({run['status']}), but Prefect's record of it is incomplete; `recsys runs` shows it",
+            err=True,
+        )
+        raise typer.Exit(0)
+    _fail(
+        f"the Prefect server at {api} stopped answering ({cause}) before the run published; nothing was replaced; "
+        "check that the server is running, or unset PREFECT_API_URL to let each run start a temporary one"
+    )
+
+
+# Set when `run` lost the Prefect server: the ``recsys`` command then exits at once, skipping
+# Prefect's exit-time flushes of logs and events, which would retry the dead server for minutes.
+ABANDON_PREFECT_AT_EXIT: list[bool] = []
 
 
 @app.command()
@@ -194,7 +283,11 @@ def runs(
 
 @app.command()
 def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) -> None:
-    """Make the previously published run current again (one transaction), for the morning after a bad night."""
+    """Make the previously published run current again (one transaction), for the morning after a bad night.
+
+    Takes the same locks as a run (the output folder's and the database's), so it never
+    interleaves with a publish.
+    """
     from recsys.store.lock import run_lock
     from recsys.store.lookup import require_store
     from recsys.store.publish import Store
@@ -204,8 +297,9 @@ def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) 
         require_store(url)
         with run_lock(output):
             store = Store(url, output)
-            store.reconcile()  # finish whatever an interrupted run or rollback left half done
-            was, now = store.rollback()
+            with store.lock():
+                store.reconcile()  # finish whatever an interrupted run or rollback left half done
+                was, now = store.rollback()
     except RecsysError as exc:
         _fail(str(exc))
     typer.echo(f"rolled back: run {now} is current again (run {was} is kept as the previous one; roll back again to undo)")
@@ -229,7 +323,9 @@ def schedule(
     from flows.deployment import deployment
 
     typer.echo(f"serving deployment recsys-nightly/{name} on cron '{cron}'; Ctrl-C to stop")
-    serve(deployment(options, cron, name))
+    # The served runs inherit this process's environment, where the database URL goes.
+    with _db_url_in_environment(options) as served:
+        serve(deployment(served, cron, name))
 
 
 @app.command()

@@ -27,6 +27,10 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
 
     root = logging.getLogger()
     consoles = [handler for handler in root.handlers if isinstance(handler, PrefectConsoleHandler)]
+    # Prefect's internal services (its event and log workers) log to stderr on a handler of their
+    # own: when its server stops answering, a line per event it could not send.
+    internal = logging.getLogger("prefect._internal")
+    internal_streams = [handler for handler in internal.handlers if isinstance(handler, logging.StreamHandler)]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         file_handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
@@ -35,16 +39,63 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
         # lines have nowhere to go, and must not flood the terminal either.
         file_handler, path = logging.NullHandler(), None
     file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
+    file_handler.addFilter(PasswordFilter())
     for handler in consoles:
         root.removeHandler(handler)
     root.addHandler(file_handler)
+    for handler in internal_streams:
+        internal.removeHandler(handler)
+    internal.addHandler(file_handler)
+    # Python warnings (NumPy's "Mean of empty slice" on a tiny export) are log lines too.
+    logging.captureWarnings(True)
     try:
         yield path
     finally:
+        logging.captureWarnings(False)
         root.removeHandler(file_handler)
+        internal.removeHandler(file_handler)
         file_handler.close()
         for handler in consoles:
             root.addHandler(handler)
+        for handler in internal_streams:
+            internal.addHandler(handler)
+
+
+def quiet_prefect_exit() -> None:
+    """Keep Prefect's "Stopping temporary server" line, logged when the process exits (after the
+    run's log lines went to the log file), off the terminal and out of piped output."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _TemporaryServerFilter) for f in handler.filters):
+            handler.addFilter(_TemporaryServerFilter())
+
+
+class _TemporaryServerFilter:
+    def filter(self, record) -> bool:
+        return not (record.name == "prefect" and record.getMessage().startswith("Stopping temporary server"))
+
+
+class PasswordFilter:
+    """A logging filter that masks URL passwords (``scheme://user:***@host``, ``password=***``)
+    in a record's message and traceback, whatever wrote them."""
+
+    def filter(self, record) -> bool:
+        import logging
+
+        from recsys.store.diagnosis import redact
+
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 def run_with_progress(options, verbose: bool = False) -> dict:
@@ -100,7 +151,8 @@ def print_summary(summary: dict) -> None:
     for note in summary.get("notes", []):
         console.print(f"  input: {note}")
     if summary.get("reason"):
-        console.print(f"  [bold yellow]quality gate: {summary['reason']}[/]")
+        label = "quality gate" if summary.get("gate_passed") is False else "degraded"
+        console.print(f"  [bold yellow]{label}: {summary['reason']}[/]", soft_wrap=True)
     evaluation = summary.get("evaluation")
     if evaluation:
         table = Table(title="held-out evaluation (NDCG@12 with its 95% interval, recall@12)", box=None)

@@ -18,9 +18,16 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["lookup"] and not {"--help", "-h"} & set(args[1:]):
         sys.exit(lookup_command(args[1:]))
-    from recsys.cli.app import app
+    from recsys.cli import app as commands
 
-    app(args=args, prog_name="recsys")
+    try:
+        commands.app(args=args, prog_name="recsys")
+    except SystemExit as done:
+        if commands.ABANDON_PREFECT_AT_EXIT:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else 1)
+        raise
 
 
 def lookup_command(args: list[str]) -> int:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recsys.data.dates import date_text, dates_outside
 from recsys.data.interactions import Interactions, sorted_codes
-from recsys.errors import DataError
+from recsys.errors import DataError, ExportChanged
 from recsys.settings import ColumnMap
 
 if TYPE_CHECKING:
@@ -39,6 +41,9 @@ class LoadReport:
     first: str
     last: str
     notes: tuple[str, ...] = ()
+    # Rows dated far outside the export's span or in the future, left out of the interactions:
+    # rows, first_line, first_date, kept_from, kept_to (see ``dates_outside``); None when none were.
+    set_aside: dict | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -55,14 +60,48 @@ def load_interactions(
     columns: ColumnMap = ColumnMap(),
     date_format: str = "%m/%d/%Y %H:%M",
     delimiter: str = ",",
+    now: datetime | None = None,
 ) -> tuple[Interactions, LoadReport]:
     """Read a CSV or Parquet export into :class:`Interactions`, or raise ``DataError`` saying why not.
 
-    ``delimiter`` may be ``"tab"``.
+    ``delimiter`` may be ``"tab"``. A file replaced or rewritten while it is read (a new night's
+    export landing) raises ``ExportChanged``, which is worth reading again. Rows dated far
+    outside the export's own span, or after ``now`` (default: the current time) plus a day, are
+    set aside and reported (:func:`dates_outside`).
     """
     path = Path(path)
     delimiter = "\t" if delimiter == "tab" else delimiter
     _check_readable(path)
+    before = _identity(path)
+    try:
+        loaded = _read_export(path, columns, date_format, delimiter, now or datetime.now(timezone.utc))
+    except DataError:
+        _check_unchanged(path, before)  # a half-written file reads as bad input: say what happened
+        raise
+    _check_unchanged(path, before)
+    return loaded
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What tells one version of a file from another: device, inode, size, modification time."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _check_unchanged(path: Path, before: tuple[int, ...] | None) -> None:
+    if _identity(path) != before:
+        raise ExportChanged(
+            f"{path}: the file changed while it was being read (replaced or still being written); "
+            "read it again once it is complete"
+        )
+
+
+def _read_export(
+    path: Path, columns: ColumnMap, date_format: str, delimiter: str, now: datetime
+) -> tuple[Interactions, LoadReport]:
     head = _read_head(path)
     notes: list[str] = []
     if head.startswith(b"PAR1") or path.suffix.lower() == ".parquet":
@@ -73,6 +112,9 @@ def load_interactions(
         raw = _read_csv(path, head, columns, delimiter, notes)
     table = _validate(raw, path, columns, date_format, notes)
     del raw
+    rows_read = table.num_rows
+    seconds = np.asarray(table.column("timestamp").cast(_pa().int64()).to_numpy())
+    table, seconds, set_aside = _set_aside_dates(table, seconds, path, columns.timestamp, now, notes)
     users = _encoded(table.column("user_id"))
     items = _encoded(table.column("item"))
     duplicates = _duplicates(users, items, table.column("timestamp"), table.column("rating"))
@@ -81,19 +123,18 @@ def load_interactions(
     report = LoadReport(
         path=str(path),
         sha256=file_sha256(path),
-        rows=table.num_rows,
+        rows=rows_read,
         duplicate_rows=duplicates,
         users=len(users.dictionary),
         items=len(items.dictionary),
         first=str(_pc().min(table.column("timestamp")).as_py()),
         last=str(_pc().max(table.column("timestamp")).as_py()),
         notes=tuple(notes),
+        set_aside=set_aside,
     )
     user_vocabulary, user = sorted_codes(users)
     item_vocabulary, item = sorted_codes(items)
     del users, items
-    # Whole seconds (the export's minutes fit; a Parquet export's fractions of a second are dropped).
-    seconds = np.asarray(table.column("timestamp").cast(_pa().int64()).to_numpy()) // 1_000_000_000
     ratings = np.asarray(table.column("rating").to_numpy(), dtype=np.int8)
     del table
     _release_arrow_memory()
@@ -101,6 +142,31 @@ def load_interactions(
         users=user_vocabulary, items=item_vocabulary, user=user, item=item, time=seconds, rating=ratings
     )
     return interactions, report
+
+
+def _set_aside_dates(table: "pa.Table", seconds: np.ndarray, path: Path, column: str, now: datetime, notes: list[str]):
+    """``table`` and ``seconds`` without the rows :func:`dates_outside` sets aside; what was set aside."""
+    import pyarrow as pa
+
+    outside, earliest, latest = dates_outside(seconds, now)
+    if outside is None:
+        return table, seconds, None
+    count = int(np.count_nonzero(outside))
+    first = int(np.argmax(outside))
+    first_date = date_text(int(seconds[first]))
+    if count == len(seconds):
+        _fail(path, first, column, f"every row is dated after {date_text(latest)} UTC, in the future (first {first_date})", count)
+    keep = ~outside
+    table = table.filter(pa.array(keep))
+    seconds = seconds[keep]
+    kept_from, kept_to = date_text(int(seconds.min())), date_text(int(seconds.max()))
+    notes.append(
+        f"{count:,} row{'s' if count > 1 else ''} dated far outside the export's span or in the future set aside "
+        f"(first at line {first + 2}: {first_date}); kept {kept_from} to {kept_to}"
+    )
+    return table, seconds, {
+        "rows": count, "first_line": first + 2, "first_date": first_date, "kept_from": kept_from, "kept_to": kept_to,
+    }
 
 
 def _release_arrow_memory() -> None:
@@ -392,12 +458,15 @@ def _parse_times(values, path: Path, column: str, date_format: str):
     if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
         if pa.types.is_timestamp(values.type) and values.type.tz is not None:
             values = values.cast(pa.timestamp(values.type.unit))  # UTC wall time, zone dropped
-        parsed = values.cast(pa.timestamp("ns"))
+        # Whole seconds (a Parquet export's fractions of a second are dropped): a timestamp in
+        # seconds holds any year a date can name (nanoseconds end in 2262; 12/31/9999 is a
+        # common "no date" value).
+        parsed = values.cast(pa.timestamp("s"), safe=False)
     else:
 
         def parse(text):
             text = pc.utf8_trim_whitespace(text.cast(pa.string()))
-            return pc.strptime(text, format=date_format, unit="s", error_is_null=True).cast(pa.timestamp("ns"))
+            return pc.strptime(text, format=date_format, unit="s", error_is_null=True)
 
         parsed = _per_row(values, parse)
     bad = pc.is_null(parsed)

@@ -10,6 +10,7 @@ block-wise matrix product of all user vectors with all item vectors, never a per
 from __future__ import annotations
 
 import re
+import sys
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,11 @@ _WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 
 
 def _tf():
+    if "tensorflow_recommenders" not in sys.modules:
+        from recsys.native_logs import native_startup_lines_dropped
+
+        with native_startup_lines_dropped():  # TensorFlow's C++ start-up lines on fd 2
+            import tensorflow_recommenders  # noqa: F401
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 

@@ -154,12 +154,15 @@ def top_k_shared_excluding(
         return idx, vals
     n_seen = np.diff(seen_csr.indptr)
     by_seen = np.argsort(n_seen, kind="stable")
+    width = np.minimum(n_ranked, k + n_seen[by_seen])  # candidates each row needs, in block order
     start = 0
     while start < n_rows:
-        m = min(n_ranked, k + int(n_seen[by_seen[start]]))
-        stop = min(n_rows, start + max(1, block_cells // m))
-        # Rows are sorted by seen count, so the block's last row needs the most candidates.
-        m = min(n_ranked, k + int(n_seen[by_seen[stop - 1]]))
+        stop = min(n_rows, start + max(1, block_cells // int(width[start])))
+        # Rows are sorted by seen count, so the block's last row needs the most candidates, and
+        # the whole block gets that width: shrink it until that fits the budget too.
+        while stop - start > 1 and (stop - start) * int(width[stop - 1]) > block_cells:
+            stop = start + (stop - start) // 2
+        m = int(width[stop - 1])
         rows = by_seen[start:stop]
         candidates = ranking[:m]
         block_seen = seen_csr[rows][:, candidates]

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from recsys.errors import StoreError
+from recsys.store.diagnosis import describe, safe_url
 
 _LIST_SQL = (
     "SELECT rank, item, score, run_id, generated_at FROM recommendations WHERE user_id = :user ORDER BY rank"
@@ -141,8 +142,7 @@ def _query_sqlalchemy(db_url: str, user: str) -> tuple[list, list]:
             with engine.connect() as conn:
                 answer = [tuple(r) for r in conn.execute(sa.text(_ANSWER_SQL), {"user": user}).fetchall()]
         except sa.exc.SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", exc)).splitlines()[0]
-            raise StoreError(f"{_safe_url(db_url)}: cannot read the store ({reason})") from None
+            raise StoreError(describe(db_url, "cannot read the store", str(getattr(exc, "orig", None) or exc))) from None
     rows = [(r, i, s, run, _utc_text(at)) for cold, r, i, s, run, at in answer if not cold]
     popular = [(r, i, s, run) for cold, r, i, s, run, _ in answer if cold]
     return rows, popular
@@ -151,15 +151,6 @@ def _query_sqlalchemy(db_url: str, user: str) -> tuple[list, list]:
 def _is_postgres(db_url: str) -> bool:
     scheme = db_url.split("://", 1)[0].lower()
     return scheme in ("postgresql", "postgres", "postgresql+psycopg")
-
-
-def _safe_url(db_url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(db_url)
-    if parts.password is None:
-        return db_url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def _postgres_params(db_url: str) -> dict:
@@ -183,9 +174,13 @@ def _connect_postgres(db_url: str):
     import psycopg
 
     try:
-        return psycopg.connect(**_postgres_params(db_url), connect_timeout=10, autocommit=True)
+        params = _postgres_params(db_url)
+    except ValueError as exc:
+        raise StoreError(f"--db-url {safe_url(db_url)}: is not a database URL ({exc}); check it") from None
+    try:
+        return psycopg.connect(**params, connect_timeout=10, autocommit=True)
     except psycopg.Error as exc:
-        raise StoreError(f"{_safe_url(db_url)}: cannot open the store ({_first_line(exc)})") from None
+        raise StoreError(describe(db_url, "cannot open the store", str(exc))) from None
 
 
 def _query_postgres(db_url: str, user: str) -> list[tuple]:
@@ -200,15 +195,11 @@ def _postgres_rows(db_url: str, sql: str, params: dict) -> list[tuple]:
     try:
         return connection.execute(sql, params).fetchall()
     except psycopg.errors.UndefinedTable:
-        raise StoreError(f"no store in {_safe_url(db_url)}: run `recsys run` first (or pass --db-url)") from None
+        raise StoreError(f"no store in {safe_url(db_url)}: run `recsys run` first (or pass --db-url)") from None
     except psycopg.Error as exc:
-        raise StoreError(f"{_safe_url(db_url)}: cannot read the store ({_first_line(exc)})") from None
+        raise StoreError(describe(db_url, "cannot read the store", str(exc))) from None
     finally:
         connection.close()
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc) or type(exc).__name__).splitlines()[0]
 
 
 def _utc_text(value) -> str | None:
@@ -248,7 +239,7 @@ def recent_runs(db_url: str, limit: int = 20) -> list[dict]:
             with sa.create_engine(db_url).connect() as conn:
                 rows = conn.execute(sa.text(_RUNS_SQL), {"limit": limit}).fetchall()
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"cannot read the runs ({str(getattr(exc, 'orig', exc)).splitlines()[0]})") from None
+            raise StoreError(describe(db_url, "cannot read the runs", str(getattr(exc, "orig", None) or exc))) from None
     names = ("run_id", "started_at", "finished_at", "status", "is_current", "users", "metrics", "message")
     out = []
     for row in rows:

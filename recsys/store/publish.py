@@ -23,7 +23,9 @@ import sqlalchemy as sa
 
 from recsys.errors import StoreError
 from recsys.store import bulk
-from recsys.store.database import engine_for, reason
+from recsys.store.database import engine_for, store_errors
+from recsys.store.diagnosis import first_line, redact, safe_url
+from recsys.store.lock import AdvisoryLock, folder_lock
 from recsys.store.parquet import ParquetMirror, fsync
 from recsys.store.runs import RunLog, utc_now
 from recsys.store.tables import (
@@ -58,16 +60,61 @@ class Store:
         try:
             self.engine = engine_for(db_url)
         except OSError as exc:
-            raise StoreError(f"{self.output}: cannot create the store's folder ({exc.strerror or exc})") from None
-        except sa.exc.ArgumentError as exc:
-            raise StoreError(f"--db-url {db_url!r} is not a database URL ({exc})") from None
+            raise StoreError(
+                f"{safe_url(db_url)}: cannot create the database's folder ({exc.strerror or exc}); "
+                "check that its parent exists and is writable"
+            ) from None
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise StoreError(
+                f"--db-url {safe_url(db_url)}: is not a database URL ({redact(first_line(exc), db_url)}); "
+                "check it, e.g. sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DATABASE"
+            ) from None
+        except ImportError as exc:
+            raise StoreError(
+                f"--db-url {safe_url(db_url)}: the database driver is not installed ({redact(first_line(exc), db_url)}); "
+                "install it, or use sqlite:/// or postgresql+psycopg://"
+            ) from None
         self.runs = RunLog(self.engine)
         self.parquet = ParquetMirror(self.output)
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._lock: AdvisoryLock | None = None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the database's own run lock for the block (``recsys.store.lock``), or raise
+        ``StoreError`` naming the run that holds it.
+
+        PostgreSQL: a session advisory lock, checked again inside every swap. SQLite: the lock
+        file of the database file's folder; for the default store in the output folder that is the
+        run lock the caller holds already. Other databases: none.
+        """
+        if self.is_postgres:
+            lock = AdvisoryLock(self.engine, safe_url(self.db_url))
+            with store_errors(self.db_url, self.output, "cannot open the store"):
+                lock.acquire()
+            self._lock = lock
+            try:
+                yield
+            finally:
+                self._lock = None
+                lock.release()
+            return
+        folder = self._sqlite_folder()
+        if folder is None or folder == self.output.resolve():
+            yield
+            return
+        with folder_lock(folder, "to this database"):
+            yield
+
+    def _sqlite_folder(self) -> Path | None:
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return Path(url.database).resolve().parent
 
     def ensure_schema(self) -> None:
         """Create the tables that do not exist yet."""
-        with self.engine.begin() as conn:
+        with store_errors(self.db_url, self.output, "cannot open the store"), self.engine.begin() as conn:
             self.runs.ensure(conn)
             recommendations_table(sa.MetaData(), pk_name=primary_key_name(self.engine, RECOMMENDATIONS)).create(
                 conn, checkfirst=True
@@ -77,15 +124,25 @@ class Store:
     def begin_run(self, run_id: str, started_at: datetime, input_path: str) -> None:
         """Record a run as running (see :meth:`RunLog.begin`)."""
         self.ensure_schema()
-        self.runs.begin(run_id, started_at, input_path)
+        with store_errors(self.db_url, self.output, "cannot write the run log"):
+            self.runs.begin(run_id, started_at, input_path)
 
     def finish_run(self, run_id: str, status: str | None = None, **fields) -> None:
-        """Record how a run ended (see :meth:`RunLog.finish`)."""
-        self.runs.finish(run_id, status, **fields)
+        """Record how a run ended (see :meth:`RunLog.finish`); a message has its passwords masked."""
+        if fields.get("message"):
+            fields["message"] = redact(fields["message"], self.db_url)
+        with store_errors(self.db_url, self.output, "cannot write the run log"):
+            self.runs.finish(run_id, status, **fields)
 
     def current_run(self) -> str | None:
         """The run whose lists are published now."""
-        return self.runs.current()
+        with store_errors(self.db_url, self.output, "cannot read the run log"):
+            return self.runs.current()
+
+    def current_metrics(self) -> dict:
+        """The metrics of the run whose lists are published now ({} before the first)."""
+        with store_errors(self.db_url, self.output, "cannot read the run log"):
+            return self.runs.current_metrics()
 
     @contextlib.contextmanager
     def recording(self, run_id: str, started_at: datetime, input_path: str, counts: dict) -> Iterator[None]:
@@ -95,7 +152,10 @@ class Store:
         try:
             yield
         except BaseException as exc:
-            self.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000], **counts)
+            try:
+                self.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000], **counts)
+            except StoreError:
+                pass  # the store went away: the next run marks this one as interrupted
             raise
 
     def publish(
@@ -113,6 +173,8 @@ class Store:
         rank, item, score. The run's row in ``runs`` gets ``status`` (and ``run_fields``) in the
         same transaction that swaps the tables, so a run is current exactly when its lists are.
         """
+        if run_fields.get("message"):
+            run_fields["message"] = redact(run_fields["message"], self.db_url)
         staged_parquet = self.parquet.staged(run_id)
         # PostgreSQL builds the primary key once, after the load (a sort, not 12M index inserts);
         # SQLite cannot add one later, so its staging table has it from the start.
@@ -123,35 +185,38 @@ class Store:
         swapped = False
         parquet_pending = None
         try:
-            self.output.mkdir(parents=True, exist_ok=True)
-            self.ensure_schema()
-            with self.engine.begin() as conn:
-                for table in (staging, staging_popular):
-                    table.drop(conn, checkfirst=True)
-                    table.create(conn)
-            with self.parquet.writer(run_id) as writer, bulk.bulk_load(self.engine, staging) as load:
-                for chunk in lists:
-                    chunk = _with_run(chunk, run_id, generated_at).cast(writer.schema)
-                    writer.write_table(chunk)
-                    self._insert(staging, chunk, load)
-                    rows += chunk.num_rows
-                    users += int(np.count_nonzero(np.asarray(chunk.column("rank")) == 1))
-            fsync(staged_parquet)
-            popular = popular.append_column("run_id", _constant(run_id, popular.num_rows, pa.string()))
-            with bulk.bulk_load(self.engine, staging_popular) as load:
-                self._insert(staging_popular, popular, load)
-            self._swap(run_id, status, run_fields)
-            swapped = True
-            try:
-                self.parquet.publish(run_id)
-            except OSError as exc:
-                # The run is published (the SQL swap is the commit point); the staged file is
-                # complete and ``reconcile`` moves it into place at the next run or rollback.
-                parquet_pending = f"Parquet not yet renamed into place ({exc.strerror or exc})"
-        except OSError as exc:
-            raise StoreError(f"{self.output}: cannot write the store ({exc.strerror or exc})") from None
-        except sa.exc.OperationalError as exc:
-            raise StoreError(f"{self.db_url}: cannot write the store ({reason(exc)})") from None
+            with store_errors(self.db_url, self.output, "cannot write the store"):
+                self.output.mkdir(parents=True, exist_ok=True)
+                if self._lock is not None:
+                    self._lock.renew()  # a retry after a dropped connection: take the lock again
+                self.ensure_schema()
+                if self.current_run() == run_id:
+                    # A retry after a dropped connection whose swap had committed: nothing to redo.
+                    swapped = True
+                    return self._already_published(run_id)
+                with self.engine.begin() as conn:
+                    for table in (staging, staging_popular):
+                        table.drop(conn, checkfirst=True)
+                        table.create(conn)
+                with self.parquet.writer(run_id) as writer, bulk.bulk_load(self.engine, staging) as load:
+                    for chunk in lists:
+                        chunk = _with_run(chunk, run_id, generated_at).cast(writer.schema)
+                        writer.write_table(chunk)
+                        self._insert(staging, chunk, load)
+                        rows += chunk.num_rows
+                        users += int(np.count_nonzero(np.asarray(chunk.column("rank")) == 1))
+                fsync(staged_parquet)
+                popular = popular.append_column("run_id", _constant(run_id, popular.num_rows, pa.string()))
+                with bulk.bulk_load(self.engine, staging_popular) as load:
+                    self._insert(staging_popular, popular, load)
+                self._swap(run_id, status, run_fields)
+                swapped = True
+                try:
+                    self.parquet.publish(run_id)
+                except OSError as exc:
+                    # The run is published (the SQL swap is the commit point); the staged file is
+                    # complete and ``reconcile`` moves it into place at the next run or rollback.
+                    parquet_pending = f"Parquet not yet renamed into place ({exc.strerror or exc})"
         finally:
             # Once the tables are swapped the staged file *is* the current Parquet: if renaming it
             # failed, ``reconcile`` moves it into place, so it must not be deleted here.
@@ -161,6 +226,20 @@ class Store:
         return Published(
             rows=rows, users=users, parquet=self.parquet.path, db_url=self.db_url, parquet_pending=parquet_pending
         )
+
+    def _already_published(self, run_id: str) -> Published:
+        """What the publish of ``run_id`` wrote, read back (its Parquet file moved into place if needed)."""
+        with self.engine.connect() as conn:
+            rows, users = conn.execute(
+                sa.text(f"SELECT count(*), count(DISTINCT user_id) FROM {RECOMMENDATIONS} WHERE run_id = :run"),
+                {"run": run_id},
+            ).one()
+        pending = None
+        try:
+            self.parquet.reconcile(run_id)
+        except OSError as exc:
+            pending = f"Parquet not yet renamed into place ({exc.strerror or exc})"
+        return Published(rows=rows, users=users, parquet=self.parquet.path, db_url=self.db_url, parquet_pending=pending)
 
     def _insert(self, table: sa.Table, chunk: pa.Table, load) -> None:
         bulk.insert(self.engine, table, chunk, load)
@@ -172,6 +251,8 @@ class Store:
         """Current -> previous, staging -> current, and the run's status, in one transaction."""
         names = self._table_names()
         with self.engine.begin() as conn:
+            if self._lock is not None:
+                self._lock.verify(conn)
             for name in (RECOMMENDATIONS, POPULAR):
                 if name + PREVIOUS in names:
                     conn.exec_driver_sql(f"DROP TABLE {name}{PREVIOUS}")
@@ -181,13 +262,19 @@ class Store:
 
     def rollback(self) -> tuple[str, str]:
         """Make the previous published run current again (one transaction); returns (from, to) run ids."""
+        with store_errors(self.db_url, self.output, "cannot roll back"):
+            return self._rollback()
+
+    def _rollback(self) -> tuple[str, str]:
         names = self._table_names()
         if RECOMMENDATIONS + PREVIOUS not in names:
-            raise StoreError(f"{self.db_url}: no previous run to roll back to")
+            raise StoreError(f"{safe_url(self.db_url)}: no previous run to roll back to")
         with self.engine.begin() as conn:
+            if self._lock is not None:
+                self._lock.verify(conn)
             previous = conn.exec_driver_sql(f"SELECT run_id FROM {RECOMMENDATIONS}{PREVIOUS} LIMIT 1").scalar()
             if previous is None:
-                raise StoreError(f"{self.db_url}: no previous run to roll back to (the previous lists are empty)")
+                raise StoreError(f"{safe_url(self.db_url)}: no previous run to roll back to (the previous lists are empty)")
             current = self.runs.current(conn)
             for name in (RECOMMENDATIONS, POPULAR):
                 conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}_rollback")
@@ -216,18 +303,24 @@ class Store:
 
 def list_tables(users: np.ndarray, items: np.ndarray, lists, chunk_users: int = 100_000) -> Iterator[pa.Table]:
     """Lists of item codes (rows follow the customer vocabulary ``users``) as Arrow tables of names
-    (user_id, rank, item, score), a chunk of customers at a time."""
+    (user_id, rank, item, score), a chunk of customers at a time.
+
+    Names are taken from the vocabularies as Arrow arrays, by code: no Python string, and no
+    fixed-width NumPy copy, per row (12M of each at a million customers).
+    """
     k = lists.items.shape[1]
+    user_names = pa.array(users, pa.string())
+    item_names = pa.array(items, pa.string())
+    ranks = np.arange(1, k + 1, dtype=np.int16)
     for start in range(0, len(users), chunk_users):
         codes = lists.items[start : start + chunk_users]
         valid = codes >= 0
-        ids = np.repeat(users[start : start + len(codes)], k).reshape(codes.shape)
-        ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int16), codes.shape)
+        rows, slots = np.nonzero(valid)  # row-major: each customer's ranks in order
         yield pa.table(
             {
-                "user_id": pa.array(ids[valid].astype(str)),
-                "rank": pa.array(ranks[valid]),
-                "item": pa.array(items[codes[valid]].astype(str)),
+                "user_id": user_names.take(pa.array(rows + start)),
+                "rank": pa.array(ranks[slots]),
+                "item": item_names.take(pa.array(codes[valid])),
                 "score": pa.array(lists.scores[start : start + chunk_users][valid]),
             }
         )
@@ -238,7 +331,7 @@ def ranked_table(items: np.ndarray, codes: np.ndarray, scores: np.ndarray) -> pa
     return pa.table(
         {
             "rank": pa.array(np.arange(1, len(codes) + 1, dtype=np.int16)),
-            "item": pa.array(items[codes].astype(str)),
+            "item": pa.array(items, pa.string()).take(pa.array(np.asarray(codes, dtype=np.int64))),
             "score": pa.array(np.asarray(scores, dtype=np.float64)),
         }
     )

@@ -80,6 +80,16 @@ class RunLog:
         with self.engine.connect() as own:
             return own.execute(query).scalar()
 
+    def current_metrics(self) -> dict:
+        """The metrics of the run whose lists are published now ({} when there is none)."""
+        query = sa.select(self.table.c.metrics).where(self.table.c.is_current)
+        with self.engine.connect() as conn:
+            text = conn.execute(query).scalar()
+        try:
+            return json.loads(text) if text else {}
+        except ValueError:
+            return {}
+
     def note(self, conn, run_id: str, message: str) -> None:
         """Inside the caller's transaction: set a run's message."""
         conn.execute(self.table.update().where(self.table.c.run_id == run_id).values(message=message))

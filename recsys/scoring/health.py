@@ -1,0 +1,181 @@
+"""The health check before every swap: are the new lists fit to replace the published ones?
+
+A model that diverged scores NaN, and the top-k turns NaN into "no item": its lists come out
+empty, and an empty list looks like an unknown customer to the lookup. So before publishing, the
+new lists are checked as a whole, on codes:
+
+* every customer has a full list wherever the catalogue allows: ``length`` items, or every item
+  the customer has not taken yet when there are fewer;
+* no list has a gap (an empty slot before a filled one), the same item twice, or an item code
+  outside the catalogue;
+* every score is finite;
+* against the previous published run, when the same recommender made it for a comparable number
+  of customers (within a factor of ``COMPARABLE``): the share of the catalogue the lists use
+  (coverage) and the spread of the scores (1st to 99th percentile) within a factor of ``WILD``
+  either way. Only the spread is compared, not the level: a listwise ranking model's scores
+  are defined up to a constant, which moves from one training to the next.
+
+The cold-start list gets the first checks too. :func:`check_lists` returns the problems found and
+the record the next run compares with (``runs.metrics["lists"]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recsys.data.interactions import Interactions
+from recsys.scoring.lists import Lists
+
+WILD = 10.0  # coverage or score spread this many times larger or smaller than the previous run's
+COMPARABLE = 2.0  # the previous run is compared with when its customers are within this factor
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the check found: ``problems`` (empty when the lists may be published) and ``record``."""
+
+    record: dict
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the lists passed."""
+        return not self.problems
+
+
+def check_lists(
+    lists: Lists,
+    interactions: Interactions,
+    length: int,
+    exclude_seen: bool,
+    recommender: str,
+    previous: dict | None = None,
+    cold_start: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Health:
+    """Check ``lists`` (one row per customer code of ``interactions``) before they are published.
+
+    ``length``: the list length asked for (the most items a list can hold); ``exclude_seen``:
+    whether lists leave out what a customer took; ``recommender``: who made them;
+    ``previous``: the record of the run published now (``runs.metrics["lists"]``), if any;
+    ``cold_start``: the cold-start list as (item codes, scores).
+    """
+    items, scores = lists.items, lists.scores
+    n_users, n_items = interactions.n_users, interactions.n_items
+    problems: list[str] = []
+    if items.shape[0] != n_users:
+        return Health({"recommender": recommender}, (f"{items.shape[0]:,} lists for {n_users:,} customers",))
+    filled = items >= 0
+    count = filled.sum(axis=1)
+    names = interactions.users
+
+    outside = filled & (items >= n_items)
+    if outside.any():
+        problems.append(_customers(outside.any(axis=1), names, "an item code outside the catalogue"))
+    gaps = filled[:, 1:] & ~filled[:, :-1]
+    if gaps.any():
+        problems.append(_customers(gaps.any(axis=1), names, "an empty slot before a filled one"))
+    ordered = np.sort(np.where(filled, items, -1 - np.arange(items.shape[1])), axis=1)
+    twice = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    if twice.any():
+        problems.append(_customers(twice, names, "the same item twice"))
+    valid_scores = scores[filled]
+    bad_scores = filled & ~np.isfinite(scores)
+    if bad_scores.any():
+        problems.append(_customers(bad_scores.any(axis=1), names, "a NaN or infinite score"))
+
+    room = np.full(n_users, min(length, n_items), dtype=np.int64)
+    short = np.flatnonzero(count < room)
+    if len(short) and exclude_seen:
+        room[short] = np.minimum(length, n_items - _distinct_items(interactions, short))
+    too_short = count < room
+    if too_short.any():
+        first = int(np.argmax(too_short))
+        problems.append(
+            _customers(too_short, names, "a list shorter than the catalogue allows")
+            + f" ({names[first]!r}: {int(count[first])} of {int(room[first])})"
+        )
+
+    finite = valid_scores[np.isfinite(valid_scores)]
+    recommended = np.unique(items[filled & (items < n_items)]) if filled.any() else np.zeros(0, np.int64)
+    record = {
+        "recommender": recommender,
+        "customers": int(n_users),
+        "length": int(length),
+        "full": int(np.count_nonzero(count >= min(length, n_items))),
+        "short_by_catalogue": int(np.count_nonzero((count < min(length, n_items)) & ~too_short)),
+        "empty": int(np.count_nonzero(count == 0)),
+        "coverage": round(len(recommended) / n_items, 6) if n_items else 0.0,
+        "score": _score_summary(finite),
+    }
+    if cold_start is not None:
+        problems += _cold_start_problems(*cold_start, min(length, n_items), n_items)
+    problems += _against_previous(record, previous)
+    return Health(record, tuple(problems))
+
+
+def _distinct_items(interactions: Interactions, users: np.ndarray) -> np.ndarray:
+    """How many distinct items each customer code in ``users`` took (only their rows are read)."""
+    chosen = np.zeros(interactions.n_users, dtype=bool)
+    chosen[users] = True
+    rows = chosen[interactions.user]
+    pairs = np.unique(interactions.user[rows].astype(np.int64) * interactions.n_items + interactions.item[rows])
+    return np.bincount(pairs // max(interactions.n_items, 1), minlength=interactions.n_users)[users]
+
+
+def _customers(mask: np.ndarray, names: np.ndarray, what: str) -> str:
+    count = int(np.count_nonzero(mask))
+    first = names[int(np.argmax(mask))]
+    return f"{count:,} customer{'s' if count > 1 else ''} with {what} (first: {first!r})"
+
+
+def _score_summary(finite: np.ndarray) -> dict:
+    if len(finite) == 0:
+        return {}
+    low, middle, high = np.percentile(finite, [1, 50, 99])
+    return {
+        "min": float(finite.min()), "p01": float(low), "p50": float(middle), "p99": float(high),
+        "max": float(finite.max()),
+    }
+
+
+def _cold_start_problems(codes: np.ndarray, scores: np.ndarray, room: int, n_items: int) -> list[str]:
+    problems = []
+    codes, scores = np.asarray(codes), np.asarray(scores, dtype=np.float64)
+    if len(codes) < room:
+        problems.append(f"the cold-start list holds {len(codes)} items, the catalogue allows {room}")
+    if len(codes) and ((codes < 0) | (codes >= n_items)).any():
+        problems.append("the cold-start list holds an item code outside the catalogue")
+    if len(np.unique(codes)) < len(codes):
+        problems.append("the cold-start list holds an item twice")
+    if not np.isfinite(scores).all():
+        problems.append("the cold-start list has a NaN or infinite score")
+    return problems
+
+
+def _against_previous(record: dict, previous: dict | None) -> list[str]:
+    """Coverage and score spread against the previous run's record, when it is comparable."""
+    if not previous or previous.get("recommender") != record["recommender"]:
+        return []
+    before, now = previous.get("customers") or 0, record["customers"]
+    if not before or not now or max(before, now) > COMPARABLE * min(before, now):
+        return []
+    problems = []
+    old_coverage, new_coverage = previous.get("coverage") or 0.0, record["coverage"]
+    if old_coverage > 0 and not old_coverage / WILD <= new_coverage <= old_coverage * WILD:
+        problems.append(
+            f"the lists cover {new_coverage:.1%} of the catalogue, the previous run's {old_coverage:.1%} "
+            f"(more than {WILD:g} times apart)"
+        )
+    old, new = previous.get("score") or {}, record["score"]
+    if {"p01", "p99"} <= old.keys() and {"p01", "p99"} <= new.keys():
+        old_spread, new_spread = old["p99"] - old["p01"], new["p99"] - new["p01"]
+        # A spread of zero (every score equal) still has a scale: the scores' own size.
+        scale = max(old_spread, 1e-6 * max(1.0, abs(old["p01"]), abs(old["p99"])))
+        if new_spread > WILD * scale or (old_spread > 0 and new_spread * WILD < old_spread):
+            problems.append(
+                f"the scores spread over {new_spread:.4g} (1st to 99th percentile), the previous run's over "
+                f"{old_spread:.4g} (more than {WILD:g} times apart)"
+            )
+    return problems
