@@ -186,7 +186,7 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
     except Exception as exc:  # noqa: BLE001 - odd but valid data: publish the best baseline and say why
         if lost_prefect(exc):
             raise  # the orchestration went away, not the data
-        fallback = quality.best_baseline(baselines) if baselines is not None and len(baselines.users) else "popularity"
+        fallback = quality.best_baseline(baselines) if baselines is not None and len(baselines.table) else "popularity"
         return "degraded", failure("training", exc, fallback), fallback, None
     metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
     if baselines is None or model.evaluation is None or len(model.evaluation.users) == 0:

@@ -388,7 +388,7 @@ def test_an_evaluation_that_fails_publishes_popularity_degraded(prefect_test_har
     def broken(*_args, **_kwargs):
         raise ValueError("the held-out split came out empty")
 
-    monkeypatch.setattr(recsys.evaluation.protocol, "evaluate_all", broken)
+    monkeypatch.setattr(recsys.evaluation.protocol, "evaluate_baselines", broken)
     summary, _, output = run_flow(synthetic, tmp_path, epochs=2, ranking_epochs=2, evaluate=True)
     assert summary["status"] == "degraded"
     assert "evaluation failed" in summary["reason"] and "the held-out split came out empty" in summary["reason"]
@@ -412,6 +412,31 @@ def test_training_that_fails_publishes_popularity_degraded(prefect_test_harness,
     check_lists(output, synthetic.frame)
 
 
+def test_training_that_fails_after_the_evaluation_publishes_the_best_baseline(prefect_test_harness, synthetic, tmp_path, monkeypatch):
+    """With the baselines evaluated, a failed training publishes the best of them, not popularity."""
+    import numpy as np
+
+    import flows.nightly
+    from recsys.models.two_stage import TwoStage
+    from test_quality import evaluation
+
+    values = np.linspace(0.0, 1.0, 10)
+
+    def fake_evaluate(interactions, options, fits):
+        return evaluation(ease=values * 0.9, item_knn=values, popularity=values * 0.8)
+
+    def broken(self, interactions, run=None):
+        raise ValueError("cannot build a vocabulary of words")
+
+    monkeypatch.setattr(flows.nightly, "evaluate", fake_evaluate)
+    monkeypatch.setattr(TwoStage, "fit", broken)
+    summary, _, output = run_flow(synthetic, tmp_path, epochs=2, ranking_epochs=2, evaluate=True)
+    assert summary["status"] == "degraded"
+    assert summary["reason"].startswith("training failed (ValueError: cannot build a vocabulary of words)")
+    assert summary["reason"].endswith("published item_knn instead")
+    check_lists(output, synthetic.frame)
+
+
 def test_a_fallback_baseline_that_cannot_be_fitted_gives_way_to_popularity(prefect_test_harness, synthetic, tmp_path, monkeypatch):
     """The gate names item-kNN, which fails to fit: popularity is published, and the reason says both."""
     import flows.nightly
@@ -419,12 +444,16 @@ def test_a_fallback_baseline_that_cannot_be_fitted_gives_way_to_popularity(prefe
     from recsys.evaluation.gate import Gate
     from recsys.models.baselines import ItemKNN
 
-    def fake_evaluate(interactions, options):
-        from test_quality import evaluation
+    from test_quality import evaluation
 
-        import numpy as np
+    import numpy as np
 
-        values = np.linspace(0.0, 1.0, 10)
+    values = np.linspace(0.0, 1.0, 10)
+
+    def fake_evaluate(interactions, options, fits):
+        return evaluation(item_knn=values, popularity=values * 0.8)
+
+    def fake_judge(baselines, model, options):
         return evaluation(two_stage=values * 0.5, item_knn=values, popularity=values * 0.8), Gate(
             False, "item_knn", "forced: the model is below item_knn", "item_knn", (-0.3, -0.4, -0.2)
         )
@@ -433,6 +462,7 @@ def test_a_fallback_baseline_that_cannot_be_fitted_gives_way_to_popularity(prefe
         raise MemoryError("items x items")
 
     monkeypatch.setattr(flows.nightly, "evaluate", fake_evaluate)
+    monkeypatch.setattr(flows.nightly, "judge", fake_judge)
     monkeypatch.setattr(ItemKNN, "fit", broken)
     summary, _, output = run_flow(synthetic, tmp_path, epochs=2, ranking_epochs=2, evaluate=True)
     assert summary["status"] == "degraded"
