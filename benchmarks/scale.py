@@ -3,11 +3,12 @@
     python benchmarks/scale.py [--customers 100000 1000000] [--items 20000] [--per-customer 20]
 
 For each size: generate the export (same schema as the real one; Zipf-like popularity, planted
-taste groups), run `recsys run --no-evaluate` on it in a child process, and report seconds per
-stage (from the run's `runs.metrics`), peak resident memory of the run, customers scored per
-second, the retrieval scoring rate as a fraction of a plain NumPy float32 matrix product of the
-same shapes timed here, and the median wall time of 50 `recsys lookup` processes against the
-published store. Writes benchmarks/results/scale.md.
+taste groups), run `recsys run` on it in a child process, **the default path** (the nightly
+evaluation and the quality gate on), and report seconds per stage (from the run's
+`runs.metrics`), peak resident memory of the run, the machine's load while it ran, and the
+median wall time of 50 `recsys lookup` processes against the published store. `--no-evaluate`
+measures the path without the evaluation instead. Each path writes its own section of
+benchmarks/results/scale.md; the rest of the file is left as it is.
 
     python benchmarks/scale.py --degraded item_knn ease popularity [--customers 1000000] [--workdir /tmp/scale]
 
@@ -36,9 +37,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# The flow's stages in the order they run (runs.metrics["seconds"]); a stage a run skips shows 0.
 STAGES = (
-    "load", "train_retrieval", "train_ranking", "refresh_retrieval", "user_vectors", "retrieval_scoring",
-    "ranking_scoring", "publish",
+    "load", "evaluate", "train_retrieval", "choose_ranker", "refresh_retrieval", "train_ranking", "score",
+    "baseline_lists", "publish",
 )
 
 
@@ -55,28 +57,6 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024**2:.0f} GiB RAM, Python {platform.python_version()}"
 
 
-def matmul_seconds(n_users: int, n_items: int, dim: int, block: int = 4096) -> tuple[float, float]:
-    """A plain NumPy float32 product of the retrieval shapes, block by block (the step's practical limit).
-
-    Returns (seconds of ``users @ items.T`` as written, seconds of the same product into one
-    reused output buffer): the second skips the page faults of a fresh 330 MB result per block
-    and is the stricter reference.
-    """
-    rng = np.random.default_rng(0)
-    items = rng.standard_normal((n_items, dim), dtype=np.float32)
-    users = rng.standard_normal((block, dim), dtype=np.float32)
-    started = time.perf_counter()
-    for start in range(0, n_users, block):
-        _ = users[: min(block, n_users - start)] @ items.T
-    plain = time.perf_counter() - started
-    out = np.empty((block, n_items), dtype=np.float32)
-    started = time.perf_counter()
-    for start in range(0, n_users, block):
-        size = min(block, n_users - start)
-        np.matmul(users[:size], items.T, out=out[:size])
-    return plain, time.perf_counter() - started
-
-
 # The child of a degraded-path run: the flow's decision forced to publish the named baseline.
 FORCED_DEGRADED = """
 import sys
@@ -85,8 +65,8 @@ import flows.nightly
 name = sys.argv[1]
 
 
-def decide(interactions, options, metrics, watch):
-    return "degraded", f"forced by benchmarks/scale.py --degraded {name}", name
+def decide(interactions, options, metrics, watch, fits=None):
+    return "degraded", f"forced by benchmarks/scale.py --degraded {name}", name, None
 
 
 flows.nightly.decide = decide
@@ -96,15 +76,16 @@ main(sys.argv[2:])
 """
 
 
-def run_flow(data: Path, output: Path, degraded: str | None = None) -> tuple[float, float, dict]:
+def run_flow(data: Path, output: Path, degraded: str | None = None, evaluate: bool = False) -> tuple[float, float, dict]:
     """Run `recsys run` once; returns (wall seconds, peak RSS GiB of that child, load averages).
 
-    ``degraded``: publish this baseline instead of training (see ``FORCED_DEGRADED``). The peak
+    ``degraded``: publish this baseline instead of training (see ``FORCED_DEGRADED``);
+    ``evaluate``: the default path, evaluation and quality gate on. The peak
     is the child's own (``wait4``), not the largest of every child so far; the load is the
     machine's 1-minute load average sampled every 5 s while the child ran (mean and max).
     """
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    arguments = ["run", "--data", str(data), "--output", str(output), "--no-evaluate"]
+    arguments = ["run", "--data", str(data), "--output", str(output)] + ([] if evaluate else ["--no-evaluate"])
     if degraded:
         command = [sys.executable, "-c", FORCED_DEGRADED, degraded, *arguments]
     else:
@@ -156,6 +137,7 @@ def main() -> None:
     parser.add_argument("--per-customer", type=float, default=20.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/recsys-scale"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scale.md")
+    parser.add_argument("--no-evaluate", action="store_true", help="measure the path without the nightly evaluation")
     parser.add_argument(
         "--degraded", nargs="+", metavar="BASELINE",
         help="measure the degraded path instead: publish each named baseline (e.g. item_knn ease rp3beta popularity)",
@@ -167,6 +149,7 @@ def main() -> None:
 
     from recsys.synthetic.generate import generate_export, write_export
 
+    evaluate = not args.no_evaluate
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for customers in args.customers:
@@ -177,62 +160,76 @@ def main() -> None:
             print(f"generated {data} in {time.perf_counter() - started:.0f}s", flush=True)
         output = args.workdir / f"out_{customers}"
         shutil.rmtree(output, ignore_errors=True)
-        wall, peak, _ = run_flow(data, output)
+        wall, peak, load = run_flow(data, output, evaluate=evaluate)
         with sqlite3.connect(output / "recsys.db") as conn:
-            run_rows, users, metrics = conn.execute(
-                "SELECT rows, users, metrics FROM runs WHERE is_current"
+            run_rows, users, status, metrics = conn.execute(
+                "SELECT rows, users, status, metrics FROM runs WHERE is_current"
             ).fetchone()
         metrics = json.loads(metrics)
-        seconds = dict(metrics["seconds"], **metrics.get("scoring_seconds", {}))
-        reference, reused = matmul_seconds(users, args.items, 32)
+        gate = metrics.get("gate") or {}
         rows.append(
             {
-                "customers": users,
-                "interactions": run_rows,
-                "wall": wall,
-                "peak": peak,
-                "seconds": seconds,
-                "rate": users / wall,
-                "matmul": reference,
-                "fraction": reference / seconds["retrieval_scoring"],
-                "matmul_reused": reused,
-                "fraction_reused": reused / seconds["retrieval_scoring"],
+                "customers": users, "interactions": run_rows, "wall": wall, "peak": peak, "load": load,
+                "status": status, "seconds": metrics["seconds"], "gate": gate.get("reason", "not run"),
                 "lookup": lookup_median(output),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
 
+    path = "default path (evaluation and quality gate on)" if evaluate else "`--no-evaluate`"
+    begin, end = section_markers(evaluate)
     lines = [
-        "# Scale benchmark",
+        begin,
+        f"## {'Default path' if evaluate else 'Without the evaluation (--no-evaluate)'}",
         "",
-        f"`python benchmarks/scale.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
-        f"Exports generated with `recsys.synthetic` ({args.items:,} items, about {args.per_customer:g} distinct items "
-        "per customer, half the rows exact duplicates as in the real export); `recsys run --no-evaluate` end to end "
-        "(a temporary Prefect server included).",
+        f"`python benchmarks/scale.py --customers {' '.join(map(str, args.customers))}"
+        f"{'' if evaluate else ' --no-evaluate'}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
+        f"Machine: {machine()}. Exports generated with `recsys.synthetic` ({args.items:,} items, about "
+        f"{args.per_customer:g} distinct items per customer, half the rows exact duplicates as in the real export); "
+        f"`recsys run`, {path}, end to end (a temporary Prefect server included). Peak RSS is the run's own "
+        "(`wait4`); load is the machine's 1-minute load average while it ran (2 cores: 2.0 means both busy).",
         "",
-        "| customers | interactions (rows) | end to end (s) | peak RSS (GiB) | customers/s | "
-        + " | ".join(STAGES) + " | retrieval scoring / NumPy matmul rate | same, reused output buffer | `recsys lookup` median (ms) |",
-        "|" + "---|" * (8 + len(STAGES)),
+        "| customers | interactions (rows) | end to end (s) | peak RSS (GiB) | status | "
+        + " | ".join(STAGES) + " | machine load, mean / max | `recsys lookup` median (ms) |",
+        "|" + "---|" * (7 + len(STAGES)),
     ]
     for row in rows:
         stage_cells = " | ".join(f"{row['seconds'].get(stage, 0.0):.1f}" for stage in STAGES)
         lines.append(
-            f"| {row['customers']:,} | {row['interactions']:,} | {row['wall']:.0f} | {row['peak']:.1f} | "
-            f"{row['rate']:.0f} | {stage_cells} | {row['fraction']:.0%} (matmul {row['matmul']:.1f}s) | "
-            f"{row['fraction_reused']:.0%} (matmul {row['matmul_reused']:.1f}s) | {row['lookup']:.0f} |"
+            f"| {row['customers']:,} | {row['interactions']:,} | {row['wall']:.0f} | {row['peak']:.2f} | "
+            f"{row['status']} | {stage_cells} | {row['load']['mean']:.1f} / {row['load']['max']:.1f} | {row['lookup']:.0f} |"
         )
     lines += [
         "",
-        "Stages in seconds. `user_vectors` = the user tower over every customer's current history; "
-        "`retrieval_scoring` = for every customer, the product with all item vectors and the exact top-100 (seen "
-        "items masked): what the matmul rate compares; `ranking_scoring` = the ranking "
-        "context, pair features, the ranking model and the final top 12. The matmul reference is "
-        "`users[4096 x 32] @ items.T` over all customers, float32, timed in the benchmark process right after the "
-        "run; the stricter one writes each block into one reused output buffer.",
+        "Stages in seconds (`runs.metrics.seconds`). `evaluate` = tuning EASE and RP3beta and scoring every "
+        "baseline on the held-out items; `train_retrieval`, `choose_ranker`, `refresh_retrieval`, `train_ranking` = "
+        "the training sequence (its own held-out evaluation inside `train_ranking`); `score` = every customer's "
+        "candidates from the three sources, features, ranking and the final top 12.",
+        "",
+        "Quality gate: " + "; ".join(f"{row['customers']:,}: {row['gate']}" for row in rows),
+        end,
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    write_section(args.out, begin, end, lines)
+
+
+def section_markers(evaluate: bool) -> tuple[str, str]:
+    """The comments around the section of benchmarks/results/scale.md one path writes."""
+    name = "default path" if evaluate else "no-evaluate path"
+    return f"<!-- {name}: written by `python benchmarks/scale.py` -->", f"<!-- end of {name} -->"
+
+
+def write_section(out: Path, begin: str, end: str, lines: list[str]) -> None:
+    """Replace the section between ``begin`` and ``end`` in ``out`` (append it when absent)."""
+    text = out.read_text() if out.exists() else "# Scale benchmark\n"
+    if begin in text:
+        before, rest = text.split(begin, 1)
+        after = rest.split(end, 1)[1] if end in rest else ""
+        text = before + "\n".join(lines) + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
 
 
 DEGRADED_BEGIN = "<!-- degraded path: written by `python benchmarks/scale.py --degraded` -->"
@@ -288,15 +285,7 @@ def degraded_path(args) -> None:
             f"{row['peak']:.2f} | {stage_cells} | {row['full']:,} | {row['load']['mean']:.1f} / {row['load']['max']:.1f} |"
         )
     lines.append(DEGRADED_END)
-    text = args.out.read_text() if args.out.exists() else "# Scale benchmark\n"
-    if DEGRADED_BEGIN in text:
-        before, rest = text.split(DEGRADED_BEGIN, 1)
-        after = rest.split(DEGRADED_END, 1)[1] if DEGRADED_END in rest else ""
-        text = before + "\n".join(lines) + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+    write_section(args.out, DEGRADED_BEGIN, DEGRADED_END, lines)
 
 
 if __name__ == "__main__":
