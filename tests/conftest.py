@@ -7,6 +7,8 @@ import os
 # Set before Prefect is imported anywhere in the session.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# A temporary Prefect server can take more than Prefect's default 30 s to start on a busy 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -159,7 +161,7 @@ def prefect_test_harness():
     """A throwaway Prefect API (temporary database) for every flow test of the session."""
     from prefect.testing.utilities import prefect_test_harness as harness
 
-    with harness():
+    with harness(server_startup_timeout=120):
         yield
 
 

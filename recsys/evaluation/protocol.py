@@ -19,7 +19,7 @@ import pandas as pd
 
 from recsys.data.interactions import Interactions
 from recsys.data.splits import Split, cold_start_split, sample_users, temporal_holdout
-from recsys.evaluation.metrics import DEFAULT_K, mean_interval, ranking_metrics, user_metrics
+from recsys.evaluation.metrics import DEFAULT_K, mean_interval, ranking_metrics, score_fitted, user_metrics
 from recsys.models.base import Recommender
 from recsys.models.fits import FitCache
 from recsys.settings import RunOptions
@@ -66,19 +66,6 @@ def score_recommender(
     started = time.perf_counter()
     model = factory().fit(split.train)
     return score_fitted(model, split, k, seed, started)
-
-
-def score_fitted(model: Recommender, split: Split, k: int = DEFAULT_K, seed: int = 0, started: float | None = None):
-    """:func:`score_recommender` for a recommender already fitted on ``split.train``."""
-    started = time.perf_counter() if started is None else started
-    lists = model.recommend(split.users, k, exclude_seen=True)
-    seconds = time.perf_counter() - started
-    relevant = split.relevant_rows()
-    catalogue = int(np.count_nonzero(split.train.item_counts()))
-    metrics = ranking_metrics(lists.items, relevant, k, n_catalog=catalogue)
-    ndcg = user_metrics(lists.items, relevant, k)["ndcg"]
-    low, high = mean_interval(ndcg, seed=seed)
-    return {**metrics, "ndcg_low": low, "ndcg_high": high, "seconds": seconds}, ndcg
 
 
 def evaluate_recommenders(

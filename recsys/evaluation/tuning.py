@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from recsys.data.splits import Split
-from recsys.evaluation.metrics import DEFAULT_K, paired_difference
+from recsys.evaluation.metrics import DEFAULT_K, paired_difference, score_fitted
 
 # EASE's strength (λ in multiples of the mean item degree), most preferred first: the rule's 10,
 # which measured within 1% of the best λ on every dataset tried, then further and further from it.
@@ -52,7 +52,6 @@ class Choice:
 def choose(candidates: list[tuple[dict, object]], split: Split, k: int = DEFAULT_K, seed: int = 0) -> Choice:
     """The chosen one of ``candidates`` ((setting, fitted recommender) pairs, most preferred
     first, fitted on ``split.train``), scored on ``split``."""
-    from recsys.evaluation.protocol import score_fitted
 
     if len(split.users) == 0:
         return Choice(settings=candidates[0][0])
