@@ -74,7 +74,7 @@ def dataset_section(title: str, path: Path, target: float, seeds: list[int], lin
     runs = []
     for seed in seeds:
         seeded = options.with_(seed=seed)
-        run = evaluate_recommenders({MODEL_NAME: lambda: TwoStage(seeded)}, test, options.top_k)
+        run = evaluate_recommenders({MODEL_NAME: lambda: TwoStage(seeded, tuned=settings)}, test, options.top_k)
         model = run.per_user[MODEL_NAME]
         runs.append((seed, run, ratio_interval(model, baselines.per_user[best]), paired_difference(model, baselines.per_user[best])))
     model_ndcg = np.array([run.ndcg()[MODEL_NAME] for _, run, _, _ in runs])
