@@ -199,6 +199,9 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
         "passed": gate.passed, "published": gate.publish, "reason": gate.reason,
         "best_baseline": gate.best_baseline, "difference": gate.difference,
     }
+    segments = segment_quality(interactions, evaluation, model, gate.best_baseline, options)
+    if segments:
+        metrics["segments"] = segments
     if gate.passed:
         return "succeeded", None, None, model
     return "degraded", gate.reason, gate.publish, model
@@ -237,6 +240,20 @@ def judge(baselines, model: TwoStage, options: RunOptions):
     log.info("evaluation:\n%s", markdown)
     (log.info if gate.passed else log.warning)("quality gate: %s", gate.reason)
     return evaluation, gate
+
+
+def segment_quality(interactions: Interactions, evaluation, model: TwoStage, best: str, options: RunOptions) -> dict | None:
+    """NDCG by customer segment (new, 1-2 items, 3+) of the model and the best baseline, from the
+    evaluation's per-customer figures; None (with a warning) if it cannot be computed: it is a
+    figure for the report, the gate's verdict stands without it."""
+    from recsys.evaluation.protocol import MODEL_NAME
+    from recsys.evaluation.segments import customer_segments
+
+    try:
+        return customer_segments(interactions, evaluation, model.evaluation.split.train, [MODEL_NAME, best], options)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        get_run_logger().warning("could not compute the quality by segment (%s)", one_line(exc), exc_info=exc)
+        return None
 
 
 def failure(stage: str, exc: Exception, fallback: str) -> str:
