@@ -91,6 +91,14 @@ class Interval:
         mean, low, high = (_number(v) for v in values[:3])
         return None if mean is None else cls(mean, low, high)
 
+    def bounds(self) -> str:
+        """The interval as text ("0.2663 to 0.3011"), "-" when there is none."""
+        return "-" if self.low is None or self.high is None else f"{self.low:.4f} to {self.high:.4f}"
+
+    def text(self) -> str:
+        """The mean and its interval as text ("0.2843 (0.2663 to 0.3011)")."""
+        return f"{self.mean:.4f}" if self.low is None or self.high is None else f"{self.mean:.4f} ({self.bounds()})"
+
 
 def _number(value) -> float | None:
     try:
@@ -257,3 +265,44 @@ def rules_cost(run: dict) -> RulesCost | None:
         with_rules=Interval.of(record.get("ndcg_with_rules")), without_rules=Interval.of(record.get("ndcg_without_rules")),
         config=record.get("config"), config_sha256=record.get("config_sha256"),
     )
+
+
+# --- the summary attached to the Prefect run -------------------------------------------------------
+
+
+def summary_rows(snapshot: Snapshot) -> list[dict[str, str]]:
+    """The report's headline figures as rows of (figure, value), for a table artifact."""
+    current = snapshot.current or snapshot.latest
+    contents = list_contents(snapshot)
+    rows = [("run", current["run_id"]), ("status", current["status"]), ("customers", f"{current['users'] or 0:,}")]
+    rows.append(("catalogue coverage", f"{100 * contents.coverage:.1f}%" if contents.coverage is not None else "-"))
+    rows.append((f"slots taken by the top {TOP_SHARE} items", f"{100 * contents.top_share:.1f}%"))
+    run = evaluated_run(snapshot)
+    if run is not None and run["run_id"] == current["run_id"]:
+        for row in quality_rows(run):
+            if row["model"] or row["best_baseline"]:
+                label = "model NDCG@12" if row["model"] else f"best baseline NDCG@12 ({row['recommender']})"
+                rows.append((label, row["ndcg"].text()))
+    else:
+        rows.append(("held-out NDCG@12", "not evaluated"))
+    cost = rules_cost(current)
+    if cost is not None and cost.with_rules and cost.without_rules:
+        rows.append(("NDCG@12 cost of the rules", f"{cost.without_rules.mean - cost.with_rules.mean:+.4f}"))
+    return [{"figure": label, "value": value} for label, value in rows]
+
+
+def quality_table(run: dict) -> list[dict]:
+    """``run``'s evaluation as rows for a table artifact (best NDCG first)."""
+    return [
+        {
+            "recommender": row["recommender"], "ndcg@12": round(row["ndcg"].mean, 4),
+            "95% interval": row["ndcg"].bounds(),
+            "recall@12": _rounded(row["recall"]), "hit_rate@12": _rounded(row["hit_rate"]),
+            "coverage": _rounded(row["coverage"]), "customers": row["users"],
+        }
+        for row in quality_rows(run)
+    ]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

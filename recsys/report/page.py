@@ -46,7 +46,12 @@ def write_report(db_url: str, path: Path, limit: int = 30) -> Path:
     """Read the store at ``db_url`` and write the report to ``path`` (replaced as a whole: written
     beside it, then renamed). ``limit``: runs in the trend. ``StoreError`` with no store, or when
     the file cannot be written."""
-    page = render(read_store(db_url, limit))
+    return save(render(read_store(db_url, limit)), path)
+
+
+def save(page: str, path: Path) -> Path:
+    """Write ``page`` to ``path`` as a whole (beside it, then renamed), so a browser never reads
+    half a report; ``StoreError`` when it cannot be written."""
     path = Path(path)
     staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -85,11 +90,7 @@ def _pct(value) -> str:
 
 
 def _interval(value: Interval | None) -> str:
-    if value is None:
-        return "-"
-    if value.low is None or value.high is None:
-        return f"{value.mean:.4f}"
-    return f"{value.mean:.4f} ({value.low:.4f} to {value.high:.4f})"
+    return "-" if value is None else value.text()
 
 
 def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
@@ -160,7 +161,7 @@ def _quality(snapshot: Snapshot) -> str:
         _table(
             ["recommender", "NDCG@12", "95% interval", "recall@12", "hit rate@12", "coverage", "customers"],
             [
-                [row["recommender"], _f(row["ndcg"].mean), _interval_only(row["ndcg"]), _f(row["recall"]), _f(row["hit_rate"]),
+                [row["recommender"], _f(row["ndcg"].mean), row["ndcg"].bounds(), _f(row["recall"]), _f(row["hit_rate"]),
                  _pct(row["coverage"]), f"{row['users']:,}" if row["users"] else "-"]
                 for row in rows
             ],
@@ -168,10 +169,6 @@ def _quality(snapshot: Snapshot) -> str:
         )
     )
     return "\n".join(parts)
-
-
-def _interval_only(value: Interval) -> str:
-    return "-" if value.low is None or value.high is None else f"{value.low:.4f} to {value.high:.4f}"
 
 
 def _trend(snapshot: Snapshot) -> str:
