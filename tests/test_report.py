@@ -187,7 +187,8 @@ def hand_built_store(output: Path, reasons: bool = True) -> Path:
         "ndcg_with_rules": [0.27, 0.25, 0.29],
         "ndcg_without_rules": [0.3, 0.28, 0.32],
     }
-    items = [f"Bono virtual Crepes&Waffles {n}" for n in (10, 20, 30)] + [f"Cine <b>{n}</b>" for n in range(9)]
+    # Names with markup and dollar signs: escaped in the page, not mathtext in the charts.
+    items = [f"Bono virtual Crepes&Waffles {n}" for n in (10, 20, 30)] + [f"Cine <b>{n}</b>" for n in range(8)] + ["Bono $50 $100"]
     why = ["because you redeemed Cine 1", "because you redeemed Bono 2", "popular lately", "campaign", "new in the catalogue"]
     for night, (status, model, message) in enumerate(
         [("succeeded", 0.30, None), ("degraded", 0.26, "model NDCG@12 0.26 vs best baseline ease 0.31: published ease instead")]
@@ -222,7 +223,7 @@ def test_the_report_of_a_degraded_run_with_rules_and_reasons(tmp_path):
     assert external_references(page) == []
     assert "run <b>20261102T020000000000Z</b> (degraded)" in page
     assert "Degraded: model NDCG@12 0.26 vs best baseline ease 0.31: published ease instead" in page
-    assert "The latest run, 20261103T020000000000Z, is failed: DataError: export.csv line 3: bad date" in page
+    assert "The latest run, 20261103T020000000000Z, failed: DataError: export.csv line 3: bad date" in page
     assert "Cine &lt;b&gt;1&lt;/b&gt;" in page and "<b>1</b>" not in page  # names are escaped
     # 12 distinct items of 15 in the catalogue; 3 denominations of one voucher are one family.
     assert "<b>80.0%</b>" in page and "12 of 15 items" in page

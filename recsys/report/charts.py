@@ -22,6 +22,7 @@ WARN_COLOUR = "#cf222e"
 STYLE = {
     "svg.fonttype": "path",
     "svg.hashsalt": "recsys-report",  # the same figures give the same file
+    "text.parse_math": False,  # an item named "Bono $50 $100" is a name, not mathtext
     "font.size": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,

@@ -122,9 +122,10 @@ def _header(snapshot: Snapshot) -> str:
             parts.append(f'<p class="note">Degraded: {_e(current["message"])}</p>')
     if current is None or latest["run_id"] != current["run_id"]:
         message = f": {latest['message']}" if latest["message"] else ""
+        how = "is still running" if latest["status"] == "running" else latest["status"]
         parts.append(
-            f'<p class="note fail">The latest run, {_e(latest["run_id"])}, is {_e(latest["status"])}{_e(message)}; '
-            "it replaced nothing.</p>"
+            f'<p class="note fail">The latest run, {_e(latest["run_id"])}, {_e(how)}{_e(message)}; '
+            "the lists below are those published before it.</p>"
         )
     return "\n".join(parts)
 
@@ -300,7 +301,7 @@ def _rules(snapshot: Snapshot) -> str:
     if cost.pins_placed is not None:
         removed.append(["pins placed", f"{int(cost.pins_placed):,}"])
     if removed:
-        parts.append(_table(["what the rules changed", "list slots"], removed))
+        parts.append(_table(["what the rules changed", "count"], removed))
     if cost.config:
         digest = f" (sha256 {cost.config_sha256[:12]}…)" if cost.config_sha256 else ""
         parts.append(f"<p>The configuration used{_e(digest)}:</p><pre>{_e(cost.config)}</pre>")
