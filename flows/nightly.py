@@ -110,6 +110,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
             watch.lap("publish")
         # Only the publish time is new here; the status was recorded with the swap.
         store.finish_run(run_id, metrics=dict(metrics, seconds=watch.seconds))
+        report_path = write_run_report(options)
     return {
         "run_id": run_id,
         "status": status,
@@ -125,6 +126,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         "seconds": watch.seconds,
         "parquet": str(published.parquet),
         "db_url": store.engine.url.render_as_string(hide_password=True),
+        "report": report_path,
     }
 
 
@@ -199,6 +201,9 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
         "passed": gate.passed, "published": gate.publish, "reason": gate.reason,
         "best_baseline": gate.best_baseline, "difference": gate.difference,
     }
+    segments = segment_quality(interactions, evaluation, model, gate.best_baseline, options)
+    if segments:
+        metrics["segments"] = segments
     if gate.passed:
         return "succeeded", None, None, model
     return "degraded", gate.reason, gate.publish, model
@@ -237,6 +242,20 @@ def judge(baselines, model: TwoStage, options: RunOptions):
     log.info("evaluation:\n%s", markdown)
     (log.info if gate.passed else log.warning)("quality gate: %s", gate.reason)
     return evaluation, gate
+
+
+def segment_quality(interactions: Interactions, evaluation, model: TwoStage, best: str, options: RunOptions) -> dict | None:
+    """NDCG by customer segment (new, 1-2 items, 3+) of the model and the best baseline, from the
+    evaluation's per-customer figures; None (with a warning) if it cannot be computed: it is a
+    figure for the report, the gate's verdict stands without it."""
+    from recsys.evaluation.protocol import MODEL_NAME
+    from recsys.evaluation.segments import customer_segments
+
+    try:
+        return customer_segments(interactions, evaluation, model.evaluation.split.train, [MODEL_NAME, best], options)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        get_run_logger().warning("could not compute the quality by segment (%s)", one_line(exc), exc_info=exc)
+        return None
 
 
 def failure(stage: str, exc: Exception, fallback: str) -> str:
@@ -404,6 +423,51 @@ def publish(store: Store, run_id: str, generated_at, interactions: Interactions,
         store.engine.url.render_as_string(hide_password=True), time.perf_counter() - started,
     )
     return published
+
+
+def write_run_report(options: RunOptions) -> str | None:
+    """Write the run report (``DIR/report.html``) from the store just published to, and attach its
+    summary to the Prefect run. The lists are published already: a report or an artifact that
+    cannot be made is a warning, never a failed run. Returns the report's path (None if not written)."""
+    from recsys.report import contents, page
+
+    log = get_run_logger()
+    path = options.output / page.FILENAME
+    try:
+        snapshot = contents.read_store(options.resolved_db_url())
+        page.save(page.render(snapshot), path)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("could not write the run report %s (%s); the run stands", path, one_line(exc), exc_info=exc)
+        return None
+    log.info("run report written to %s", path)
+    attach_summary(snapshot, path)
+    return str(path)
+
+
+def attach_summary(snapshot, path) -> None:
+    """The report's headline figures and the quality table as table artifacts, and a link to the
+    report, on the Prefect run; each one that fails (no API, a server error) is a warning."""
+    from prefect.artifacts import create_link_artifact, create_table_artifact
+
+    from recsys.report.contents import quality_table, summary_rows
+
+    current = snapshot.current or snapshot.latest
+    artifacts = [
+        ("summary", lambda: create_table_artifact(summary_rows(snapshot), key="recsys-run-summary", description="Nightly run: headline figures")),
+        ("report link", lambda: create_link_artifact(
+            path.resolve().as_uri(), link_text=f"run report ({path.name})", key="recsys-report",
+            description="The run report: one self-contained HTML file on the machine that ran the flow",
+        )),
+    ]
+    if current["metrics"].get("evaluation"):
+        artifacts.insert(1, ("quality table", lambda: create_table_artifact(
+            quality_table(current), key="recsys-quality-table", description="Held-out NDCG@12 with 95% intervals, every recommender",
+        )))
+    for name, create in artifacts:
+        try:
+            create()
+        except Exception as exc:  # noqa: BLE001 - a report for the UI; the published run stands without it
+            get_run_logger().warning("could not create the %s artifact (%s)", name, one_line(exc))
 
 
 def _counts(report: LoadReport) -> dict:

@@ -282,6 +282,29 @@ def runs(
 
 
 @app.command()
+def report(
+    output: OutputOption = DEFAULT_OUTPUT,
+    db_url: DbUrlOption = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write the report [default: DIR/report.html].")] = None,
+    limit: Annotated[int, typer.Option("--runs", min=1, help="How many of the newest runs the trend shows.")] = 30,
+) -> None:
+    """Write the run report: one self-contained HTML file to open in a browser (works offline).
+
+    It shows the published run's held-out quality against every baseline with 95% intervals,
+    the trend over the last runs, what the lists hold (catalogue coverage, the most recommended
+    items, families, reasons), quality by customer segment, and what the business rules cost.
+    The nightly run writes the same report to DIR/report.html after publishing.
+    """
+    from recsys.report.page import FILENAME, write_report
+
+    try:
+        path = write_report(resolve_db_url(output, db_url), out or Path(output) / FILENAME, limit)
+    except RecsysError as exc:
+        _fail(str(exc))
+    typer.echo(f"report: {path} (open file://{path.resolve()} in a browser)")
+
+
+@app.command()
 def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) -> None:
     """Make the previously published run current again (one transaction), for the morning after a bad night.
 

@@ -169,6 +169,8 @@ def print_summary(summary: dict) -> None:
     console.print(stages)
     console.print(f"Parquet: {summary['parquet']}")
     console.print(f"SQL:     {summary['db_url']}")
+    if summary.get("report"):
+        console.print(f"Report:  {summary['report']}")
 
 
 def print_evaluation(report) -> None:
