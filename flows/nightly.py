@@ -429,11 +429,12 @@ def write_run_report(options: RunOptions) -> str | None:
     """Write the run report (``DIR/report.html``) from the store just published to, and attach its
     summary to the Prefect run. The lists are published already: a report or an artifact that
     cannot be made is a warning, never a failed run. Returns the report's path (None if not written)."""
-    from recsys.report import contents, page
-
     log = get_run_logger()
-    path = options.output / page.FILENAME
+    path = options.output / "report.html"
     try:
+        from recsys.report import contents, page  # the plotting library is imported here
+
+        path = options.output / page.FILENAME
         snapshot = contents.read_store(options.resolved_db_url())
         page.save(page.render(snapshot), path)
     except Exception as exc:  # noqa: BLE001 - see the docstring
