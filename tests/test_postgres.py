@@ -162,6 +162,7 @@ def test_quotes_commas_newlines_and_unicode_survive_copy(pg_url, tmp_path):
             "rank": pa.array([1] * len(odd), pa.int16()),
             "item": pa.array(odd),
             "score": pa.array([0.1 + 0.2, 1 / 3, 1e-300, -0.0, 123456789.123456789, float(2**53)]),
+            "reason": pa.array([f"because you redeemed {item}" for item in odd]),
         }
     )
     store.begin_run("run1", T1, "in.csv")
