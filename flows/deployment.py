@@ -14,7 +14,12 @@ from recsys.settings import RunOptions
 def deployment(options: RunOptions, cron: str, name: str = "nightly"):
     """The ``recsys-nightly/<name>`` deployment: every field of ``options`` is one of its parameters
     (the Prefect UI shows them as a form), its paths made absolute so it runs from anywhere."""
-    options = options.with_(data=Path(options.data).resolve(), output=Path(options.output).resolve())
+    options = options.with_(
+        data=Path(options.data).resolve(),
+        output=Path(options.output).resolve(),
+        catalogue=Path(options.catalogue).resolve() if options.catalogue is not None else None,
+        config=Path(options.config).resolve() if options.config is not None else None,
+    )
     # One run at a time: a run due while another is running waits for it (the store's locks would
     # refuse it otherwise).
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)

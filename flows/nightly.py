@@ -81,17 +81,20 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
     """Retrain both stages on the latest export and publish every customer's top-k list."""
     watch = Stopwatch()
     interactions, report = load(options)
+    setup, config = load_rules(interactions, options)  # a bad catalogue or config stops here: nothing written
     watch.lap("load")
     metrics: dict = {"set_aside": report.set_aside} if report.set_aside else {}
+    removed: dict[str, int] = {}
     # Nothing is written before the input has been read and validated; then one run at a time.
     with run_lock(options.output), open_store(options) as (store, repaired):
         run_id, started_at = new_run_id(), utc_now()
         with store.recording(run_id, started_at, report.path, _counts(report)):
             fits = FitCache()  # the splits and baseline fits the evaluation and the model share
             status, reason, fallback, model = decide(interactions, options, metrics, watch, fits)
+            cost = rules_cost(model, setup.rules, options)
             if fallback is None:
                 try:
-                    lists = score(model, options, metrics)
+                    lists = score(model, options, metrics, setup.rules, removed)
                 except Exception as exc:  # noqa: BLE001 - odd but valid data still publishes a baseline
                     if lost_prefect(exc):
                         raise  # the orchestration went away, not the data
@@ -100,11 +103,17 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
                 else:
                     watch.lap("score")
             if fallback is not None:
-                lists, fallback, trouble = fallback_lists(interactions, fallback, options, metrics.get("tuning"), fits)
+                removed.clear()  # what the model's scoring counted, if it failed part way
+                lists, fallback, trouble = fallback_lists(
+                    interactions, fallback, options, metrics.get("tuning"), fits, setup.rules, removed
+                )
                 reason = (reason or "") + trouble
                 watch.lap("baseline_lists")
-            popular = cold_start_list(interactions, options.cold_start_days, options.top_k)
-            metrics["lists"] = check(store, interactions, lists, popular, options, fallback or TwoStage.name)
+            popular = cold_start(interactions, options, setup.rules)
+            metrics["rules"] = rules_record(config, removed, lists, cost)
+            if config is not None or options.catalogue is not None:
+                metrics["catalogue"] = catalogue_record(options, setup)
+            metrics["lists"] = check(store, interactions, lists, popular, options, fallback or TwoStage.name, setup.rules)
             fields = dict(metrics=dict(metrics, seconds=watch.seconds), message=reason, **_counts(report))
             published = publish(store, run_id, started_at, interactions, lists, popular, options, status, fields)
             watch.lap("publish")
@@ -122,7 +131,9 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         "rows": published.rows,
         "items": report.items,
         "input_rows": report.rows,
-        "notes": list(report.notes),
+        "notes": list(report.notes) + list(setup.notes),
+        "rules": metrics.get("rules"),
+        "unseen_catalogue_items": list(setup.unseen),
         "seconds": watch.seconds,
         "parquet": str(published.parquet),
         "db_url": store.engine.url.render_as_string(hide_password=True),
@@ -144,6 +155,78 @@ def load(options: RunOptions) -> tuple[Interactions, LoadReport]:
     for note in report.notes:
         log.info("input: %s", note)
     return interactions, report
+
+
+@task(name="load_rules", **TASK)
+def load_rules(interactions: Interactions, options: RunOptions):
+    """Read and validate the catalogue and the config's rules, and turn them into arrays over the
+    export's item codes for the day of the run: (``RuleSetup``, ``Config`` or None)."""
+    from recsys.config import read_config
+    from recsys.data.catalogue import read_catalogue
+    from recsys.scoring.rules import item_rules
+
+    catalogue = read_catalogue(options.catalogue) if options.catalogue is not None else None
+    config = read_config(options.config) if options.config is not None else None
+    setup = item_rules(interactions, catalogue, config.rules if config else None, options.day(), options.top_k)
+    log = get_run_logger()
+    if catalogue is not None:
+        log.info("catalogue %s: %s items, %s not in the export", catalogue.path, f"{len(catalogue):,}", f"{len(setup.unseen):,}")
+    for note in setup.notes:
+        log.info("rules: %s", note)
+    return setup, config
+
+
+def rules_cost(model: TwoStage, rules, options: RunOptions):
+    """The model's held-out NDCG with and without the rules (``recsys.evaluation.protocol.rules_cost``)."""
+    from recsys.evaluation.protocol import rules_cost as cost
+
+    if model is None:
+        return None
+    try:
+        return cost(model, rules, options.top_k, options.cold_start_days)
+    except Exception as exc:  # noqa: BLE001 - a figure for the report; the lists stand without it
+        get_run_logger().warning("could not measure what the rules cost (%s)", one_line(exc), exc_info=exc)
+        return None
+
+
+def rules_record(config, removed: dict, lists: Lists, cost: dict | None) -> dict:
+    """``runs.metrics["rules"]``: the config used (text and hash), what the rules took out of the
+    lists, the pins placed, and the model's held-out NDCG with and without the rules."""
+    import numpy as np
+
+    from recsys.scoring.reasons import CAMPAIGN
+    from recsys.scoring.rules import COUNTED
+
+    pins = int(np.count_nonzero(lists.reasons == CAMPAIGN)) if lists.reasons is not None else 0
+    return {
+        "config": config.text if config is not None else None,
+        "config_sha256": config.sha256 if config is not None else None,
+        "removed": {name: int(removed.get(name, 0)) for name in COUNTED.values()},
+        "pins_placed": pins,
+        "ndcg_with_rules": (cost or {}).get("ndcg_with_rules"),
+        "ndcg_without_rules": (cost or {}).get("ndcg_without_rules"),
+    }
+
+
+def catalogue_record(options: RunOptions, setup) -> dict:
+    """``runs.metrics["catalogue"]``: the files read and the catalogue items the export never saw."""
+    return {
+        "catalogue": str(options.catalogue) if options.catalogue is not None else None,
+        "config": str(options.config) if options.config is not None else None,
+        "day": options.day().isoformat(),
+        "unseen": list(setup.unseen),
+        "notes": list(setup.notes),
+    }
+
+
+def cold_start(interactions: Interactions, options: RunOptions, rules):
+    """The cold-start list under the rules: (item codes, scores, reason codes)."""
+    from recsys.scoring.rules import candidate_width, curated_single, curator_for
+
+    width = candidate_width(rules, options.top_k)
+    codes, scores = cold_start_list(interactions, options.cold_start_days, width)
+    curator = curator_for(rules, interactions, options.cold_start_days, False, None)
+    return curated_single(curator, codes, scores, options.top_k)
 
 
 @contextmanager
@@ -265,7 +348,8 @@ def failure(stage: str, exc: Exception, fallback: str) -> str:
 
 
 def fallback_lists(
-    interactions: Interactions, name: str, options: RunOptions, settings: dict | None, fits: FitCache | None = None
+    interactions: Interactions, name: str, options: RunOptions, settings: dict | None, fits: FitCache | None = None,
+    rules=None, removed: dict | None = None,
 ):
     """Lists of the baseline ``name``, or of popularity if that one cannot be fitted.
 
@@ -273,12 +357,14 @@ def fallback_lists(
     Popularity fits any export that passed validation; if even it fails, the run fails.
     """
     try:
-        return baseline_lists(interactions, name, options, settings, fits), name, ""
+        return baseline_lists(interactions, name, options, settings, fits, rules, removed), name, ""
     except Exception as exc:  # noqa: BLE001 - the simplest list is the last resort
         if name == "popularity":
             raise
         get_run_logger().warning("%s could not be fitted; publishing popularity instead", name, exc_info=exc)
-        lists = baseline_lists(interactions, "popularity", options, settings)
+        if removed is not None:
+            removed.clear()
+        lists = baseline_lists(interactions, "popularity", options, settings, None, rules, removed)
         return lists, "popularity", f"; {name} could not be fitted ({one_line(exc)}): published popularity instead"
 
 
@@ -290,18 +376,23 @@ def one_line(exc: BaseException) -> str:
 
 @task(name="baseline_lists", **TASK)
 def baseline_lists(
-    interactions: Interactions, name: str, options: RunOptions, settings: dict | None = None, fits: FitCache | None = None
+    interactions: Interactions, name: str, options: RunOptions, settings: dict | None = None, fits: FitCache | None = None,
+    rules=None, removed: dict | None = None,
 ) -> Lists:
     """The lists of the named baseline (with the ``settings`` tuning chose) for every customer,
-    published when the model may not be."""
-    import numpy as np
-
+    published when the model may not be: under the run's ``rules`` (none: the rules of an empty
+    config) with reasons; ``removed`` gets what the rules took out."""
     from recsys.evaluation.protocol import baseline_factories
+    from recsys.models.context import cooccurrence_similarity
+    from recsys.scoring.rules import curated_lists, curator_for, item_rules
 
     factory = baseline_factories(options, settings)[name]
     recommender = fits.fitted(name, (settings or {}).get(name), interactions, factory) if fits else factory().fit(interactions)
-    users = np.arange(interactions.n_users)
-    return recommender.recommend(users, options.top_k, exclude_seen=not options.include_seen)
+    rules = rules if rules is not None else item_rules(interactions, day=options.day(), k=options.top_k).rules
+    # A non-personal list owes nothing to a customer's history: its reasons say "popular lately".
+    similarity = None if getattr(recommender, "non_personal", False) else cooccurrence_similarity(interactions.seen())
+    curator = curator_for(rules, interactions, options.cold_start_days, not options.include_seen, similarity)
+    return curated_lists(recommender.recommend, interactions.n_users, options.top_k, curator, removed)
 
 
 def train(
@@ -334,23 +425,38 @@ def scoring_model(model: TwoStage):
 
 @task(name="score_shard", **TASK)
 def score_shard(scorer, start: int, stop: int, k: int, exclude_seen: bool):
-    """Top-k lists of customers ``start..stop-1``: retrieval candidates, then ranking order."""
+    """Top-k lists of customers ``start..stop-1``: retrieval candidates, then ranking order, then
+    the rules; also the seconds of each stage and what the rules removed."""
     import numpy as np
 
     seconds: dict[str, float] = {}
-    lists = scorer.lists(np.arange(start, stop), k, exclude_seen, seconds=seconds, threads=runners.worker_threads())
-    return start, lists, seconds
+    removed: dict[str, int] = {}
+    lists = scorer.lists(
+        np.arange(start, stop), k, exclude_seen, seconds=seconds, threads=runners.worker_threads(), removed=removed
+    )
+    return start, lists, seconds, removed
 
 
-def score(model: TwoStage, options: RunOptions, metrics: dict) -> Lists:
+def score(model: TwoStage, options: RunOptions, metrics: dict, rules=None, removed: dict | None = None) -> Lists:
     """Every customer's top-k, one Prefect task per shard of customers (on threads or Dask workers).
 
     The scorer is built once; on Dask it is scattered to every worker once (``broadcast``), and the
     shard tasks receive a reference to it, so no task ships the model again. ``metrics`` gets the
-    seconds of each scoring stage, summed over the shards.
+    seconds of each scoring stage, summed over the shards; ``removed`` what the ``rules`` took out.
     """
+    import dataclasses
+
+    from recsys.scoring.rules import add_counts, curator_for, item_rules
+
     started = time.perf_counter()
     scorer = scoring_model(model)
+    interactions = model.interactions
+    rules = rules if rules is not None else item_rules(interactions, day=options.day(), k=options.top_k).rules
+    context = scorer.context
+    curator = curator_for(
+        rules, interactions, options.cold_start_days, not options.include_seen, context.similarity, seen=context.seen
+    )
+    scorer = dataclasses.replace(scorer, curator=curator)
     seconds = dict(model.seconds)
     client = runners.dask_client()
     handle = client.scatter(scorer, broadcast=True, hash=False) if client is not None else scorer
@@ -360,9 +466,13 @@ def score(model: TwoStage, options: RunOptions, metrics: dict) -> Lists:
     args = (options.top_k, not options.include_seen)
     with step("Scoring customers") as update:
         done = 0
-        for start, shard, shard_seconds in runners.shard_results(score_shard, handle, shards, args, client is not None):
+        for start, shard, shard_seconds, shard_removed in runners.shard_results(
+            score_shard, handle, shards, args, client is not None
+        ):
             put(lists, start, shard)
             add_seconds(seconds, shard_seconds)
+            if removed is not None:
+                add_counts(removed, shard_removed)
             done += len(shard)
             if update:
                 update(done, n_users)
@@ -378,7 +488,9 @@ def score(model: TwoStage, options: RunOptions, metrics: dict) -> Lists:
 
 
 @task(name="check_lists", **TASK)
-def check(store: Store, interactions: Interactions, lists: Lists, popular, options: RunOptions, recommender: str) -> dict:
+def check(
+    store: Store, interactions: Interactions, lists: Lists, popular, options: RunOptions, recommender: str, rules=None
+) -> dict:
     """The health check before the swap (``recsys.scoring.health``), against the run published now.
 
     Returns the record the next run compares with; lists that fail raise ``ListsUnhealthy``, so
@@ -389,7 +501,7 @@ def check(store: Store, interactions: Interactions, lists: Lists, popular, optio
     # The model's lists cannot be longer than its candidate lists.
     length = min(options.top_k, options.candidates) if recommender == TwoStage.name else options.top_k
     previous = store.current_metrics().get("lists")
-    health = check_lists(lists, interactions, length, not options.include_seen, recommender, previous, popular)
+    health = check_lists(lists, interactions, length, not options.include_seen, recommender, previous, popular[:2], rules)
     if not health.ok:
         raise ListsUnhealthy(
             f"the new lists of {recommender} failed the health check, nothing was replaced: " + "; ".join(health.problems)
@@ -407,7 +519,7 @@ def check(store: Store, interactions: Interactions, lists: Lists, popular, optio
 def publish(store: Store, run_id: str, generated_at, interactions: Interactions, lists: Lists, popular, options: RunOptions, status: str, fields: dict):
     """Swap the new lists into the SQL table and the Parquet file as a whole; the run becomes current.
 
-    ``popular``: the cold-start list as (item codes, scores).
+    ``popular``: the cold-start list as (item codes, scores, reason codes).
     """
     started = time.perf_counter()
     popular = ranked_table(interactions.items, *popular)

@@ -57,6 +57,19 @@ class RunOptions:
 
     data: Path = option(DEFAULT_DATA, "Interactions export (CSV or Parquet).", "--data", "-d")
     output: Path = option(DEFAULT_OUTPUT, "Folder of the published store.", "--output", "-o")
+    catalogue: Path | None = option(
+        None,
+        "Catalogue of the items (CSV or Parquet: item, family, active, valid_from, valid_to, boost); "
+        "items it does not list are active, their family from their name.",
+    )
+    config: Path | None = option(
+        None,
+        "Config file (TOML): [run] options of this command (the command line overrides them) and "
+        "[rules] (blocklist, max_per_family, exclude_seen_families, [[rules.pin]]), read at every run.",
+    )
+    run_date: str | None = option(
+        None, "Day (YYYY-MM-DD) the catalogue's valid_from/valid_to are checked against [default: today]."
+    )
     db_url: str | None = option(
         None, "SQLAlchemy URL of the SQL store [default: SQLite in --output].", env=DB_URL_ENV
     )
@@ -91,8 +104,16 @@ class RunOptions:
 
     def __post_init__(self):
         # Values arrive as JSON from a deployment and as plain strings from tests: one type each.
-        for name in ("data", "output"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        for name in ("data", "output", "catalogue", "config"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.run_date is not None:
+            import datetime
+
+            try:
+                datetime.date.fromisoformat(str(self.run_date))
+            except ValueError:
+                raise OptionError(f"--run-date must be a day as YYYY-MM-DD, not {self.run_date!r}") from None
         try:
             object.__setattr__(self, "task_runner", TaskRunner(self.task_runner))
         except ValueError:
@@ -120,6 +141,12 @@ class RunOptions:
     def resolved_db_url(self) -> str:
         """The store's database: ``--db-url``, else ``RECSYS_DB_URL``, else SQLite in the output dir."""
         return resolve_db_url(self.output, self.db_url)
+
+    def day(self):
+        """The day of the run: ``--run-date``, else today (local time)."""
+        import datetime
+
+        return datetime.date.fromisoformat(self.run_date) if self.run_date else datetime.date.today()
 
     @property
     def parquet_path(self) -> Path:

@@ -196,6 +196,7 @@ def list_table(rows):
             "rank": pa.array([r[1] for r in rows], pa.int16()),
             "item": pa.array([r[2] for r in rows]),
             "score": pa.array([r[3] for r in rows], pa.float64()),
+            "reason": pa.array([r[4] if len(r) > 4 else "popular lately" for r in rows]),
         }
     )
 
@@ -209,5 +210,6 @@ def popular_list(run: str, k: int = 12):
             "rank": pa.array(range(1, k + 1), pa.int16()),
             "item": pa.array([f"{run} popular {i}" for i in range(k)]),
             "score": pa.array([float(k - i) for i in range(k)]),
+            "reason": pa.array(["popular lately"] * k),
         }
     )

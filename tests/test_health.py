@@ -27,7 +27,7 @@ def lists_of(rows, scores=None) -> Lists:
     items = np.array(rows, dtype=np.int64)
     if scores is None:
         scores = np.where(items >= 0, -np.arange(items.shape[1], dtype=np.float64)[None, :], -np.inf)
-    return Lists(items=items, scores=np.asarray(scores, dtype=np.float64))
+    return Lists(items=items, scores=np.asarray(scores, dtype=np.float64), reasons=np.zeros(items.shape, dtype=np.int32))
 
 
 def problems(lists, data=None, length=3, **kwargs):

@@ -39,6 +39,7 @@ def list_table() -> pa.Table:
             "rank": pa.array([r[1] for r in rows], pa.int16()),
             "item": pa.array([r[2] for r in rows]),
             "score": pa.array([r[3] for r in rows]),
+            "reason": pa.array([f"because you redeemed {r[2]}" for r in rows]),
         }
     )
 
@@ -49,6 +50,7 @@ def popular_table() -> pa.Table:
             "rank": pa.array(range(1, 13), pa.int16()),
             "item": pa.array(POPULAR),
             "score": pa.array([float(12 - n) for n in range(12)]),
+            "reason": pa.array(["popular lately"] * 12),
         }
     )
 

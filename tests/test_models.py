@@ -135,7 +135,7 @@ def test_retrieval_candidates_shape_and_exclusion(trained):
 def test_list_tables_name_every_customer_and_item(trained):
     data, lists = trained["data"], trained["lists"]
     (table,) = list(list_tables(data.users, data.items, lists))
-    assert table.column_names == ["user_id", "rank", "item", "score"]
+    assert table.column_names == ["user_id", "rank", "item", "score", "reason"]
     assert table.num_rows == 120 * 12
     frame = table.to_pandas()
     assert set(frame["user_id"]) == set(data.users)

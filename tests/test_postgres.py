@@ -107,10 +107,10 @@ def sql(store, query: str) -> list[tuple]:
 
 def normalise(rows):
     out = []
-    for user, rank, item, score, run_id, generated in rows:
+    for user, rank, item, score, reason, run_id, generated in rows:
         if generated.tzinfo is not None:
             generated = generated.astimezone(timezone.utc).replace(tzinfo=None)
-        out.append((user, int(rank), item, float(score), run_id, generated))
+        out.append((user, int(rank), item, float(score), reason, run_id, generated))
     return sorted(out)
 
 
@@ -126,19 +126,19 @@ def test_publish_twice_same_rows_in_sql_and_parquet(pg_url, tmp_path):
     assert (published.rows, published.users) == (7 * TOP_K, 7)
     first = normalise(sql(store, "SELECT * FROM recommendations"))
     assert first == parquet_rows(store.parquet.path)
-    assert len(first) == 7 * TOP_K and {r[4] for r in first} == {"run1"}
-    assert {r[5] for r in first} == {T1.replace(tzinfo=None)}
+    assert len(first) == 7 * TOP_K and {r[5] for r in first} == {"run1"}
+    assert {r[6] for r in first} == {T1.replace(tzinfo=None)}
     assert sql(store, "SELECT rank, item, score, run_id FROM popular_items ORDER BY rank")[0] == (1, "run1 popular 0", 12.0, "run1")
 
     # Again: the staging tables are created anew with the same names (no clash of key names).
     publish(store, "run2", T2, users=4, offset=1.0)
     current = normalise(sql(store, "SELECT * FROM recommendations"))
     assert current == parquet_rows(store.parquet.path)
-    assert {r[0] for r in current} == {"u0", "u1", "u2", "u3"} and {r[4] for r in current} == {"run2"}
+    assert {r[0] for r in current} == {"u0", "u1", "u2", "u3"} and {r[5] for r in current} == {"run2"}
     assert normalise(sql(store, "SELECT * FROM recommendations_previous")) == first
     assert parquet_rows(store.parquet.previous_path) == first
     publish(store, "run3", T2, users=2)  # the previous tables are dropped and replaced
-    assert {r[4] for r in normalise(sql(store, "SELECT * FROM recommendations_previous"))} == {"run2"}
+    assert {r[5] for r in normalise(sql(store, "SELECT * FROM recommendations_previous"))} == {"run2"}
 
     inspector = sa.inspect(store.engine)
     names = set(inspector.get_table_names())
@@ -162,6 +162,7 @@ def test_quotes_commas_newlines_and_unicode_survive_copy(pg_url, tmp_path):
             "rank": pa.array([1] * len(odd), pa.int16()),
             "item": pa.array(odd),
             "score": pa.array([0.1 + 0.2, 1 / 3, 1e-300, -0.0, 123456789.123456789, float(2**53)]),
+            "reason": pa.array([f"because you redeemed {item}" for item in odd]),
         }
     )
     store.begin_run("run1", T1, "in.csv")
@@ -203,13 +204,13 @@ def test_rollback_swaps_tables_and_parquet_back(pg_url, tmp_path):
         store.rollback()
     publish(store, "run2", T2, users=6)
     assert store.rollback() == ("run2", "run1")
-    assert {r[4] for r in normalise(sql(store, "SELECT * FROM recommendations"))} == {"run1"}
+    assert {r[5] for r in normalise(sql(store, "SELECT * FROM recommendations"))} == {"run1"}
     assert normalise(sql(store, "SELECT * FROM recommendations")) == parquet_rows(store.parquet.path)
     assert store.current_run() == "run1"
     assert sql(store, "SELECT DISTINCT run_id FROM popular_items") == [("run1",)]
     assert store.rollback() == ("run1", "run2")  # and back
     assert store.current_run() == "run2"
-    assert {r[4] for r in normalise(sql(store, "SELECT * FROM recommendations"))} == {"run2"}
+    assert {r[5] for r in normalise(sql(store, "SELECT * FROM recommendations"))} == {"run2"}
     # Publishing after rollbacks: key names still unique.
     publish(store, "run3", T2, users=2)
     assert store.current_run() == "run3"
@@ -366,7 +367,7 @@ def test_the_flow_publishes_to_postgres(pg_url, prefect_test_harness, synthetic,
     users = {r[0] for r in rows}
     assert users == set(synthetic.user_group)
     assert len(rows) == len(users) * TOP_K
-    assert {r[4] for r in rows} == {summary["run_id"]}
+    assert {r[5] for r in rows} == {summary["run_id"]}
     assert store.current_run() == summary["run_id"]
     assert not (output / "recsys.db").exists()  # nothing went to the default SQLite store
     answer = lookup("1", pg_url)
@@ -456,7 +457,7 @@ def test_a_run_whose_lock_was_taken_over_publishes_nothing(pg_url, server_url, t
             with pytest.raises(StoreError, match="another recsys run is already publishing"):
                 store.publish("run2", T2, iter([lists("run2", 3)]), popular("run2"))
     assert store.current_run() == "run1"
-    assert {r[4] for r in sql(store, "SELECT * FROM recommendations")} == {"run1"}
+    assert {r[5] for r in sql(store, "SELECT * FROM recommendations")} == {"run1"}
 
 
 def test_a_run_whose_lock_connection_dropped_takes_it_again_and_publishes(pg_url, server_url, tmp_path):

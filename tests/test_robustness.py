@@ -635,8 +635,8 @@ for run in runs:
     for u in range(users):
         for k in range(12):
             user_ids.append(f"c{u}"); ranks.append(k + 1); items.append(f"{run} item {(u * 13 + k) % 500}"); scores.append(1.0 - k / 100)
-    lists = pa.table({"user_id": user_ids, "rank": pa.array(ranks, pa.int16()), "item": items, "score": scores})
-    popular = pa.table({"rank": pa.array(range(1, 13), pa.int16()), "item": [f"{run} popular {k}" for k in range(12)], "score": [float(12 - k) for k in range(12)]})
+    lists = pa.table({"user_id": user_ids, "rank": pa.array(ranks, pa.int16()), "item": items, "score": scores, "reason": ["popular lately"] * len(items)})
+    popular = pa.table({"rank": pa.array(range(1, 13), pa.int16()), "item": [f"{run} popular {k}" for k in range(12)], "score": [float(12 - k) for k in range(12)], "reason": ["popular lately"] * 12})
     store.begin_run(run, now, "publisher")
     store.publish(run, now, iter([lists]), popular)
     store.finish_run(run, metrics={"lists": users})

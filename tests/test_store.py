@@ -27,6 +27,7 @@ def lists(users: dict[str, list[str]], offset: float = 0.0) -> pa.Table:
             "rank": pa.array([r[1] for r in rows], pa.int16()),
             "item": pa.array([r[2] for r in rows]),
             "score": pa.array([r[3] for r in rows], pa.float64()),
+            "reason": pa.array([f"because you redeemed {r[2]}" for r in rows]),
         }
     )
 
@@ -37,6 +38,7 @@ def popular(items: list[str]) -> pa.Table:
             "rank": pa.array(range(1, len(items) + 1), pa.int16()),
             "item": pa.array(items),
             "score": pa.array([float(len(items) - i) for i in range(len(items))]),
+            "reason": pa.array(["popular lately"] * len(items)),
         }
     )
 
@@ -61,14 +63,14 @@ def parquet_rows(path) -> list[tuple]:
 
 
 def normalise(rows):
-    """(user_id, rank, item, score, run_id, generated_at as naive UTC), sorted."""
+    """(user_id, rank, item, score, reason, run_id, generated_at as naive UTC), sorted."""
     out = []
-    for user, rank, item, score, run_id, generated in rows:
+    for user, rank, item, score, reason, run_id, generated in rows:
         if isinstance(generated, str):
             generated = datetime.fromisoformat(generated)
         if generated.tzinfo is not None:
             generated = generated.astimezone(timezone.utc).replace(tzinfo=None)
-        out.append((user, int(rank), item, float(score), run_id, generated))
+        out.append((user, int(rank), item, float(score), reason, run_id, generated))
     return sorted(out)
 
 
@@ -89,10 +91,10 @@ def test_publish_writes_the_same_rows_to_sql_and_parquet(store):
     parquet = normalise(parquet_rows(store.parquet.path))
     assert sql == parquet
     assert len(sql) == 9
-    assert {r[4] for r in sql} == {"run1"}
-    assert {r[5] for r in sql} == {T1.replace(tzinfo=None)}
+    assert {r[5] for r in sql} == {"run1"}
+    assert {r[6] for r in sql} == {T1.replace(tzinfo=None)}
     assert [r[2] for r in sql if r[0] == "u3"] == ["é ñ", "b", "a"]
-    assert sql_rows(store, "popular_items") == [(1, "a", 2.0, "run1"), (2, "b", 1.0, "run1")]
+    assert sql_rows(store, "popular_items") == [(1, "a", 2.0, "popular lately", "run1"), (2, "b", 1.0, "popular lately", "run1")]
     # No staging leftovers.
     assert not list(store.output.glob(".recommendations.*"))
     assert "recommendations_staging" not in sa.inspect(store.engine).get_table_names()
@@ -101,7 +103,7 @@ def test_publish_writes_the_same_rows_to_sql_and_parquet(store):
 def test_parquet_schema(store):
     publish_first(store)
     schema = pq.read_schema(store.parquet.path)
-    assert schema.names == ["user_id", "rank", "item", "score", "run_id", "generated_at"]
+    assert schema.names == ["user_id", "rank", "item", "score", "reason", "run_id", "generated_at"]
     assert pa.types.is_string(schema.field("user_id").type)
     assert pa.types.is_integer(schema.field("rank").type)
     assert pa.types.is_string(schema.field("item").type)
@@ -121,7 +123,7 @@ def test_primary_key_is_user_and_rank(store):
     with pytest.raises(sa.exc.IntegrityError):
         with store.engine.begin() as conn:
             conn.exec_driver_sql(
-                "INSERT INTO recommendations VALUES ('u1', 1, 'z', 0.0, 'x', '2024-01-01 00:00:00')"
+                "INSERT INTO recommendations VALUES ('u1', 1, 'z', 0.0, 'campaign', 'x', '2024-01-01 00:00:00')"
             )
 
 
@@ -137,19 +139,19 @@ def test_second_publish_replaces_the_first_and_keeps_it_as_previous(store):
 
     current = normalise(sql_rows(store))
     assert {r[0] for r in current} == {"u1", "u4"}  # u2 and u3 are gone: replaced as a whole
-    assert {r[4] for r in current} == {"run2"}
+    assert {r[5] for r in current} == {"run2"}
     assert [r[2] for r in current if r[0] == "u1"] == ["d", "e", "f"]
     assert current == normalise(parquet_rows(store.parquet.path))
-    assert sql_rows(store, "popular_items") == [(1, "d", 1.0, "run2")]
+    assert sql_rows(store, "popular_items") == [(1, "d", 1.0, "popular lately", "run2")]
 
     assert normalise(sql_rows(store, "recommendations_previous")) == first_sql
-    assert sql_rows(store, "popular_items_previous") == [(1, "a", 2.0, "run1"), (2, "b", 1.0, "run1")]
+    assert sql_rows(store, "popular_items_previous") == [(1, "a", 2.0, "popular lately", "run1"), (2, "b", 1.0, "popular lately", "run1")]
     assert store.parquet.previous_path.read_bytes() == first_parquet
 
     # A third publish: previous now holds the second run.
     store.begin_run("run3", T2 + timedelta(days=1), "in.csv")
     store.publish("run3", T2, iter([lists({"u9": ["a"]})]), popular(["a"]))
-    assert {r[4] for r in normalise(sql_rows(store, "recommendations_previous"))} == {"run2"}
+    assert {r[5] for r in normalise(sql_rows(store, "recommendations_previous"))} == {"run2"}
     assert normalise(parquet_rows(store.parquet.previous_path)) == current
 
 

@@ -27,13 +27,14 @@ def lists(users: int, run: str = "r", k: int = 12) -> pa.Table:
             "rank": pa.array([r[1] for r in rows], pa.int16()),
             "item": pa.array([r[2] for r in rows]),
             "score": pa.array([r[3] for r in rows], pa.float64()),
+            "reason": pa.array(["popular lately"] * len(rows)),
         }
     )
 
 
 def popular(run: str = "r") -> pa.Table:
     return pa.table(
-        {"rank": pa.array([1, 2], pa.int16()), "item": pa.array([f"{run} p1", f"{run} p2"]), "score": pa.array([2.0, 1.0])}
+        {"rank": pa.array([1, 2], pa.int16()), "item": pa.array([f"{run} p1", f"{run} p2"]), "score": pa.array([2.0, 1.0]), "reason": ["campaign", "popular lately"]}
     )
 
 
@@ -80,7 +81,7 @@ def test_publishes_exactly_the_given_rows_with_sqlalchemy_types(store):
 
     assert sa.inspect(store.engine).get_pk_constraint("recommendations")["constrained_columns"] == ["user_id", "rank"]
     with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO recommendations VALUES ('user 1', 1, 'z', 0.0, 'x', '2024-01-01 00:00:00.000000')")
+        conn.exec_driver_sql("INSERT INTO recommendations VALUES ('user 1', 1, 'z', 0.0, 'campaign', 'x', '2024-01-01 00:00:00.000000')")
 
 
 def test_generated_at_is_stored_in_utc_with_six_digits(store):
@@ -126,7 +127,7 @@ def test_a_failure_in_the_middle_of_a_load_leaves_the_published_tables_untouched
 
     store.begin_run("run3", T2, "in.csv")
     if failure == "popular":
-        bad_popular = pa.table({"rank": pa.array([1, 1], pa.int16()), "item": ["a", "b"], "score": [1.0, 1.0]})
+        bad_popular = pa.table({"rank": pa.array([1, 1], pa.int16()), "item": ["a", "b"], "score": [1.0, 1.0], "reason": ["x", "y"]})
         with pytest.raises(sa.exc.IntegrityError):
             store.publish("run3", T2, iter([lists(3, "run3")]), bad_popular)
     elif failure == "generator":

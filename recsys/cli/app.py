@@ -103,6 +103,7 @@ def with_run_options(only: tuple[str, ...] | None = None):
         def wrapper(**values):
             chosen = {spec.name: values.pop(spec.name) for spec in specs}
             try:
+                chosen = _with_config(chosen)
                 options = RunOptions(**chosen)
             except RecsysError as exc:
                 _fail(str(exc))
@@ -114,6 +115,26 @@ def with_run_options(only: tuple[str, ...] | None = None):
         return wrapper
 
     return decorate
+
+
+def _with_config(chosen: dict) -> dict:
+    """The options with the ``[run]`` section of ``--config`` (when given) filled in: an option
+    given on the command line (or by its environment variable) overrides the file."""
+    if not chosen.get("config"):
+        return chosen
+    import click
+    from click.core import ParameterSource
+
+    from recsys.config import read_config
+
+    config = read_config(chosen["config"])
+    context = click.get_current_context(silent=True)
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    out = dict(chosen)
+    for name, value in config.run.items():
+        if name in out and (context is None or context.get_parameter_source(name) not in given):
+            out[name] = value
+    return out
 
 
 def _unwrap_optional(kind) -> tuple[type, bool]:
@@ -262,6 +283,43 @@ def evaluate_command(
     except RecsysError as exc:
         _fail(str(exc))
     print_evaluation(report)
+
+
+@app.command()
+def families(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Interactions export (CSV or Parquet).")] = RunOptions.data,
+    catalogue: Annotated[
+        Optional[Path], typer.Option(help="Catalogue whose family column overrides the name rule.")
+    ] = None,
+    item_column: Annotated[str, typer.Option(help="Column holding the item name.")] = RunOptions.item_column,
+    user_column: Annotated[str, typer.Option(help="Column holding the customer id.")] = RunOptions.user_column,
+    time_column: Annotated[str, typer.Option(help="Column holding the interaction time.")] = RunOptions.time_column,
+    rating_column: Annotated[str, typer.Option(help="Column holding the 1-5 rating.")] = RunOptions.rating_column,
+    date_format: Annotated[str, typer.Option(help="strftime format of the time column.")] = RunOptions.date_format,
+    delimiter: Annotated[str, typer.Option(help="CSV field separator ('tab' for a tab).")] = RunOptions.delimiter,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the families of an export's items (family, how many items, their names).
+
+    Without a catalogue an item's family comes from its name: lowercased, accents removed, amounts
+    ("30", "20.000", "10 mil") and digits glued to a word's end dropped, so "Bono virtual
+    Crepes&Waffles 10/20/30" are one family.
+    """
+    from recsys.cli.console import print_families
+    from recsys.data.catalogue import read_catalogue
+    from recsys.data.export import load_interactions
+    from recsys.scoring.rules import family_table
+    from recsys.settings import ColumnMap
+
+    try:
+        interactions, _ = load_interactions(data, ColumnMap(user_column, time_column, item_column, rating_column), date_format, delimiter)
+        table = family_table(interactions, read_catalogue(catalogue) if catalogue else None)
+    except RecsysError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(table, ensure_ascii=False, indent=2))
+    else:
+        print_families(table)
 
 
 @app.command()

@@ -153,6 +153,17 @@ def print_summary(summary: dict) -> None:
     if summary.get("reason"):
         label = "quality gate" if summary.get("gate_passed") is False else "degraded"
         console.print(f"  [bold yellow]{label}: {summary['reason']}[/]", soft_wrap=True)
+    rules = summary.get("rules") or {}
+    if rules.get("config") or any((rules.get("removed") or {}).values()) or rules.get("pins_placed"):
+        removed = ", ".join(f"{name} {count:,}" for name, count in rules["removed"].items() if count) or "nothing"
+        console.print(f"  rules: took out {removed} (list slots); {rules['pins_placed']:,} pins placed", soft_wrap=True)
+        if rules.get("ndcg_with_rules") and rules.get("ndcg_without_rules"):
+            (w, wl, wh), (o, ol, oh) = rules["ndcg_with_rules"], rules["ndcg_without_rules"]
+            console.print(f"  rules cost: held-out NDCG {o:.4f} ({ol:.4f}-{oh:.4f}) without, {w:.4f} ({wl:.4f}-{wh:.4f}) with")
+    unseen = summary.get("unseen_catalogue_items") or []
+    if unseen:
+        shown = "; ".join(unseen[:20]) + (f"; and {len(unseen) - 20:,} more" if len(unseen) > 20 else "")
+        console.print(f"  catalogue items never seen in the export ({len(unseen):,}): {shown}", soft_wrap=True)
     evaluation = summary.get("evaluation")
     if evaluation:
         table = Table(title="held-out evaluation (NDCG@12 with its 95% interval, recall@12)", box=None)
@@ -238,3 +249,15 @@ def print_runs(rows: list[dict]) -> None:
     console.print("model/best: NDCG@12 of the model and of the best baseline on held-out items; gap: the 95% interval of their difference")
     for note in notes:
         console.print(note, soft_wrap=True)
+
+
+def print_families(rows: list[dict]) -> None:
+    """The families of an export: family, how many items, their names."""
+    console = Console()
+    table = Table(title=f"{len(rows):,} families", box=None)
+    table.add_column("family")
+    table.add_column("items", justify="right")
+    table.add_column("names")
+    for row in rows:
+        table.add_row(row["family"], f"{row['items']:,}", "; ".join(row["names"]))
+    console.print(table)

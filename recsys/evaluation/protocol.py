@@ -254,3 +254,28 @@ def metrics_record(table: pd.DataFrame) -> dict[str, dict[str, float]]:
         }
         for row in table.to_dict("records")
     }
+
+
+def rules_cost(model, rules, k: int, days: float) -> dict | None:
+    """What the run's rules cost the model: its own held-out evaluation (``TwoStage.evaluation``)
+    scored with the rules applied to its candidate lists and without, on the same customers.
+
+    Returns ``{"ndcg_with_rules": [mean, low, high], "ndcg_without_rules": [mean, low, high]}``,
+    or None when the model has no evaluation. The rules see what each customer had in the
+    evaluation's training rows (pins, families) and fill from their recent popularity.
+    """
+    from recsys.scoring.rules import curator_for
+
+    own = getattr(model, "evaluation", None)
+    if own is None or own.candidates is None or len(own.users) == 0:
+        return None
+    train = own.split.train
+    curator = curator_for(rules, train, days, True, None)
+    with_rules, _ = curator.finish(own.users, own.candidates, own.order, k)
+    relevant = Split(train=train, users=own.users, relevant=own.split.relevant).relevant_rows()
+    out = {}
+    for key, items in (("ndcg_with_rules", with_rules.items), ("ndcg_without_rules", own.items)):
+        ndcg = user_metrics(items, relevant, k)["ndcg"]
+        low, high = mean_interval(ndcg)
+        out[key] = [round(float(np.mean(ndcg)), 6), round(float(low), 6), round(float(high), 6)]
+    return out

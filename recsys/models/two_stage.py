@@ -186,6 +186,10 @@ class SelfEvaluation:
     split: Split  # the outer split: its training rows and held-out items
     users: np.ndarray  # (n,) customer codes, ascending: the split's scored customers (sampled)
     items: np.ndarray  # (n, k) item codes of each customer's list, -1 = none
+    # Each customer's candidates (n, m), -1 = none, and their ranking scores (-inf = none): what
+    # the lists were cut from, so the run's rules can be evaluated on the same customers.
+    candidates: np.ndarray | None = None
+    order: np.ndarray | None = None
 
 
 def train_ranking(
@@ -229,7 +233,7 @@ def _evaluate(lists: Examples, ranker: RankingStage | None, split: Split, k: int
     items = np.where(np.take_along_axis(order, top, axis=1) > -np.inf, items, -1)
     if items.shape[1] < k:
         items = np.pad(items, [(0, 0), (0, k - items.shape[1])], constant_values=-1)
-    return SelfEvaluation(split=split, users=lists.rows, items=items)
+    return SelfEvaluation(split=split, users=lists.rows, items=items, candidates=lists.items, order=order)
 
 
 def refresh_retrieval(

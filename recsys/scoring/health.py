@@ -53,13 +53,15 @@ def check_lists(
     recommender: str,
     previous: dict | None = None,
     cold_start: tuple[np.ndarray, np.ndarray] | None = None,
+    rules=None,
 ) -> Health:
     """Check ``lists`` (one row per customer code of ``interactions``) before they are published.
 
     ``length``: the list length asked for (the most items a list can hold); ``exclude_seen``:
     whether lists leave out what a customer took; ``recommender``: who made them;
     ``previous``: the record of the run published now (``runs.metrics["lists"]``), if any;
-    ``cold_start``: the cold-start list as (item codes, scores).
+    ``cold_start``: the cold-start list as (item codes, scores); ``rules``: the run's
+    ``recsys.scoring.rules.ItemRules``, which bound how long a list can be.
     """
     items, scores = lists.items, lists.scores
     n_users, n_items = interactions.n_users, interactions.n_items
@@ -80,6 +82,10 @@ def check_lists(
     twice = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
     if twice.any():
         problems.append(_customers(twice, names, "the same item twice"))
+    if lists.reasons is None:
+        problems.append("the lists carry no reasons")
+    elif (filled & ((lists.reasons < 0) | (lists.reasons >= 3 + n_items))).any():
+        problems.append(_customers((filled & ((lists.reasons < 0) | (lists.reasons >= 3 + n_items))).any(axis=1), names, "a reason code outside the vocabulary"))
     valid_scores = scores[filled]
     bad_scores = filled & ~np.isfinite(scores)
     if bad_scores.any():
@@ -87,7 +93,11 @@ def check_lists(
 
     room = np.full(n_users, min(length, n_items), dtype=np.int64)
     short = np.flatnonzero(count < room)
-    if len(short) and exclude_seen:
+    if len(short) and rules is not None and rules.changes_lists:
+        from recsys.scoring.rules import list_room
+
+        room[short] = list_room(rules, interactions.seen()[short], length, exclude_seen)
+    elif len(short) and exclude_seen:
         room[short] = np.minimum(length, n_items - _distinct_items(interactions, short))
     too_short = count < room
     if too_short.any():

@@ -13,6 +13,7 @@ class Lists:
 
     items: np.ndarray  # (n, k) int64 item codes, best first
     scores: np.ndarray  # (n, k) float64, descending along each row
+    reasons: np.ndarray | None = None  # (n, k) int32 reason codes (recsys.scoring.reasons); None: not given
 
     def __len__(self) -> int:
         return len(self.items)
@@ -25,7 +26,9 @@ class Lists:
 
 def empty_lists(n: int, k: int) -> Lists:
     """``n`` lists of ``k`` slots with no item yet."""
-    return Lists(items=np.full((n, k), -1, dtype=np.int64), scores=np.full((n, k), -np.inf))
+    return Lists(
+        items=np.full((n, k), -1, dtype=np.int64), scores=np.full((n, k), -np.inf), reasons=np.zeros((n, k), dtype=np.int32)
+    )
 
 
 def put(lists: Lists, start: int, part: Lists) -> None:
@@ -33,6 +36,8 @@ def put(lists: Lists, start: int, part: Lists) -> None:
     rows, width = part.items.shape
     lists.items[start : start + rows, :width] = part.items
     lists.scores[start : start + rows, :width] = part.scores
+    if lists.reasons is not None and part.reasons is not None:
+        lists.reasons[start : start + rows, :width] = part.reasons
 
 
 def shard_bounds(n_users: int, shard_size: int) -> list[tuple[int, int]]:

@@ -17,16 +17,16 @@ from recsys.errors import StoreError
 from recsys.store.diagnosis import describe, safe_url
 
 _LIST_SQL = (
-    "SELECT rank, item, score, run_id, generated_at FROM recommendations WHERE user_id = :user ORDER BY rank"
+    "SELECT rank, item, score, reason, run_id, generated_at FROM recommendations WHERE user_id = :user ORDER BY rank"
 )
-_POPULAR_SQL = "SELECT rank, item, score, run_id FROM popular_items ORDER BY rank"
+_POPULAR_SQL = "SELECT rank, item, score, reason, run_id FROM popular_items ORDER BY rank"
 # Other databases: the list, else the cold-start list, in one statement, so both come from the
 # same published run even without a transaction snapshot over the two tables (PostgreSQL resolves
 # a renamed table anew at each statement).
 _ANSWER_SQL = (
-    "SELECT 0 AS cold, rank, item, score, run_id, generated_at FROM recommendations WHERE user_id = :user "
+    "SELECT 0 AS cold, rank, item, score, reason, run_id, generated_at FROM recommendations WHERE user_id = :user "
     "UNION ALL "
-    "SELECT 1 AS cold, rank, item, score, run_id, NULL FROM popular_items "
+    "SELECT 1 AS cold, rank, item, score, reason, run_id, NULL FROM popular_items "
     "WHERE NOT EXISTS (SELECT 1 FROM recommendations WHERE user_id = :user) "
     "ORDER BY cold, rank"
 )
@@ -38,7 +38,7 @@ class Answer:
 
     user: str
     cold_start: bool
-    rows: tuple[tuple[int, str, float], ...]
+    rows: tuple[tuple[int, str, float, str], ...]  # rank, item, score, reason
     run_id: str | None
     generated_at: str | None
 
@@ -49,7 +49,7 @@ class Answer:
             "cold_start": self.cold_start,
             "run_id": self.run_id,
             "generated_at": self.generated_at,
-            "recommendations": [{"rank": r, "item": i, "score": s} for r, i, s in self.rows],
+            "recommendations": [{"rank": r, "item": i, "score": s, "reason": why} for r, i, s, why in self.rows],
         }
 
 
@@ -65,9 +65,9 @@ def format_answer(answer: Answer) -> str:
         title = f"customer {answer.user!r} is not in the last run: cold-start list (popular recently)"
     else:
         title = f"recommendations for customer {answer.user!r} (run {answer.run_id})"
-    width = max(len("item"), *(len(item) for _, item, _ in answer.rows))
-    lines = [title, f"{'rank':>4}  {'item':<{width}}  {'score':>10}", f"{'-' * 4}  {'-' * width}  {'-' * 10}"]
-    lines += [f"{rank:>4}  {item:<{width}}  {score:>10.4f}" for rank, item, score in answer.rows]
+    width = max(len("item"), *(len(item) for _, item, _, _ in answer.rows))
+    lines = [title, f"{'rank':>4}  {'item':<{width}}  {'score':>10}  reason", f"{'-' * 4}  {'-' * width}  {'-' * 10}  {'-' * 6}"]
+    lines += [f"{rank:>4}  {item:<{width}}  {score:>10.4f}  {reason}" for rank, item, score, reason in answer.rows]
     return "\n".join(lines)
 
 
@@ -84,15 +84,15 @@ def lookup(user: str, db_url: str) -> Answer:
         return Answer(
             user=user,
             cold_start=False,
-            rows=tuple((int(r), str(i), float(s)) for r, i, s, _, _ in rows),
-            run_id=rows[0][3],
-            generated_at=str(rows[0][4]),
+            rows=tuple((int(r), str(i), float(s), str(why or "")) for r, i, s, why, _, _ in rows),
+            run_id=rows[0][4],
+            generated_at=str(rows[0][5]),
         )
     return Answer(
         user=user,
         cold_start=True,
-        rows=tuple((int(r), str(i), float(s)) for r, i, s, _ in popular),
-        run_id=popular[0][3] if popular else None,
+        rows=tuple((int(r), str(i), float(s), str(why or "")) for r, i, s, why, _ in popular),
+        run_id=popular[0][4] if popular else None,
         generated_at=None,
     )
 
@@ -143,8 +143,8 @@ def _query_sqlalchemy(db_url: str, user: str) -> tuple[list, list]:
                 answer = [tuple(r) for r in conn.execute(sa.text(_ANSWER_SQL), {"user": user}).fetchall()]
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(describe(db_url, "cannot read the store", str(getattr(exc, "orig", None) or exc))) from None
-    rows = [(r, i, s, run, _utc_text(at)) for cold, r, i, s, run, at in answer if not cold]
-    popular = [(r, i, s, run) for cold, r, i, s, run, _ in answer if cold]
+    rows = [(r, i, s, why, run, _utc_text(at)) for cold, r, i, s, why, run, at in answer if not cold]
+    popular = [(r, i, s, why, run) for cold, r, i, s, why, run, _ in answer if cold]
     return rows, popular
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from recsys.errors import StoreError
+from recsys.scoring.reasons import reason_vocabulary
 from recsys.store import bulk
 from recsys.store.database import engine_for, store_errors
 from recsys.store.diagnosis import first_line, redact, safe_url
@@ -169,8 +170,8 @@ class Store:
     ) -> Published:
         """Write the run's lists to staging, then swap them in as a whole (SQL first, then Parquet).
 
-        ``lists`` yields Arrow tables with columns user_id, rank, item, score; ``popular`` has
-        rank, item, score. The run's row in ``runs`` gets ``status`` (and ``run_fields``) in the
+        ``lists`` yields Arrow tables with columns user_id, rank, item, score, reason; ``popular``
+        has rank, item, score, reason. The run's row in ``runs`` gets ``status`` (and ``run_fields``) in the
         same transaction that swaps the tables, so a run is current exactly when its lists are.
         """
         if run_fields.get("message"):
@@ -303,14 +304,16 @@ class Store:
 
 def list_tables(users: np.ndarray, items: np.ndarray, lists, chunk_users: int = 100_000) -> Iterator[pa.Table]:
     """Lists of item codes (rows follow the customer vocabulary ``users``) as Arrow tables of names
-    (user_id, rank, item, score), a chunk of customers at a time.
+    (user_id, rank, item, score, reason), a chunk of customers at a time.
 
-    Names are taken from the vocabularies as Arrow arrays, by code: no Python string, and no
-    fixed-width NumPy copy, per row (12M of each at a million customers).
+    Names and reasons are taken from their vocabularies as Arrow arrays, by code: no Python
+    string, and no fixed-width NumPy copy, per row (12M of each at a million customers). Lists
+    without reason codes (``lists.reasons`` None) say "popular lately".
     """
     k = lists.items.shape[1]
     user_names = pa.array(users, pa.string())
     item_names = pa.array(items, pa.string())
+    reason_names = pa.array(reason_vocabulary(items), pa.string())
     ranks = np.arange(1, k + 1, dtype=np.int16)
     for start in range(0, len(users), chunk_users):
         codes = lists.items[start : start + chunk_users]
@@ -322,17 +325,28 @@ def list_tables(users: np.ndarray, items: np.ndarray, lists, chunk_users: int = 
                 "rank": pa.array(ranks[slots]),
                 "item": item_names.take(pa.array(codes[valid])),
                 "score": pa.array(lists.scores[start : start + chunk_users][valid]),
+                "reason": reason_names.take(pa.array(_reasons(lists, start, chunk_users)[valid])),
             }
         )
 
 
-def ranked_table(items: np.ndarray, codes: np.ndarray, scores: np.ndarray) -> pa.Table:
-    """One list of item codes (the cold-start list) as an Arrow table of names (rank, item, score)."""
+def _reasons(lists, start: int, size: int) -> np.ndarray:
+    if lists.reasons is None:
+        return np.zeros(lists.items[start : start + size].shape, dtype=np.int32)
+    return np.asarray(lists.reasons[start : start + size], dtype=np.int32)
+
+
+def ranked_table(items: np.ndarray, codes: np.ndarray, scores: np.ndarray, reasons: np.ndarray | None = None) -> pa.Table:
+    """One list of item codes (the cold-start list) as an Arrow table of names (rank, item, score,
+    reason; ``reasons`` codes, default "popular lately")."""
+    codes = np.asarray(codes, dtype=np.int64)
+    reasons = np.zeros(len(codes), dtype=np.int32) if reasons is None else np.asarray(reasons, dtype=np.int32)
     return pa.table(
         {
             "rank": pa.array(np.arange(1, len(codes) + 1, dtype=np.int16)),
-            "item": pa.array(items, pa.string()).take(pa.array(np.asarray(codes, dtype=np.int64))),
+            "item": pa.array(items, pa.string()).take(pa.array(codes)),
             "score": pa.array(np.asarray(scores, dtype=np.float64)),
+            "reason": pa.array(reason_vocabulary(items), pa.string()).take(pa.array(reasons)),
         }
     )
 
@@ -345,6 +359,7 @@ def _with_run(chunk: pa.Table, run_id: str, generated_at: datetime) -> pa.Table:
             "rank": chunk.column("rank").cast(pa.int16()),
             "item": chunk.column("item").cast(pa.string()),
             "score": chunk.column("score").cast(pa.float64()),
+            "reason": chunk.column("reason").cast(pa.string()),
             "run_id": _constant(run_id, n, pa.string()),
             "generated_at": _constant(generated_at, n, pa.timestamp("us", tz="UTC")),
         },

@@ -24,6 +24,7 @@ LIST_SCHEMA = pa.schema(
         ("rank", pa.int16()),
         ("item", pa.string()),
         ("score", pa.float64()),
+        ("reason", pa.string()),
         ("run_id", pa.string()),
         ("generated_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -46,6 +47,7 @@ def recommendations_table(
         sa.Column("rank", sa.SmallInteger, nullable=False),
         sa.Column("item", sa.String, nullable=False),
         sa.Column("score", sa.Float, nullable=False),
+        sa.Column("reason", sa.String, nullable=False),
         sa.Column("run_id", sa.String, nullable=False),
         sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
         *([sa.PrimaryKeyConstraint("user_id", "rank", name=pk_name)] if primary_key else []),
@@ -62,6 +64,7 @@ def popular_table(
         sa.Column("rank", sa.SmallInteger, nullable=False),
         sa.Column("item", sa.String, nullable=False),
         sa.Column("score", sa.Float, nullable=False),
+        sa.Column("reason", sa.String, nullable=False),
         sa.Column("run_id", sa.String, nullable=False),
         *([sa.PrimaryKeyConstraint("rank", name=pk_name)] if primary_key else []),
     )

@@ -1,0 +1,511 @@
+"""The business rules as arrays over item codes, and the final cut of every list that obeys them.
+
+:class:`ItemRules` is built once per run from the catalogue and the config's ``[rules]``
+(:func:`item_rules`). :func:`apply_rules` then takes a block of customers' ranked candidates
+(any recommender's: the two-stage model's, a baseline's, the cold-start list's) and cuts each
+list to ``k`` in NumPy, a block at a time, never a loop per customer:
+
+1. items not recommendable on the day of the run (blocklisted, inactive, outside
+   ``valid_from``..``valid_to``) are dropped;
+2. every score is multiplied by its item's boost (a negative score, which a listwise ranker may
+   give, is divided by it instead, so a boost above 1 always raises an item and 0 sends it
+   below every item not boosted to 0);
+3. with ``exclude_seen_families``, items of a family the customer already had are dropped;
+4. with ``max_per_family``, a family's items after the first ``max_per_family`` are dropped
+   (a pinned item counts first);
+5. each pin goes to its rank for every customer who has not had the item; the other items fill
+   the other slots in order;
+6. a list the candidates cannot fill is filled from the recommendable items by recent
+   popularity times boost (the cold-start order), so every list stays ``k`` long wherever the
+   catalogue allows.
+
+Scores stay non-increasing along a list: a pinned or filled item takes the score of the slot
+above it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.data.families import family_of
+from recsys.data.interactions import DAY, Interactions, recent_popularity
+from recsys.errors import OptionError
+from recsys.models.item_item import gather
+from recsys.scoring.lists import Lists
+from recsys.scoring.reasons import reason_codes
+from recsys.scoring.topk import top_k_excluding
+
+#: What ``ItemRules.removed`` codes mean (0: recommendable).
+REMOVED = {1: "blocklist", 2: "inactive", 3: "expired"}
+SEEN_FAMILY, FAMILY_CAP = 4, 5
+#: The counts ``runs.metrics["rules"]["removed"]`` records, by code.
+COUNTED = {**REMOVED, SEEN_FAMILY: "seen_family", FAMILY_CAP: "family_cap"}
+#: An item is "new in the catalogue" for this many days.
+NEW_DAYS = 30
+
+
+@dataclass(frozen=True)
+class ItemRules:
+    """The rules of one run over the item codes of its interactions."""
+
+    removed: np.ndarray  # (n_items,) int8: 0 recommendable, else a key of REMOVED
+    boost: np.ndarray  # (n_items,) float64 multiplier of the ranking score
+    family: np.ndarray  # (n_items,) int32 family code
+    families: np.ndarray  # (n_families,) object: family names by code
+    max_per_family: int | None
+    exclude_seen_families: bool
+    pins: np.ndarray  # (P,) int64 item codes, by rank
+    pin_ranks: np.ndarray  # (P,) int64 list positions (0 = first)
+    new: np.ndarray  # (n_items,) bool: new in the catalogue (its reason)
+
+    @property
+    def allowed(self) -> np.ndarray:
+        """(n_items,) bool: recommendable on the day of the run."""
+        return self.removed == 0
+
+    @property
+    def changes_lists(self) -> bool:
+        """Whether the rules can change any list (without them the cut is the plain top k)."""
+        return bool(
+            self.removed.any() or (self.boost != 1.0).any() or self.max_per_family or self.exclude_seen_families
+            or len(self.pins)
+        )
+
+
+@dataclass(frozen=True)
+class RuleSetup:
+    """:func:`item_rules`'s answer: the rules, and what building them found."""
+
+    rules: ItemRules
+    notes: tuple[str, ...]  # names of the catalogue or the config that the export does not hold, ...
+    unseen: tuple[str, ...]  # catalogue items never seen in the export
+
+
+def item_rules(data: Interactions, catalogue=None, rules=None, day: date | None = None, k: int = 12) -> RuleSetup:
+    """The rules over ``data``'s item codes: ``catalogue`` (``recsys.data.catalogue.Catalogue``)
+    and ``rules`` (``recsys.config.Rules``) on ``day`` (default: today) for lists of ``k``.
+
+    Families: the catalogue's, else the name rule's (``recsys.data.families``). "New in the
+    catalogue": ``valid_from`` within the last ``NEW_DAYS`` days before ``day``, or first seen in
+    the export within its last ``NEW_DAYS`` days (in an export spanning more than that).
+    """
+    day = day or date.today()
+    names = [str(name) for name in data.items]
+    n = len(names)
+    index = {name: code for code, name in enumerate(names)}
+    families = [family_of(name) for name in names]
+    removed = np.zeros(n, dtype=np.int8)
+    boost = np.ones(n, dtype=np.float64)
+    new = _first_seen_lately(data)
+    notes, unseen = [], []
+    if catalogue is not None:
+        for row, name in enumerate(catalogue.items):
+            code = index.get(name)
+            if code is None:
+                unseen.append(name)
+                continue
+            if catalogue.family[row]:
+                families[code] = catalogue.family[row]
+            boost[code] = catalogue.boost[row]
+            start, end = catalogue.valid_from[row], catalogue.valid_to[row]
+            if not catalogue.active[row]:
+                removed[code] = 2
+            elif (start is not None and day < start) or (end is not None and day > end):
+                removed[code] = 3
+            if start is not None and 0 <= (day - start).days < NEW_DAYS:
+                new[code] = True
+        if unseen:
+            notes.append(f"{len(unseen):,} catalogue items never seen in the export: " + _some(unseen))
+    pins, ranks = [], []
+    if rules is not None:
+        missing = [name for name in rules.blocklist if name not in index]
+        for name in rules.blocklist:
+            if name in index:
+                removed[index[name]] = 1
+        if missing:
+            notes.append(f"blocklist items not in the export: {_some(missing)}")
+        for pin in rules.pins:
+            if pin.rank > k:
+                raise OptionError(f"pin {pin.item!r}: rank {pin.rank} is beyond --top-k {k}")
+            code = index.get(pin.item)
+            if code is None:
+                notes.append(f"pinned item {pin.item!r} is not in the export: not placed")
+            elif removed[code]:
+                notes.append(f"pinned item {pin.item!r} is {REMOVED[int(removed[code])]}: not placed")
+            else:
+                pins.append(code)
+                ranks.append(pin.rank - 1)
+    family_names = np.array(sorted(set(families)), dtype=object)
+    family_code = {name: code for code, name in enumerate(family_names)}
+    return RuleSetup(
+        rules=ItemRules(
+            removed=removed,
+            boost=boost,
+            family=np.array([family_code[name] for name in families], dtype=np.int32),
+            families=family_names,
+            max_per_family=getattr(rules, "max_per_family", None),
+            exclude_seen_families=bool(getattr(rules, "exclude_seen_families", False)),
+            pins=np.array(pins, dtype=np.int64),
+            pin_ranks=np.array(ranks, dtype=np.int64),
+            new=new,
+        ),
+        notes=tuple(notes),
+        unseen=tuple(unseen),
+    )
+
+
+def _some(names: list[str], most: int = 10) -> str:
+    shown = ", ".join(repr(name) for name in names[:most])
+    return shown + (f" and {len(names) - most:,} more" if len(names) > most else "")
+
+
+def _first_seen_lately(data: Interactions) -> np.ndarray:
+    """Items first seen in the export's last ``NEW_DAYS`` days (none when it spans fewer)."""
+    new = np.zeros(data.n_items, dtype=bool)
+    if len(data.time) == 0:
+        return new
+    start, end = int(data.time.min()), int(data.time.max())
+    if end - start <= NEW_DAYS * DAY:
+        return new
+    first = np.full(data.n_items, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, data.item, data.time)
+    return first >= end - NEW_DAYS * DAY
+
+
+def boosted(scores: np.ndarray, boost: np.ndarray) -> np.ndarray:
+    """Scores times their boost (a negative score divided by it: a boost above 1 always raises)."""
+    return np.where(scores >= 0, scores * boost, scores / np.maximum(boost, 1e-12))
+
+
+def fill_order(rules: ItemRules, data: Interactions, days: float) -> tuple[np.ndarray, np.ndarray]:
+    """The recommendable items by recent popularity in ``data`` times boost, best first: what
+    fills a list the candidates cannot (item codes, scores)."""
+    scores = boosted(recent_popularity(data, days), rules.boost)
+    scores[~rules.allowed] = -np.inf
+    order = np.argsort(-scores, kind="stable")
+    order = order[np.isfinite(scores[order])]
+    return order.astype(np.int64), scores[order]
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A block's lists after the rules: items and scores ``(b, k)``, which slots hold a pin, and
+    how many slots of the rule-free lists each rule took out (``COUNTED`` names)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    pinned: np.ndarray
+    removed: dict[str, int]
+
+
+def apply_rules(
+    rules: ItemRules,
+    items: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    seen: sp.csr_matrix,
+    fill: np.ndarray,
+    fill_scores: np.ndarray,
+    exclude_seen: bool = True,
+) -> Cut:
+    """The top ``k`` of each row of ranked candidates ``items`` ``(b, m)`` (-1: none) with their
+    ranking ``scores``, under ``rules`` (see the module docstring).
+
+    ``seen`` (b × n_items) marks what each customer had (pins skip them; their families; left out
+    of the fill when ``exclude_seen``); ``fill``/``fill_scores``: :func:`fill_order`.
+    """
+    items = np.asarray(items, dtype=np.int64)
+    b, m = items.shape
+    seen = sp.csr_matrix(seen)
+    valid = items >= 0
+    raw = np.where(valid, np.asarray(scores, dtype=np.float64), -np.inf)
+    raw[np.isnan(raw)] = -np.inf
+    base, _ = top_k_excluding(raw.copy(), None, max(1, min(k, m)))  # the rule-free list (positions)
+    ranked = np.where(valid & np.isfinite(raw), boosted(raw, rules.boost[np.maximum(items, 0)]), -np.inf)
+    order = np.argsort(-ranked, axis=1, kind="stable")
+    ranked = np.take_along_axis(ranked, order, axis=1)
+    candidates = np.where(np.isfinite(ranked), np.take_along_axis(items, order, axis=1), -1)
+    applies = _pins_apply(rules, seen, b)
+    out_items = np.full((b, k), -1, dtype=np.int64)
+    out_scores = np.full((b, k), -np.inf)
+    out_pinned = np.zeros((b, k), dtype=bool)
+    user_families = _user_families(rules, seen) if rules.exclude_seen_families else None
+    seen_count = np.diff(seen.indptr)
+    todo = np.arange(b)
+    width = min(len(fill), 2 * k + (int(seen_count.max()) if b else 0))
+    flags = None
+    while len(todo):
+        part = slice(None) if len(todo) == b else todo
+        chosen, chosen_scores, pinned, why = _select(
+            rules, candidates[part], ranked[part], fill[:width], fill_scores[:width], seen[todo],
+            applies[part], user_families[todo] if user_families is not None else None, k, exclude_seen,
+        )
+        out_items[todo], out_scores[todo], out_pinned[todo] = chosen, chosen_scores, pinned
+        if flags is None:
+            flags = why[:, :m]  # the candidates' fate does not depend on how much fill follows them
+        short = (chosen >= 0).sum(axis=1) < k
+        if width >= len(fill) or not short.any():
+            break
+        todo, width = todo[short], min(len(fill), 2 * width)
+    # What each rule took out of the rule-free list: its slots' candidates, by their fate.
+    fate = np.zeros((b, m), dtype=np.int8)
+    if flags is not None and m:
+        np.put_along_axis(fate, order, flags, axis=1)
+    in_base = base >= 0
+    codes = np.take_along_axis(fate, np.maximum(base, 0), axis=1)[in_base] if m else np.zeros(0, np.int8)
+    counts = np.bincount(codes, minlength=FAMILY_CAP + 1)
+    return Cut(out_items, out_scores, out_pinned, {name: int(counts[code]) for code, name in COUNTED.items()})
+
+
+def _pins_apply(rules: ItemRules, seen: sp.csr_matrix, b: int) -> np.ndarray:
+    """(b, P) bool: pin p applies to row r (the customer has not had its item)."""
+    if not len(rules.pins):
+        return np.zeros((b, 0), dtype=bool)
+    return gather(seen, np.broadcast_to(rules.pins, (b, len(rules.pins)))) <= 0
+
+
+def _user_families(rules: ItemRules, seen: sp.csr_matrix) -> sp.csr_matrix:
+    """(b, n_families): each customer's items per family."""
+    n_items = len(rules.family)
+    membership = sp.csr_matrix(
+        (np.ones(n_items, dtype=np.float32), (np.arange(n_items), rules.family)), shape=(n_items, len(rules.families))
+    )
+    return (seen.astype(np.float32) @ membership).tocsr()
+
+
+def _select(rules, candidates, ranked, fill, fill_scores, seen, applies, user_families, k, exclude_seen):
+    """:func:`apply_rules` for rows whose candidates are sorted best first, with ``fill`` after them.
+
+    Returns (items, scores, pinned) ``(b, k)`` and each entry's fate ``(b, width)`` int8 (0: kept
+    or not reached, else a key of ``COUNTED``).
+    """
+    b = len(candidates)
+    entries = np.concatenate([candidates, np.broadcast_to(fill, (b, len(fill)))], axis=1)
+    values = np.concatenate([ranked, np.broadcast_to(fill_scores, (b, len(fill)))], axis=1)
+    safe = np.maximum(entries, 0)
+    ok = (entries >= 0) & ~_later_duplicates(entries)
+    fate = np.zeros(entries.shape, dtype=np.int8)
+    removed = rules.removed[safe]
+    fate[ok & (removed > 0)] = removed[ok & (removed > 0)]
+    ok &= removed == 0
+    if exclude_seen:
+        ok &= gather(seen, safe) <= 0
+    pinned_here = np.zeros(entries.shape, dtype=bool)
+    for p, code in enumerate(rules.pins):
+        pinned_here |= (entries == code) & applies[:, p][:, None]
+    ok &= ~pinned_here
+    family = rules.family[safe]
+    if user_families is not None:
+        had = (gather(user_families, family) > 0) & ok
+        fate[had] = SEEN_FAMILY
+        ok &= ~had
+    if rules.max_per_family:
+        before = np.zeros(entries.shape, dtype=np.int64)  # pinned items of the family, counted first
+        for p, code in enumerate(rules.pins):
+            before += applies[:, p][:, None] & (family == rules.family[code])
+        over = ok & (_running_count(family, ok) + before >= rules.max_per_family)
+        fate[over] = FAMILY_CAP
+        ok &= ~over
+    out = np.full((b, k), -1, dtype=np.int64)
+    scores = np.full((b, k), -np.inf)
+    pinned = np.zeros((b, k), dtype=bool)
+    for p, code in enumerate(rules.pins):
+        rows = np.flatnonzero(applies[:, p])
+        out[rows, rules.pin_ranks[p]] = code
+        pinned[rows, rules.pin_ranks[p]] = True
+    free = ~pinned
+    need = free.sum(axis=1)
+    taken = ok & (np.cumsum(ok, axis=1) <= need[:, None])
+    rows, columns = np.nonzero(taken)  # row-major: each row's entries best first
+    got = taken.sum(axis=1)
+    nth = np.arange(len(rows)) - np.repeat(np.cumsum(got) - got, got)
+    _, free_columns = np.nonzero(free)
+    slots = free_columns[(np.cumsum(need) - need)[rows] + nth]
+    out[rows, slots] = entries[rows, columns]
+    scores[rows, slots] = values[rows, columns]
+    scores[pinned] = np.nan
+    out, scores, pinned = _compact(out, scores, pinned)
+    return out, _non_increasing(scores), pinned, fate
+
+
+def _later_duplicates(entries: np.ndarray) -> np.ndarray:
+    """True at every repeat of an item earlier in its row."""
+    b, width = entries.shape
+    key = np.where(entries >= 0, np.arange(b)[:, None] * (int(entries.max(initial=0)) + 1) + entries, -1)
+    flat = key.ravel()
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    repeat = np.r_[False, ordered[1:] == ordered[:-1]] & (ordered >= 0)
+    out = np.empty(flat.shape, dtype=bool)
+    out[order] = repeat
+    return out.reshape(b, width)
+
+
+def _running_count(family: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """For each ``ok`` entry, how many ``ok`` entries before it in its row share its family."""
+    b, width = family.shape
+    key = np.where(ok, np.arange(b)[:, None] * (int(family.max(initial=0)) + 1) + family, -1).ravel()
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    position = np.arange(len(ordered))
+    start = np.maximum.accumulate(np.where(np.r_[True, ordered[1:] != ordered[:-1]], position, 0))
+    out = np.empty(len(key), dtype=np.int64)
+    out[order] = position - start
+    return out.reshape(b, width)
+
+
+def _compact(items: np.ndarray, scores: np.ndarray, pinned: np.ndarray):
+    """Empty slots moved to the end of each row (a short list keeps its order, pins included)."""
+    if (items >= 0).all():
+        return items, scores, pinned
+    order = np.argsort(items < 0, axis=1, kind="stable")
+    return (
+        np.take_along_axis(items, order, axis=1),
+        np.take_along_axis(scores, order, axis=1),
+        np.take_along_axis(pinned, order, axis=1),
+    )
+
+
+def _non_increasing(scores: np.ndarray) -> np.ndarray:
+    """Pinned slots (NaN) take the score above them (the row's best at the top); then every score
+    is at most the one above it, so each list stays sorted."""
+    scores = scores.copy()
+    if scores.shape[1] == 0:
+        return scores
+    top = np.isnan(scores[:, 0])
+    if top.any():
+        others = np.where(np.isnan(scores[top]) | ~np.isfinite(scores[top]), -np.inf, scores[top]).max(axis=1)
+        scores[top, 0] = np.where(np.isfinite(others), others, 0.0)
+    for slot in range(1, scores.shape[1]):  # a loop over the k slots, not the customers
+        gap = np.isnan(scores[:, slot])
+        scores[gap, slot] = scores[gap, slot - 1]
+    filled = np.isfinite(scores)
+    capped = np.minimum.accumulate(np.where(filled, scores, np.inf), axis=1)
+    return np.where(filled, capped, -np.inf)
+
+
+@dataclass(frozen=True)
+class Curator:
+    """What turns ranked candidates into published lists: the rules (when they change anything),
+    the fill order, and what the reasons need (what customers had, an item-item similarity)."""
+
+    rules: ItemRules
+    seen: sp.csr_matrix  # customers × items of the run (or of the split evaluated)
+    fill: np.ndarray
+    fill_scores: np.ndarray
+    similarity: sp.csr_matrix | None  # None: non-personal lists ("popular lately")
+    exclude_seen: bool = True
+
+    def finish(self, rows: np.ndarray | None, items: np.ndarray, scores: np.ndarray, k: int, seen=None) -> tuple[Lists, dict]:
+        """Lists of ``k`` with reasons from ranked candidates of customer codes ``rows`` (or of
+        customers who had ``seen``, a (b × n_items) matrix), and the removal counts."""
+        seen = self.seen[np.asarray(rows, dtype=np.int64)] if seen is None else sp.csr_matrix(seen)
+        if self.rules.changes_lists:
+            cut = apply_rules(self.rules, items, scores, k, seen, self.fill, self.fill_scores, self.exclude_seen)
+            chosen, values, pinned, removed = cut.items, cut.scores, cut.pinned, cut.removed
+        else:
+            width = max(1, min(k, items.shape[1]))
+            picked, values = top_k_excluding(np.where(items >= 0, scores, -np.inf).astype(np.float64), None, width)
+            chosen = np.where(picked >= 0, np.take_along_axis(items, np.maximum(picked, 0), axis=1), -1)
+            if width < k:
+                chosen = np.pad(chosen, [(0, 0), (0, k - width)], constant_values=-1)
+                values = np.pad(values, [(0, 0), (0, k - width)], constant_values=-np.inf)
+            pinned, removed = np.zeros(chosen.shape, dtype=bool), {}
+        reasons = reason_codes(chosen, seen, self.similarity, self.rules.new, pinned)
+        return Lists(items=chosen, scores=values, reasons=reasons), removed
+
+
+def add_counts(total: dict, part: dict) -> None:
+    """Add one block's removal counts to ``total``."""
+    for name, value in part.items():
+        total[name] = total.get(name, 0) + value
+
+
+def curator_for(
+    rules: ItemRules, data: Interactions, days: float, exclude_seen: bool, similarity: sp.csr_matrix | None,
+    seen: sp.csr_matrix | None = None,
+) -> Curator:
+    """The curator of lists made from ``data`` (fill by its recent popularity over ``days``)."""
+    fill, fill_scores = fill_order(rules, data, days)
+    return Curator(rules, data.seen() if seen is None else seen, fill, fill_scores, similarity, exclude_seen)
+
+
+def list_room(rules: ItemRules, seen: sp.csr_matrix, k: int, exclude_seen: bool) -> np.ndarray:
+    """(b,) the most items the rules let a list of the customers who had ``seen`` (b × n_items)
+    hold: recommendable items (not had, when ``exclude_seen``; not of a family had, with
+    ``exclude_seen_families``), at most ``max_per_family`` of each family, at most ``k``."""
+    seen = sp.csr_matrix(seen).astype(bool).astype(np.float32)
+    n_items, n_families = len(rules.family), len(rules.families)
+    allowed = rules.allowed.astype(np.float32)
+    size = np.bincount(rules.family, weights=allowed, minlength=n_families)  # recommendable items per family
+    cap = float(rules.max_per_family) if rules.max_per_family else np.inf
+    full = float(np.minimum(size, cap).sum())
+
+    def per_family(weights):
+        return sp.csr_matrix((weights, (np.arange(n_items), rules.family)), shape=(n_items, n_families))
+
+    touched = (seen @ per_family(np.ones(n_items, np.float32))).tocoo()  # families each customer had items of
+    had = (seen @ per_family(allowed)).tocsr()  # of which recommendable items, per family
+    rows, family = touched.row, touched.col
+    before = np.minimum(size[family], cap)
+    if rules.exclude_seen_families:
+        after = np.zeros(len(family))
+    elif exclude_seen:
+        after = np.minimum(size[family] - np.asarray(had[rows, family]).ravel(), cap)
+    else:
+        after = before
+    room = full - np.bincount(rows, weights=before - after, minlength=seen.shape[0])
+    return np.minimum(k, np.maximum(room, 0)).astype(np.int64)
+
+
+def candidate_width(rules: ItemRules, k: int) -> int:
+    """How many ranked items to ask a recommender for so that its ``k`` best survive the rules:
+    ``k``, plus every item the rules remove for everyone, the pins, and ``k`` more for the
+    family rules (what still falls short is filled, see :func:`apply_rules`)."""
+    if not rules.changes_lists:
+        return k
+    family_rules = bool(rules.max_per_family or rules.exclude_seen_families)
+    wide = k + int(np.count_nonzero(~rules.allowed)) + len(rules.pins) + (k if family_rules else 0)
+    return max(k, min(wide, len(rules.removed)))
+
+
+def curated_lists(recommend, n_users: int, k: int, curator: Curator, removed: dict | None = None, block_cells: int = 1 << 22) -> Lists:
+    """Every customer's list of ``k`` from ``recommend(users, n, exclude_seen=...)`` (the shared
+    recommender surface) under the curator's rules, with reasons, a block of customers at a time."""
+    from recsys.scoring.lists import empty_lists, put
+
+    wide = candidate_width(curator.rules, k)
+    out = empty_lists(n_users, k)
+    block = max(1, block_cells // wide)
+    for start in range(0, n_users, block):  # a loop over blocks of customers, each cut in NumPy
+        rows = np.arange(start, min(n_users, start + block))
+        ranked = recommend(rows, wide, exclude_seen=curator.exclude_seen)
+        lists, counts = curator.finish(rows, ranked.items, ranked.scores, k)
+        put(out, start, lists)
+        if removed is not None:
+            add_counts(removed, counts)
+    return out
+
+
+def curated_single(curator: Curator, items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One non-personal list (the cold-start list: a customer who had nothing) under the rules:
+    (item codes, scores, reason codes), empty slots dropped."""
+    nothing = sp.csr_matrix((1, len(curator.rules.removed)), dtype=np.float32)
+    lists, _ = curator.finish(None, np.asarray(items, dtype=np.int64)[None, :], np.asarray(scores, dtype=np.float64)[None, :], k, seen=nothing)
+    valid = lists.items[0] >= 0
+    return lists.items[0][valid], lists.scores[0][valid], lists.reasons[0][valid]
+
+
+def family_table(data: Interactions, catalogue=None) -> list[dict]:
+    """The families of ``data``'s items (the catalogue's, else the name rule's), largest first:
+    ``[{"family", "items", "names"}]``."""
+    rules = item_rules(data, catalogue).rules
+    out = []
+    for code, name in enumerate(rules.families):
+        members = sorted(str(item) for item in data.items[rules.family == code])
+        out.append({"family": str(name), "items": len(members), "names": members})
+    return sorted(out, key=lambda row: (-row["items"], row["family"]))

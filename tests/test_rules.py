@@ -1,0 +1,345 @@
+"""The catalogue, the config file, the rules at the final cut of every list, and the reasons."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from recsys.config import read_config
+from recsys.data.catalogue import read_catalogue
+from recsys.data.export import load_interactions
+from recsys.errors import DataError, OptionError
+from recsys.scoring.reasons import BECAUSE, FIXED
+from recsys.scoring.rules import item_rules
+from recsys.settings import RunOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "interactions_sample.csv"
+CATALOGUE = ROOT / "data" / "catalogue_sample.csv"
+CONFIG = ROOT / "data" / "config_sample.toml"
+REAL = ROOT.parent / "shared" / "data" / "valoraciones_usuarios_2021_2022.csv"
+DAY = "2022-12-31"  # the day the sample catalogue's dates are read against (the sample's last day)
+
+
+@pytest.fixture(autouse=True)
+def no_db_url_env(monkeypatch):
+    monkeypatch.delenv("RECSYS_DB_URL", raising=False)
+
+
+# --- the config file ------------------------------------------------------------------------------
+
+
+def test_sample_config_reads_every_rule():
+    config = read_config(CONFIG)
+    assert config.run["data"] == "data/interactions_sample.csv" and config.run["top_k"] == 12
+    assert config.rules.blocklist == ("Bono Jumbo 100",) and config.rules.max_per_family == 2
+    assert config.rules.exclude_seen_families is True
+    assert [(pin.item, pin.rank) for pin in config.rules.pins] == [("Cena show para dos", 3)]
+    assert len(config.sha256) == 64
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[run]\ntop_kk = 3\n", "[run] top_kk: unknown option"),
+        ("[run]\ntop-k = 'twelve'\n", "[run] top-k: must be int"),
+        ("[run]\nevaluate = 1\n", "[run] evaluate: must be bool"),
+        ("[rules]\nblock = ['a']\n", "[rules] block: unknown key"),
+        ("[rules]\nmax_per_family = 0\n", "[rules] max_per_family: must be a whole number"),
+        ("[rules]\nexclude_seen_families = 'yes'\n", "[rules] exclude_seen_families: must be true or false"),
+        ("[[rules.pin]]\nitem = 'a'\n", "[[rules.pin]] #1 rank: must be a whole number"),
+        ("[[rules.pin]]\nitem = 'a'\nrank = 1\nwhen = 2\n", "[[rules.pin]] #1 when: unknown key"),
+        ("[other]\n", "unknown section [other]"),
+        ("[run\n", "not valid TOML"),
+    ],
+)
+def test_config_mistakes_are_one_line_naming_file_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(OptionError) as raised:
+        read_config(path)
+    assert str(raised.value).startswith(f"{path}: ") and message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_command_line_options_override_the_config_file(tmp_path, monkeypatch):
+    from recsys.cli.app import with_run_options
+
+    config = tmp_path / "run.toml"
+    config.write_text('[run]\ntop-k = 5\ncandidates = 30\noutput = "from-file"\n')
+    seen = {}
+    app = typer.Typer()
+
+    @app.command()
+    @with_run_options()
+    def show(options: RunOptions) -> None:
+        seen["options"] = options
+
+    @app.command()
+    def other() -> None:  # a second command keeps Typer from flattening the app
+        pass
+
+    result = CliRunner().invoke(app, ["show", "--config", str(config), "--top-k", "7"])
+    assert result.exit_code == 0, result.output
+    options = seen["options"]
+    assert options.top_k == 7  # the command line wins
+    assert options.candidates == 30 and options.output == Path("from-file")  # the file fills the rest
+    assert options.config == config
+    monkeypatch.setenv("RECSYS_DB_URL", "sqlite:////tmp/from-env.db")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nnope = 1\n")
+    result = CliRunner().invoke(app, ["show", "--config", str(bad)])
+    assert result.exit_code == 1 and f"{bad}: [run] nope: unknown option" in result.output
+
+
+# --- the catalogue ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("name,boost\na,1\n", "line 1: missing column 'item'"),
+        ("item,valid_to\na,2024-13-01\n", "line 2, column valid_to: '2024-13-01' is not a date"),
+        ("item,boost\na,1\nb,-0.5\n", "line 3, column boost: '-0.5' is not a number of at least 0"),
+        ("item,family\na,x\n b ,y\n a,z\n", "line 4, column item: duplicate item 'a' (first on line 2)"),
+        ("item,active\na,maybe\n", "line 2, column active: 'maybe' is not true or false"),
+        ("item,valid_from,valid_to\na,2024-02-01,2024-01-01\n", "line 2, column valid_to"),
+        ("item,colour\na,red\n", "line 1, column colour: unknown column"),
+    ],
+)
+def test_catalogue_mistakes_name_file_line_and_column(tmp_path, text, where):
+    path = tmp_path / "catalogue.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as raised:
+        read_catalogue(path)
+    assert str(raised.value).startswith(f"{path}: {where}")
+
+
+def test_catalogue_reads_defaults_and_parquet_alike(tmp_path):
+    csv_catalogue = read_catalogue(CATALOGUE)
+    frame = pd.read_csv(CATALOGUE, dtype=str, keep_default_na=False)
+    frame.to_parquet(tmp_path / "catalogue.parquet")
+    assert read_catalogue(tmp_path / "catalogue.parquet").items == csv_catalogue.items
+    path = tmp_path / "small.csv"
+    path.write_text("item\n  Planetario de Bogotá  \n")
+    small = read_catalogue(path)
+    assert small.items == ("Planetario de Bogotá",) and small.active == (True,) and small.boost == (1.0,)
+    assert small.family == (None,) and small.valid_from == (None,)
+
+
+def test_a_bad_catalogue_fails_the_run_and_leaves_the_store_untouched(prefect_test_harness, tmp_path):
+    from flows.nightly import nightly
+
+    bad = tmp_path / "catalogue.csv"
+    bad.write_text("item,boost\nPlanetario de Bogotá,-1\n")
+    output = tmp_path / "out"
+    with pytest.raises(DataError, match=r"catalogue.csv: line 2, column boost"):
+        nightly(RunOptions(data=SAMPLE, output=output, catalogue=bad, evaluate=False))
+    assert not (output / "recsys.db").exists() and not (output / "recommendations.parquet").exists()
+
+
+# --- the rules on lists (every path) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample():
+    data, _ = load_interactions(SAMPLE)
+    config = read_config(CONFIG)
+    setup = item_rules(data, read_catalogue(CATALOGUE), config.rules, pd.Timestamp(DAY).date(), 12)
+    return data, setup
+
+
+def check_obeys(data, rules_setup, items: np.ndarray, reasons: np.ndarray | None, rows=None, k: int = 12) -> None:
+    """Every rule holds on the lists ``items`` (customer codes ``rows``, default all)."""
+    from recsys.scoring.reasons import CAMPAIGN
+
+    rules = rules_setup.rules
+    rows = np.arange(data.n_users) if rows is None else rows
+    filled = items >= 0
+    assert filled.all(), "every list is k long"
+    assert items.shape[1] == k
+    assert rules.allowed[items].all(), "no blocklisted, inactive or expired item"
+    seen = data.seen()[rows]
+    assert not (np.asarray(seen[np.arange(len(rows))[:, None], items].todense()) > 0).any(), "nothing already had"
+    family = rules.family[items]
+    ordered = np.sort(family, axis=1)
+    runs = (ordered[:, rules.max_per_family :] == ordered[:, : -rules.max_per_family]).any(axis=1)
+    assert not runs.any(), f"at most {rules.max_per_family} of one family"
+    user_families = seen @ np.eye(len(rules.families))[rules.family]
+    assert not (np.take_along_axis(user_families, family, axis=1) > 0).any(), "no family the customer had"
+    for pin, rank in zip(rules.pins, rules.pin_ranks):
+        had = np.asarray(seen[:, pin].todense()).ravel() > 0
+        assert (items[~had, rank] == pin).all(), "the pin at its rank for everyone who has not had it"
+        if reasons is not None:
+            assert (reasons[~had, rank] == CAMPAIGN).all()
+    if reasons is not None:
+        assert ((reasons >= 0) & (reasons < len(FIXED) + data.n_items)).all()
+
+
+@pytest.mark.parametrize("baseline", ["popularity", "rp3beta"])
+def test_the_degraded_path_obeys_the_rules(sample, baseline):
+    from flows.nightly import baseline_lists
+
+    data, setup = sample
+    removed = {}
+    options = RunOptions(data=SAMPLE, run_date=DAY)
+    lists = baseline_lists.fn(data, baseline, options, None, None, setup.rules, removed)
+    check_obeys(data, setup, lists.items, lists.reasons)
+    assert removed["blocklist"] > 0 and removed["inactive"] > 0 and removed["expired"] > 0
+    assert removed["seen_family"] > 0
+    if baseline == "popularity":  # a non-personal list owes nothing to anyone's history
+        assert not (lists.reasons >= len(FIXED)).any()
+    else:
+        assert (lists.reasons >= len(FIXED)).any()
+
+
+def test_the_cold_start_list_obeys_the_rules(sample):
+    from flows.nightly import cold_start
+    from recsys.scoring.reasons import CAMPAIGN, POPULAR
+
+    data, setup = sample
+    codes, scores, reasons = cold_start(data, RunOptions(run_date=DAY), setup.rules)
+    assert len(codes) == 12 and setup.rules.allowed[codes].all()
+    assert codes[2] == setup.rules.pins[0] and reasons[2] == CAMPAIGN
+    assert np.bincount(setup.rules.family[codes]).max() <= 2
+    assert set(reasons) <= {POPULAR, CAMPAIGN, 1}
+    assert (np.diff(scores) <= 0).all()
+
+
+def test_reasons_name_the_past_item_most_similar_to_each_recommended_one(sample):
+    from recsys.models.context import cooccurrence_similarity
+    from recsys.scoring.reasons import HISTORY, POPULAR, reason_codes
+
+    data, _ = sample
+    similarity = cooccurrence_similarity(data.seen())
+    rows = np.arange(300)
+    rng = np.random.default_rng(0)
+    items = rng.integers(0, data.n_items, size=(len(rows), 12))
+    seen = data.seen()[rows]
+    codes = reason_codes(items, seen, similarity)
+    dense = similarity.toarray()
+    for row in range(len(rows)):  # the slow, obvious rule, one customer at a time
+        history = seen[row].indices
+        for slot, item in enumerate(items[row]):
+            values = dense[history, item] if len(history) else np.zeros(0)
+            if len(values) and values.max() > 0:
+                assert codes[row, slot] == HISTORY + np.sort(history)[np.argmax(values[np.argsort(history)])]
+            else:
+                assert codes[row, slot] == POPULAR
+
+
+def test_a_catalogue_item_new_in_the_last_30_days_says_so(sample):
+    from recsys.scoring.reasons import NEW
+
+    data, setup = sample
+    assert setup.rules.new[data.item_codes(["Meditación guiada"])[0]]
+    assert setup.unseen == ("Experiencia de temporada 2019",)
+    assert NEW == FIXED.index("new in the catalogue")
+
+
+# --- the whole run on the sample, with the sample catalogue and config ------------------------------
+
+
+@pytest.fixture(scope="module")
+def ruled_run(prefect_test_harness, tmp_path_factory):
+    from flows.nightly import nightly
+
+    output = tmp_path_factory.mktemp("rules") / "out"
+    config = read_config(CONFIG)
+    options = RunOptions(
+        data=SAMPLE, output=output, catalogue=CATALOGUE, config=CONFIG, run_date=DAY, epochs=1, ranking_epochs=1,
+        **{name: value for name, value in config.run.items() if name not in ("data", "output", "catalogue")},
+    )
+    return nightly(options), output
+
+
+@pytest.mark.slow
+def test_the_published_lists_obey_every_rule_and_carry_reasons(ruled_run, sample):
+    summary, output = ruled_run
+    data, setup = sample
+    table = pq.read_table(output / "recommendations.parquet").to_pandas()
+    assert (table["reason"].str.len() > 0).all()
+    assert set(table["reason"]) <= set(FIXED) | {BECAUSE + str(item) for item in data.items}
+    table = table.sort_values(["user_id", "rank"])
+    codes = data.user_codes(table["user_id"].unique())
+    items = data.item_codes(table["item"].to_numpy()).reshape(-1, 12)
+    reasons = table["reason"].map({text: code for code, text in enumerate(FIXED)}).fillna(99).to_numpy().reshape(-1, 12)
+    check_obeys(data, setup, items, reasons, rows=codes)
+    assert len(codes) == data.n_users
+    with sqlite3.connect(output / "recsys.db") as conn:
+        assert conn.execute("SELECT count(*) FROM recommendations WHERE reason = ''").fetchone() == (0,)
+        popular = conn.execute("SELECT item, reason FROM popular_items ORDER BY rank").fetchall()
+        metrics = json.loads(conn.execute("SELECT metrics FROM runs WHERE is_current").fetchone()[0])
+    assert len(popular) == 12 and popular[2] == ("Cena show para dos", "campaign")
+    rules = metrics["rules"]
+    assert set(rules) == {"config", "config_sha256", "removed", "pins_placed", "ndcg_with_rules", "ndcg_without_rules"}
+    assert rules["config"] == CONFIG.read_text() and rules["config_sha256"] == read_config(CONFIG).sha256
+    assert set(rules["removed"]) == {"blocklist", "inactive", "expired", "family_cap", "seen_family"}
+    assert rules["removed"]["blocklist"] > 0 and rules["pins_placed"] == int((reasons == 2).sum()) > 0
+    for key in ("ndcg_with_rules", "ndcg_without_rules"):
+        mean, low, high = rules[key]
+        assert 0 <= low <= mean <= high <= 1
+    assert metrics["catalogue"]["unseen"] == ["Experiencia de temporada 2019"]
+    assert summary["unseen_catalogue_items"] == ["Experiencia de temporada 2019"]
+
+
+@pytest.mark.slow
+def test_lookup_shows_the_reason(ruled_run):
+    from recsys.cli.app import app
+
+    _, output = ruled_run
+    table = pq.read_table(output / "recommendations.parquet").to_pandas()
+    user = str(table["user_id"].iloc[0])
+    expected = table[table["user_id"] == user].sort_values("rank")["reason"].tolist()
+    result = CliRunner().invoke(app, ["lookup", user, "--output", str(output), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [row["reason"] for row in json.loads(result.output)["recommendations"]] == expected
+    result = CliRunner().invoke(app, ["lookup", user, "--output", str(output)])
+    assert "reason" in result.output.splitlines()[1] and expected[0] in result.output
+    cold = json.loads(CliRunner().invoke(app, ["lookup", "nobody at all", "--output", str(output), "--json"]).output)
+    assert cold["cold_start"] and cold["recommendations"][2]["reason"] == "campaign"
+
+
+def test_families_prints_the_name_rule_families():
+    from recsys.cli.app import app
+
+    result = CliRunner().invoke(app, ["families", "--data", str(SAMPLE), "--json"])
+    assert result.exit_code == 0, result.output
+    families = {row["family"]: row["names"] for row in json.loads(result.output)}
+    oma = families["bono restaurante oma"]
+    assert len(oma) >= 2 and all(name.startswith("Bono restaurante Oma ") for name in oma)
+
+
+# --- the real export, when it is here ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="the real export is not in ../shared/data")
+def test_the_rules_hold_on_the_real_export(tmp_path):
+    """On the real export with a catalogue and a config using every rule: the degraded path's
+    lists (the best baseline, RP3beta) obey every rule and each row has a reason."""
+    from flows.nightly import baseline_lists, cold_start
+    from recsys.config import Pin, Rules
+
+    data, _ = load_interactions(REAL)
+    popular = np.argsort(-np.bincount(data.item, minlength=data.n_items))
+    names = [str(data.items[code]) for code in popular[:8]]
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text(
+        "item,family,active,valid_from,valid_to,boost\n"
+        f"{names[1]},,false,,,1\n{names[2]},,true,2021-01-01,2021-06-30,1\n{names[3]},,true,,,2\n"
+    )
+    rules = Rules(blocklist=(names[0],), max_per_family=1, exclude_seen_families=True, pins=(Pin(names[4], 1),))
+    setup = item_rules(data, read_catalogue(catalogue), rules, pd.Timestamp("2022-12-31").date(), 12)
+    options = RunOptions(data=REAL, run_date="2022-12-31")
+    lists = baseline_lists.fn(data, "rp3beta", options, None, None, setup.rules, {})
+    check_obeys(data, setup, lists.items, lists.reasons)
+    codes, _, _ = cold_start(data, options, setup.rules)
+    assert len(codes) == 12 and codes[0] == setup.rules.pins[0]
