@@ -29,7 +29,32 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    suggest_commands=False,  # Click suggests a command for a typo itself: "Did you mean" once
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"recsys {version('recsys')}")
+        except PackageNotFoundError:
+            typer.echo("recsys (not installed: version unknown)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _every_command(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Nightly two-stage recommender: train, publish every customer's top-12, look customers up."""
+    # Before Prefect is imported by any command: its first-run telemetry notice and its server's
+    # analytics are not the operator's concern (set them to opt in).
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 OutputOption = Annotated[Path, typer.Option("--output", "-o", help="Folder of the published store.")]
 DbUrlOption = Annotated[
@@ -330,18 +355,22 @@ def schedule(
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option("--out", help="Where to write the export (.csv or .parquet).")] = Path("data/interactions_sample.csv"),
+    out: Annotated[Path, typer.Option("--out", help="Where to write the export (.csv or .parquet; its folder must exist).")] = Path("data/interactions_sample.csv"),
     customers: Annotated[int, typer.Option(min=1)] = 2500,
     items: Annotated[int, typer.Option(min=2)] = 250,
     per_customer: Annotated[float, typer.Option(help="Mean distinct items per customer.")] = 2.5,
     seed: Annotated[int, typer.Option()] = 7,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists (never replaced otherwise).")] = False,
 ) -> None:
-    """Write a synthetic export in the real export's format (the sample in data/ comes from this)."""
+    """Write a synthetic export in the real export's format (the sample in data/ comes from this).
+
+    An existing file is never replaced without --force; the last line says where the file went.
+    """
     from recsys.synthetic.generate import main as synthetic_main
 
     synthetic_main(
         ["--customers", str(customers), "--items", str(items), "--per-customer", str(per_customer),
-         "--seed", str(seed), "--out", str(out)]
+         "--seed", str(seed), "--out", str(out)] + (["--force"] if force else [])
     )
 
 
