@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import runners
-from recsys.data.export import LoadReport, load_interactions
+from recsys.data.export import LoadReport, load_interactions, read_before
 from recsys.data.interactions import Interactions
 from recsys.errors import ListsUnhealthy
 from recsys.evaluation import gate as quality
@@ -132,12 +132,18 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
 def load(options: RunOptions) -> tuple[Interactions, LoadReport]:
     """Read, validate and encode the export."""
     started = time.perf_counter()
-    interactions, report = load_interactions(options.data, options.columns, options.date_format, options.delimiter)
+    arguments = (options.data, options.columns, options.date_format, options.delimiter)
+    loaded = read_before(*arguments)  # `recsys run` read and validated it before starting Prefect
+    how = "(read before the run started)"
+    if loaded is None:
+        with step("Reading the export"):
+            loaded = load_interactions(*arguments)
+        how = f"in {time.perf_counter() - started:.1f}s"
+    interactions, report = loaded
     log = get_run_logger()
     log.info(
-        "read %s rows (%s duplicates) of %s customers and %s items from %s in %.1fs",
-        f"{report.rows:,}", f"{report.duplicate_rows:,}", f"{report.users:,}", f"{report.items:,}",
-        report.path, time.perf_counter() - started,
+        "read %s rows (%s duplicates) of %s customers and %s items from %s %s",
+        f"{report.rows:,}", f"{report.duplicate_rows:,}", f"{report.users:,}", f"{report.items:,}", report.path, how,
     )
     for note in report.notes:
         log.info("input: %s", note)
@@ -370,7 +376,8 @@ def check(store: Store, interactions: Interactions, lists: Lists, popular, optio
     # The model's lists cannot be longer than its candidate lists.
     length = min(options.top_k, options.candidates) if recommender == TwoStage.name else options.top_k
     previous = store.current_metrics().get("lists")
-    health = check_lists(lists, interactions, length, not options.include_seen, recommender, previous, popular)
+    with step("Checking the lists"):
+            health = check_lists(lists, interactions, length, not options.include_seen, recommender, previous, popular)
     if not health.ok:
         raise ListsUnhealthy(
             f"the new lists of {recommender} failed the health check, nothing was replaced: " + "; ".join(health.problems)
@@ -392,9 +399,10 @@ def publish(store: Store, run_id: str, generated_at, interactions: Interactions,
     """
     started = time.perf_counter()
     popular = ranked_table(interactions.items, *popular)
-    published = store.publish(
-        run_id, generated_at, list_tables(interactions.users, interactions.items, lists), popular, status=status, **fields
-    )
+    with step("Publishing"):
+        published = store.publish(
+            run_id, generated_at, list_tables(interactions.users, interactions.items, lists), popular, status=status, **fields
+        )
     log = get_run_logger()
     if published.parquet_pending:
         log.warning("publish: %s", published.parquet_pending)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,52 @@ def test_generate_writes_parquet_and_says_where(tmp_path):
     done = invoke("generate", "--customers", "10", "--items", "20", "--out", str(out))
     assert done.exit_code == 0, done.output
     assert out.is_file() and str(out.resolve()) in done.stdout
+
+
+# --- bad input reported before anything starts ---------------------------------------------------------
+
+
+def test_a_bad_export_is_reported_before_prefect_starts_and_leaves_no_logs(tmp_path):
+    """No Prefect server (a fresh PREFECT_HOME, no PREFECT_API_URL): the export is read and refused
+    in the time the read takes; no temporary server, no DIR/logs in a folder that had none."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text('"ID_CLIENTE","FECHA_INTERACCION","NOMBRE_CORTO_DE_EXPERIENCIA","CALIFICACION"\n"1","1/4/2021 9:47","x","cinco"\n')
+    output = tmp_path / "out"
+    output.mkdir()
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "RECSYS_DB_URL")}
+    env.update(PREFECT_HOME=str(home))
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "run", "--data", str(bad), "--output", str(output)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    seconds = time.perf_counter() - started
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {bad}: line 2, column CALIFICACION: rating 'cinco' is not a whole number from 1 to 5"]
+    assert "Traceback" not in done.stderr and "temporary server" not in done.stderr
+    assert list(output.iterdir()) == []  # no logs/, no store
+    assert not (home / "prefect.db").exists()  # no temporary Prefect server was started
+    assert seconds < 5, f"bad export reported after {seconds:.1f}s"
+
+
+@pytest.mark.parametrize("where", ["file", "parent-file"])
+def test_an_unusable_output_folder_is_refused_before_prefect_starts(tmp_path, where):
+    from recsys.cli.console import run_with_progress  # noqa: F401 - the path under test
+    from recsys.settings import RunOptions  # noqa: F401
+
+    data = Path(__file__).parents[1] / "data/interactions_sample.csv"
+    (tmp_path / "afile").write_text("a file")
+    output = tmp_path / "afile" if where == "file" else tmp_path / "afile" / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "RECSYS_DB_URL")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"))
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "run", "--data", str(data), "--output", str(output)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(output) in errors[0] and "not writable" in errors[0], done.stderr
+    assert not (tmp_path / "prefect-home" / "prefect.db").exists()
+    assert (tmp_path / "afile").read_text() == "a file"

@@ -65,6 +65,10 @@ def quiet_prefect_exit() -> None:
     """Keep Prefect's "Stopping temporary server" line, logged when the process exits (after the
     run's log lines went to the log file), off the terminal and out of piped output."""
     import logging
+    import sys
+
+    if "prefect.logging.handlers" not in sys.modules:
+        return  # Prefect never started (bad input refused before it): nothing to quiet, nothing to import
 
     from prefect.logging.handlers import PrefectConsoleHandler
 
@@ -99,43 +103,87 @@ class PasswordFilter:
 
 
 def run_with_progress(options, verbose: bool = False) -> dict:
-    """Run the nightly flow once with ``options`` (``RunOptions``), with Rich progress bars for the long steps.
+    """Run the nightly flow once with ``options`` (``RunOptions``), with Rich progress for every step.
 
-    Prefect's log lines go to ``<output>/logs/recsys.log`` unless ``verbose``.
+    What can be checked without Prefect is checked first: the export is read and validated and
+    the output folder tried, so bad input is reported in the time the read takes, before a
+    Prefect server starts, and leaves no ``logs/`` behind. The run then takes the export as read
+    (unless the file changed meanwhile). Prefect's log lines go to ``<output>/logs/recsys.log``
+    unless ``verbose``.
     """
-    # This machine may have no route to Prefect's telemetry endpoint; don't log errors about it.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from recsys.data.export import load_interactions, read_once
+    from recsys.progress import reporting, step
+    from recsys.store.lock import check_writable
 
-    from flows.nightly import nightly
-    from flows.runners import flow_for
-    from recsys.progress import reporting
+    with _progress_display() as reporter, reporting(reporter):
+        arguments = (options.data, options.columns, options.date_format, options.delimiter)
+        with step("Reading the export"):
+            loaded = load_interactions(*arguments)
+        check_writable(options.output)
+        reporter.waiting("Starting the Prefect run")  # until the flow's first step begins
+        from flows.nightly import nightly
+        from flows.runners import flow_for
+
+        log_path = Path(options.output) / "logs" / "recsys.log"
+        with read_once(*arguments, loaded), (nullcontext() if verbose else prefect_logs_to(log_path)):
+            return flow_for(nightly, options)(options)
+
+
+class _Reporter:
+    """The progress display's side of ``recsys.progress``: one line per step, a bar once the
+    step knows its total, what the step is doing now after its name."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.pending: list = []  # "waiting" lines, done as soon as the next step starts
+
+    def waiting(self, description: str) -> None:
+        """A line for something with no steps of its own (Prefect starting): done when a step begins."""
+        self.pending.append(self.progress.add_task(description, total=None))
+
+    def _settle(self) -> None:
+        for task_id in self.pending:
+            self.progress.update(task_id, total=1, completed=1)
+        self.pending.clear()
+
+    def __call__(self, description: str):
+        self._settle()
+        task_id = self.progress.add_task(description, total=None)
+
+        def update(done: int, total: int, note: str | None = None) -> None:
+            text = f"{description}: {note}" if note else description
+            self.progress.update(task_id, completed=done, total=total, description=text)
+
+        def close() -> None:
+            task = self.progress.tasks[task_id]
+            total = task.total or task.completed or 1
+            self.progress.update(task_id, completed=total, total=total, description=description)
+
+        return update, close
+
+
+@contextmanager
+def _progress_display():
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class Counts(ProgressColumn):
+        """done/total once the total is known; nothing before (never a ``0/?`` that stays)."""
+
+        def render(self, task) -> Text:
+            if task.total is None:
+                return Text("")
+            return Text(f"{int(task.completed):,}/{int(task.total):,}", style="progress.download")
 
     console = Console(stderr=True)
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
+        TextColumn("{task.description}"), BarColumn(), Counts(), TimeElapsedColumn(), console=console, transient=False
     ) as progress:
-
-        def reporter(description: str):
-            task_id = progress.add_task(description, total=None)
-
-            def update(done: int, total: int) -> None:
-                progress.update(task_id, completed=done, total=total)
-
-            def close() -> None:
-                task = progress.tasks[task_id]
-                progress.update(task_id, completed=task.total or task.completed, total=task.total or task.completed)
-
-            return update, close
-
-        log_path = Path(options.output) / "logs" / "recsys.log"
-        with reporting(reporter), (nullcontext() if verbose else prefect_logs_to(log_path)):
-            return flow_for(nightly, options)(options)
+        reporter = _Reporter(progress)
+        try:
+            yield reporter
+        finally:
+            reporter._settle()
 
 
 def print_summary(summary: dict) -> None:
