@@ -29,7 +29,7 @@ from recsys.settings import RunOptions
 from recsys.store.database import is_transient
 from recsys.store.lock import run_lock
 from recsys.store.publish import Store, list_tables, ranked_table
-from recsys.store.runs import new_run_id, utc_now
+from recsys.store.runs import is_run_id, new_run_id, utc_now
 
 # Inputs are large arrays and TensorFlow models: hashing them for a cache key would be slow and
 # pointless, since every night's data is new.
@@ -76,19 +76,33 @@ STEPS = {
 }
 
 
-@flow(name="recsys-nightly", task_runner=ThreadPoolTaskRunner(max_workers=1))
+# The flow run is named after the product's run id (Prefect's UI and `recsys runs` show the same
+# name), and the flow takes its run id from that name.
+@flow(name="recsys-nightly", flow_run_name=new_run_id, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def nightly(options: RunOptions = RunOptions()) -> dict:
     """Retrain both stages on the latest export and publish every customer's top-k list."""
+    run_id = this_run_id()
+    with scheduled_run_log(options), unrecorded_failures_kept(options, run_id) as recorded:
+        get_run_logger().info("recsys run %s: %s -> %s", run_id, options.data, options.output)
+        summary = publish_nightly(options, run_id, recorded)
+    report_artifact(summary)
+    return summary
+
+
+def publish_nightly(options: RunOptions, run_id: str, recorded) -> dict:
+    """The nightly job: read, decide, train, score, check, publish; ``recorded()`` is called
+    once the run is in the store's ``runs`` table."""
     watch = Stopwatch()
     interactions, report = load(options)
     watch.lap("load")
     metrics: dict = {"set_aside": report.set_aside} if report.set_aside else {}
     # Nothing is written before the input has been read and validated; then one run at a time.
     with run_lock(options.output), open_store(options) as (store, repaired):
-        run_id, started_at = new_run_id(), utc_now()
+        started_at = utc_now()
         with store.recording(run_id, started_at, report.path, _counts(report)):
+            recorded()
             fits = FitCache()  # the splits and baseline fits the evaluation and the model share
-            status, reason, fallback, model = decide(interactions, options, metrics, watch, fits)
+            status, reason, fallback, model = decide(interactions, options, metrics, watch, fits, run_id)
             if fallback is None:
                 try:
                     lists = score(model, options, metrics)
@@ -120,12 +134,79 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         "users": published.users,
         "rows": published.rows,
         "items": report.items,
+        "customers": report.users,
         "input_rows": report.rows,
         "notes": list(report.notes),
         "seconds": watch.seconds,
         "parquet": str(published.parquet),
         "db_url": store.engine.url.render_as_string(hide_password=True),
     }
+
+
+def this_run_id() -> str:
+    """The run id: the flow run's name (see ``flow_run_name``), or a new one if it was renamed."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    name = context.flow_run.name if context and context.flow_run else ""
+    return name if is_run_id(name) else new_run_id()
+
+
+def is_scheduled() -> bool:
+    """Whether this flow run belongs to a deployment (nobody's terminal watches it)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.deployment_id)
+
+
+@contextmanager
+def scheduled_run_log(options: RunOptions) -> Iterator[None]:
+    """A scheduled run writes the log file `recsys run` writes (``DIR/logs/recsys.log``)."""
+    from recsys.logfile import is_written, log_path, logging_to
+
+    path = log_path(options.output)
+    if not is_scheduled() or is_written(path):
+        yield
+        return
+    with logging_to(path):
+        yield
+
+
+@contextmanager
+def unrecorded_failures_kept(options: RunOptions, run_id: str):
+    """Yields ``recorded``, to call once the run is in the store's ``runs`` table; a scheduled run
+    that fails before that (refused by the lock, a bad export, no store) is kept for ``recsys runs``
+    in ``DIR/logs/not_started.jsonl``."""
+    from recsys.store import not_started
+
+    state = {"recorded": False}
+    try:
+        yield lambda: state.update(recorded=True)
+    except Exception as exc:
+        if not state["recorded"] and is_scheduled():
+            from recsys.store.diagnosis import redact
+
+            not_started.record(options.output, run_id, redact(one_line(exc)))
+        raise
+
+
+def report_artifact(summary: dict) -> None:
+    """The run's outcome as a Prefect artifact (``recsys-run``): its run id beside Prefect's own."""
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = [
+        f"**Run:** {summary['run_id']} ({summary['status']})",
+        f"**Customers with a list:** {summary['users']:,} ({summary['rows']:,} rows)",
+        f"**Parquet:** {summary['parquet']}",
+        f"**SQL:** {summary['db_url']}",
+    ]
+    if summary.get("reason"):
+        lines.append(f"**Reason:** {summary['reason']}")
+    try:
+        create_markdown_artifact(key="recsys-run", markdown="\n\n".join(lines), description=f"recsys run {summary['run_id']}")
+    except Exception as exc:  # noqa: BLE001 - a report for the UI; the run is published without it
+        get_run_logger().warning("could not create the run artifact (%s: %s)", type(exc).__name__, exc)
 
 
 @task(name="load_interactions", **RETRY, **TASK)
@@ -163,7 +244,7 @@ def open_store(options: RunOptions) -> Iterator[tuple[Store, str | None]]:
         yield store, repaired
 
 
-def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch: Stopwatch, fits: FitCache):
+def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch: Stopwatch, fits: FitCache, run_id: str):
     """What this run publishes: (status, reason, baseline, model), ``baseline`` None when the
     trained ``model``'s lists are to be published.
 
@@ -197,7 +278,7 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
     metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
     if baselines is None or model.evaluation is None or len(model.evaluation.users) == 0:
         return "succeeded", None, None, model
-    evaluation, gate = judge(baselines, model, options)
+    evaluation, gate = judge(baselines, model, options, run_id)
     from recsys.evaluation.protocol import metrics_record
 
     metrics["evaluation"] = metrics_record(evaluation.table)
@@ -225,7 +306,7 @@ def evaluate(interactions: Interactions, options: RunOptions, fits: FitCache):
     return baselines
 
 
-def judge(baselines, model: TwoStage, options: RunOptions):
+def judge(baselines, model: TwoStage, options: RunOptions, run_id: str):
     """The model's own held-out evaluation beside the baselines', and the quality gate's verdict."""
     from prefect.artifacts import create_markdown_artifact
 
@@ -237,7 +318,10 @@ def judge(baselines, model: TwoStage, options: RunOptions):
     markdown = markdown_table(evaluation.table, f"Held-out NDCG@{options.top_k} and friends ({users:,} customers)")
     log = get_run_logger()
     try:
-        create_markdown_artifact(key="recsys-quality", markdown=markdown + f"\n\n**Gate:** {gate.reason}", description="Nightly quality")
+        create_markdown_artifact(
+            key="recsys-quality", markdown=f"**Run:** {run_id}\n\n{markdown}\n\n**Gate:** {gate.reason}",
+            description=f"Nightly quality of run {run_id}",
+        )
     except Exception as exc:  # noqa: BLE001 - a report for the UI; the gate's verdict stands without it
         log.warning("could not create the quality artifact (%s: %s)", type(exc).__name__, exc)
     log.info("evaluation:\n%s", markdown)

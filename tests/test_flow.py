@@ -381,6 +381,34 @@ def test_tiny_valid_exports_publish_through_recsys_run(prefect_test_harness, tmp
     assert len(read_sql(output / "recsys.db", "SELECT item FROM popular_items")) == len({r[2] for r in rows})
 
 
+def test_a_run_whose_customers_took_every_item_says_so_and_lookup_says_why(prefect_test_harness, tmp_path, capfd):
+    """Two customers who took both items: no list for either. The summary counts the customers it
+    published lists for out of those of the export (not "scored 0 customers" beside a `recsys
+    runs` that says 2), says why, and where the log is; its seconds add up to the run's total."""
+    from recsys.cli.app import app
+
+    rows = TINY["two customers, the same two items"]
+    data = tmp_path / "tiny.csv"
+    data.write_text(csv_text(rows))
+    output = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", "--data", str(data), "--output", str(output), "--epochs", "1", "--ranking-epochs", "1"])
+    capfd.readouterr()
+    assert result.exit_code == 0, result.output
+    assert "published lists for 0 of 2 customers (0 rows)" in result.stdout, result.stdout
+    assert "2 customers got no list: they already took every item" in result.stdout
+    assert f"Log:     {output / 'logs' / 'recsys.log'}" in result.stdout
+    stages = {}
+    for line in result.stdout.split("seconds per stage", 1)[1].splitlines():
+        name, _, value = line.strip().rpartition(" ")
+        if name and re.fullmatch(r"\d+\.\d", value):
+            stages[name.strip()] = float(value)
+    assert "other (start-up, Prefect)" in stages and "total" in stages, result.stdout
+    total = stages.pop("total")
+    assert abs(sum(stages.values()) - total) <= 0.05 * len(stages) + 0.1, stages
+    lookup = CliRunner().invoke(app, ["lookup", "A", "--output", str(output)])
+    assert "has no list in the last run (not in its export, or nothing left to offer)" in lookup.stdout
+
+
 def test_an_evaluation_that_fails_publishes_popularity_degraded(prefect_test_harness, synthetic, tmp_path, monkeypatch):
     """Whatever breaks inside the evaluation, the run publishes the popularity lists and says why."""
     import recsys.evaluation.protocol

@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import os
+import time
 import typing
 from pathlib import Path
 from typing import Annotated, Optional
@@ -176,6 +177,7 @@ def run(
     Exit 0: published (`recsys runs` shows degraded runs); exit 1: nothing was replaced, and one
     line on stderr says why.
     """
+    began = time.time()
     _check_runner(options)
     from recsys.cli.console import print_summary, quiet_prefect_exit, run_with_progress
 
@@ -211,7 +213,12 @@ def run(
         logging.raiseExceptions = raise_exceptions
         if not (verbose or debug):
             quiet_prefect_exit()
-    print_summary(summary)
+    print_summary(dict(summary, total_seconds=time.time() - (PROCESS_STARTED[0] if PROCESS_STARTED else began)))
+
+
+# When the ``recsys`` process started (set by the launcher): the summary's total is the operator's
+# wall time, Python's start-up included. Empty when the app is called in-process (tests).
+PROCESS_STARTED: list[float] = []
 
 
 def _lost_prefect(cause: str, db_url: str, started: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from contextlib import contextmanager, nullcontext
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from recsys.logfile import PasswordFilter, file_handler as run_log_handler, log_path  # noqa: F401 - PasswordFilter: re-exported
 
 
 
@@ -31,15 +34,7 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
     # own: when its server stops answering, a line per event it could not send.
     internal = logging.getLogger("prefect._internal")
     internal_streams = [handler for handler in internal.handlers if isinstance(handler, logging.StreamHandler)]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
-    except OSError:
-        # An unwritable output folder is reported by the run itself, in one line; its log
-        # lines have nowhere to go, and must not flood the terminal either.
-        file_handler, path = logging.NullHandler(), None
-    file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
-    file_handler.addFilter(PasswordFilter())
+    file_handler, path = run_log_handler(path)
     for handler in consoles:
         root.removeHandler(handler)
     root.addHandler(file_handler)
@@ -82,26 +77,6 @@ class _TemporaryServerFilter:
         return not (record.name == "prefect" and record.getMessage().startswith("Stopping temporary server"))
 
 
-class PasswordFilter:
-    """A logging filter that masks URL passwords (``scheme://user:***@host``, ``password=***``)
-    in a record's message and traceback, whatever wrote them."""
-
-    def filter(self, record) -> bool:
-        import logging
-
-        from recsys.store.diagnosis import redact
-
-        message = record.getMessage()
-        masked = redact(message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        return True
-
-
 def run_with_progress(options, verbose: bool = False) -> dict:
     """Run the nightly flow once with ``options`` (``RunOptions``), with Rich progress for every step.
 
@@ -117,16 +92,21 @@ def run_with_progress(options, verbose: bool = False) -> dict:
 
     with _progress_display() as reporter, reporting(reporter):
         arguments = (options.data, options.columns, options.date_format, options.delimiter)
+        started = time.perf_counter()
         with step("Reading the export"):
             loaded = load_interactions(*arguments)
+        read_seconds = time.perf_counter() - started
         check_writable(options.output)
         reporter.waiting("Starting the Prefect run")  # until the flow's first step begins
         from flows.nightly import nightly
         from flows.runners import flow_for
 
-        log_path = Path(options.output) / "logs" / "recsys.log"
-        with read_once(*arguments, loaded), (nullcontext() if verbose else prefect_logs_to(log_path)):
-            return flow_for(nightly, options)(options)
+        with read_once(*arguments, loaded), (nullcontext() if verbose else prefect_logs_to(log_path(options.output))) as log:
+            summary = flow_for(nightly, options)(options)
+    seconds = summary["seconds"]
+    # The export was read here, before the run: its seconds are the load's.
+    seconds["load"] = round(seconds.get("load", 0.0) + read_seconds, 2)
+    return dict(summary, log=str(log) if log else None)
 
 
 class _Reporter:
@@ -188,14 +168,20 @@ def _progress_display():
 
 def print_summary(summary: dict) -> None:
     """The end-of-run summary: status, counts, seconds per stage, where the files are."""
-    console = Console()
+    console = Console(soft_wrap=True)  # a path or a message is never cut into lines
     status = summary["status"]
     style = "green" if status == "succeeded" else "yellow"
     console.print(f"[bold {style}]{status}[/]: run {summary['run_id']}")
+    customers = summary.get("customers", summary["users"])
     console.print(
-        f"scored {summary['users']:,} customers ({summary['rows']:,} rows) over {summary['items']:,} items "
-        f"from {summary['input_rows']:,} interactions"
+        f"published lists for {summary['users']:,} of {customers:,} customers ({summary['rows']:,} rows) over "
+        f"{summary['items']:,} items from {summary['input_rows']:,} interactions"
     )
+    if summary["users"] < customers:
+        console.print(
+            f"  {customers - summary['users']:,} customers got no list: they already took every item there is "
+            "to offer them (`recsys lookup` says so)"
+        )
     for note in summary.get("notes", []):
         console.print(f"  input: {note}")
     if summary.get("reason"):
@@ -212,16 +198,26 @@ def print_summary(summary: dict) -> None:
             table.add_row(name, f"{values['ndcg']:.4f}", _interval(values), f"{values['recall']:.4f}")
         console.print(table)
     stages = Table(title="seconds per stage", show_header=False, box=None)
-    for stage, seconds in summary["seconds"].items():
-        stages.add_row(stage, f"{seconds:.1f}")
+    seconds = dict(summary["seconds"])
+    total = summary.get("total_seconds")
+    if total is not None:
+        # What no stage timed (starting Python and Prefect, the flow's own bookkeeping), so the
+        # lines add up to the run's wall time.
+        seconds["other (start-up, Prefect)"] = max(0.0, total - sum(seconds.values()))
+    for stage, value in seconds.items():
+        stages.add_row(stage, f"{value:.1f}")
+    if total is not None:
+        stages.add_row("total", f"{total:.1f}")
     console.print(stages)
     console.print(f"Parquet: {summary['parquet']}")
     console.print(f"SQL:     {summary['db_url']}")
+    if summary.get("log"):
+        console.print(f"Log:     {summary['log']}")
 
 
 def print_evaluation(report) -> None:
     """The protocol's tables: holdout (model and baselines) and cold start."""
-    console = Console()
+    console = Console(soft_wrap=True)  # a path or a message is never cut into lines
     console.print(_metrics_table(report.holdout, f"per-customer temporal holdout ({report.split})"))
     cut = datetime.fromtimestamp(report.cold_start_cut, timezone.utc) if report.cold_start_cut is not None else None
     after = f"first seen after {cut:%Y-%m-%d}" if cut else "no customers"
@@ -250,7 +246,7 @@ def _metrics_table(evaluation, title: str) -> Table:
 
 def print_runs(rows: list[dict]) -> None:
     """Past runs, newest first; notes (why a run failed or was degraded) below the table."""
-    console = Console()
+    console = Console(soft_wrap=True)  # a path or a message is never cut into lines
     if not rows:
         console.print("no runs yet")
         return

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         # Arguments the fast path cannot read: the Typer app says what is wrong, as for any command.
     from recsys.cli import app as commands
 
+    commands.PROCESS_STARTED[:] = [_process_start()]
     try:
         commands.app(args=args, prog_name="recsys")
     except SystemExit as done:
@@ -40,6 +41,18 @@ class _NotForTheFastPath(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise _NotForTheFastPath(message)
+
+
+def _process_start() -> float:
+    """When this process started, by the kernel's clock (psutil comes with Prefect), else now."""
+    import time
+
+    try:
+        import psutil
+
+        return min(psutil.Process().create_time(), time.time())
+    except Exception:  # noqa: BLE001 - without psutil the total starts at the command line
+        return time.time()
 
 
 def lookup_command(args: list[str]) -> int | None:

@@ -85,7 +85,11 @@ def format_answer(answer: Answer) -> str:
     if not answer.rows:
         return f"customer {answer.user!r}: no list and no cold-start list in the store"
     if answer.cold_start:
-        title = f"customer {answer.user!r} is not in the last run: cold-start list (popular recently)"
+        # A customer of the export who already took every item has no list either.
+        title = (
+            f"customer {answer.user!r} has no list in the last run (not in its export, or nothing left to offer): "
+            "cold-start list (popular recently)"
+        )
     else:
         title = f"recommendations for customer {answer.user!r} (run {answer.run_id})"
     width = max(len("item"), *(len(item) for _, item, _ in answer.rows))
