@@ -22,7 +22,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from recsys.errors import RecsysError
+from recsys.errors import OptionError, RecsysError
+from recsys.schedule import DEFAULT_CRON, DEPLOYMENT_NAME, FLOW_NAME, machine_timezone
 from recsys.settings import DB_URL_ENV, DEFAULT_OUTPUT, RunOptions, resolve_db_url
 
 app = typer.Typer(
@@ -110,7 +111,13 @@ def with_run_options(only: tuple[str, ...] | None = None):
     specs = [spec for spec in dataclasses.fields(RunOptions) if only is None or spec.name in only]
 
     def decorate(command):
-        own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+        # The command's own options, their annotations evaluated (this module's are strings, and
+        # Typer would lose their help reading them off the wrapper).
+        own_hints = typing.get_type_hints(command, include_extras=True)
+        own = [
+            p.replace(annotation=own_hints.get(p.name, p.annotation))
+            for p in inspect.signature(command).parameters.values() if p.name != "options"
+        ]
         parameters = []
         for spec in specs:
             meta = spec.metadata
@@ -302,15 +309,21 @@ def runs(
     db_url: DbUrlOption = None,
     limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
 ) -> None:
-    """List past runs: when, status, customers scored, headline metrics."""
-    from recsys.cli.console import print_runs
+    """List past runs: when, status, customers with a list, headline metrics; then the scheduled
+    runs that ended before they could be recorded (refused, a bad export), from DIR/logs."""
+    from recsys.cli.console import print_not_started, print_runs
+    from recsys.store import not_started
     from recsys.store.lookup import recent_runs
 
+    unrecorded = not_started.recent(output, limit)
     try:
         rows = recent_runs(resolve_db_url(output, db_url), limit)
     except RecsysError as exc:
-        _fail(str(exc))
-    print_runs(rows)
+        if not unrecorded:
+            _fail(str(exc))
+        rows = []
+    print_runs(rows, quiet_when_empty=bool(unrecorded))
+    print_not_started(unrecorded)
 
 
 @app.command()
@@ -341,23 +354,71 @@ def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) 
 @with_run_options()
 def schedule(
     options: RunOptions,
-    cron: Annotated[str, typer.Option(help="Cron expression of the nightly run (server time zone).")] = "0 2 * * *",
-    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+    cron: Annotated[str, typer.Option(help="Cron expression of the nightly run, read in --timezone.")] = DEFAULT_CRON,
+    timezone: Annotated[
+        str, typer.Option("--timezone", help=f"IANA time zone the cron is read in [default: this machine's, {machine_timezone()}].", show_default=False)
+    ] = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = DEPLOYMENT_NAME,
 ) -> None:
-    """Serve the flow as a Prefect deployment on a cron schedule (runs until stopped).
+    """Serve the flow as a Prefect deployment on a cron schedule (runs until stopped, Ctrl-C).
 
     Every option of `recsys run` is a parameter of the deployment (the Prefect UI shows them).
+    One run at a time: a run that falls due while one runs waits for it. Needs a Prefect server
+    (PREFECT_API_URL); the export, the cron, the time zone and the output folder are checked
+    before serving. Each run writes DIR/logs/recsys.log; `recsys runs` lists it (or why it could
+    not start).
     """
+    from recsys.schedule import check_cron, check_timezone
+    from recsys.store.lock import check_writable
+
+    timezone = timezone or machine_timezone()
+    try:
+        check_cron(cron)
+        check_timezone(timezone)
+        data = Path(options.data)
+        if not data.is_file():
+            what = "is a folder" if data.is_dir() else "does not exist"
+            raise OptionError(f"--data {data}: {what}; the deployment reads that export every night: name the file")
+        check_writable(options.output)
+    except RecsysError as exc:
+        _fail(str(exc))
     _check_runner(options)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    _check_prefect_server()
     from prefect import serve
 
     from flows.deployment import deployment
 
-    typer.echo(f"serving deployment recsys-nightly/{name} on cron '{cron}'; Ctrl-C to stop")
-    # The served runs inherit this process's environment, where the database URL goes.
     with _db_url_in_environment(options) as served:
-        serve(deployment(served, cron, name))
+        # The served runs inherit this process's environment, where the database URL goes.
+        planned = deployment(served, cron, name, timezone)
+        typer.echo(
+            f"serving deployment {FLOW_NAME}/{name}: cron '{cron}' in {timezone}, one run at a time, "
+            f"export {data.resolve()}, output {Path(options.output).resolve()}; Ctrl-C to stop"
+        )
+        try:
+            serve(planned, print_starting_message=False)
+        except KeyboardInterrupt:
+            pass
+    typer.echo(f"stopped serving {FLOW_NAME}/{name}: no run is scheduled until `recsys schedule` serves it again")
+
+
+def _check_prefect_server() -> None:
+    """A served deployment needs a Prefect server that outlives this process, and one that answers."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        _fail(
+            "recsys schedule needs a Prefect server (a temporary one would take the schedule with it): "
+            "start one with `prefect server start` and point at it with "
+            "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api` (or export PREFECT_API_URL)"
+        )
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        _fail(f"the Prefect server at {url} does not answer ({type(problem).__name__}); start it with `prefect server start`")
 
 
 @app.command()

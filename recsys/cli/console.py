@@ -244,11 +244,22 @@ def _metrics_table(evaluation, title: str) -> Table:
     return table
 
 
-def print_runs(rows: list[dict]) -> None:
+def print_not_started(entries: list[dict]) -> None:
+    """Scheduled runs that ended before the store recorded them, newest first."""
+    if not entries:
+        return
+    console = Console(soft_wrap=True)
+    console.print("not started (scheduled runs that ended before they were recorded; DIR/logs/recsys.log has the rest):")
+    for entry in entries:
+        console.print(f"  {entry.get('run_id', '?')} at {entry.get('at', '?')}: {entry.get('message', '')}", markup=False)
+
+
+def print_runs(rows: list[dict], quiet_when_empty: bool = False) -> None:
     """Past runs, newest first; notes (why a run failed or was degraded) below the table."""
     console = Console(soft_wrap=True)  # a path or a message is never cut into lines
     if not rows:
-        console.print("no runs yet")
+        if not quiet_when_empty:
+            console.print("no runs yet")
         return
     from rich import box
 
