@@ -151,3 +151,43 @@ def test_schedule_serves_until_ctrl_c_and_ends_in_one_line(prefect_test_harness,
     assert process.returncode == 0, err[-3000:]
     assert "stopped serving recsys-nightly/ctrl-c-test" in out
     assert "Traceback" not in err, err[-3000:]
+
+
+REPO = Path(__file__).parents[1]
+
+
+def test_prefect_yaml_registers_the_deployment_recsys_schedule_serves(tmp_path):
+    """`prefect deploy` and `recsys schedule` give one deployment: the same flow, cron, concurrency
+    limit and collision strategy, and parameters that are valid options of a run."""
+    import yaml
+    from zoneinfo import ZoneInfo
+
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    from flows.deployment import deployment
+    from flows.nightly import nightly
+    from recsys.schedule import DEFAULT_CRON, DEPLOYMENT_NAME, ENTRYPOINT
+
+    text = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    PrefectYamlModel.model_validate(text)  # what `prefect deploy` reads it with
+    [spec] = text["deployments"]
+    assert spec["name"] == DEPLOYMENT_NAME
+    # The entrypoint exists and names the flow.
+    assert spec["entrypoint"] == ENTRYPOINT
+    path, _, attribute = spec["entrypoint"].partition(":")
+    assert (REPO / path).is_file()
+    from prefect.flows import load_flow_from_entrypoint
+
+    loaded = load_flow_from_entrypoint(str(REPO / path) + ":" + attribute)
+    assert loaded.name == nightly.name == "recsys-nightly"
+    served = deployment(RunOptions(data=tmp_path / "export.csv", output=tmp_path / "out"))
+    [schedule] = spec["schedules"]
+    assert schedule["cron"] == DEFAULT_CRON == served.schedules[0].schedule.cron
+    ZoneInfo(schedule["timezone"])
+    assert spec["concurrency_limit"]["limit"] == served.concurrency_limit == 1
+    assert spec["concurrency_limit"]["collision_strategy"] == served.concurrency_options.collision_strategy.value
+    # Parameters: the flow's one `options` parameter, every key a field of RunOptions.
+    assert list(spec["parameters"]) == list(served.parameters)
+    options = RunOptions(**spec["parameters"]["options"])
+    assert options.with_(data=RunOptions().data, output=RunOptions().output) == RunOptions()
+    assert (REPO / options.data).is_file()
