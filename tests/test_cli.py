@@ -103,3 +103,42 @@ def test_an_unusable_output_folder_is_refused_before_prefect_starts(tmp_path, wh
     assert len(errors) == 1 and str(output) in errors[0] and "not writable" in errors[0], done.stderr
     assert not (tmp_path / "prefect-home" / "prefect.db").exists()
     assert (tmp_path / "afile").read_text() == "a file"
+
+
+def _in_a_terminal(args: list[str], env: dict, timeout: float = 120) -> str:
+    """What ``python -m recsys.cli ARGS`` writes to a terminal (a pseudo-terminal), both streams."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", *args], stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True
+    )
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 1)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process ended
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    process.wait(timeout=30)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_no_prefect_telemetry_notice_on_a_first_run_in_a_terminal(tmp_path):
+    """Prefect prints its telemetry notice the first time it is imported in a terminal: not in
+    `recsys`'s (the command opts out unless the operator set DO_NOT_TRACK themselves)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DO_NOT_TRACK", "CI", "PREFECT_API_URL")}
+    env.update(PREFECT_HOME=str(tmp_path / "fresh-home"), TERM="xterm")
+    sample = Path(__file__).parents[1] / "data/interactions_sample.csv"
+    text = _in_a_terminal(["schedule", "--data", str(sample), "--output", str(tmp_path / "out"), "--cron", "every night"], env)
+    assert "is not a cron expression" in text, text  # Prefect was imported (its cron check)
+    assert "anonymous usage" not in text and "telemetry" not in text, text

@@ -287,20 +287,28 @@ def lookup(
 def evaluate_command(
     options: RunOptions,
     split: Annotated[str, typer.Option(help="'test' (the temporal holdout) or 'validation' (carved from its training part).")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tables as JSON, every figure whole.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the tables as CSV, every figure whole.")] = False,
 ) -> None:
-    """Run the offline protocol: the model and every baseline, per-customer holdout and cold start."""
+    """Run the offline protocol: the model and every baseline, per-customer holdout and cold start.
+
+    The tables fit 80 columns (a legend below them says what the short headers mean); --json or
+    --csv print every figure whole, for scripts.
+    """
     from recsys.cli.console import print_evaluation
     from recsys.data.export import load_interactions
     from recsys.evaluation.protocol import evaluation_report
 
     if split not in ("test", "validation"):
         _fail("--split must be 'test' or 'validation'")
+    if as_json and as_csv:
+        _fail("--json and --csv: choose one")
     try:
         interactions, _ = load_interactions(options.data, options.columns, options.date_format, options.delimiter)
         report = evaluation_report(interactions, options, split)
     except RecsysError as exc:
         _fail(str(exc))
-    print_evaluation(report)
+    print_evaluation(report, "json" if as_json else "csv" if as_csv else None)
 
 
 @app.command()

@@ -215,13 +215,63 @@ def print_summary(summary: dict) -> None:
         console.print(f"Log:     {summary['log']}")
 
 
-def print_evaluation(report) -> None:
-    """The protocol's tables: holdout (model and baselines) and cold start."""
-    console = Console(soft_wrap=True)  # a path or a message is never cut into lines
-    console.print(_metrics_table(report.holdout, f"per-customer temporal holdout ({report.split})"))
+def print_evaluation(report, as_format: str | None = None) -> None:
+    """The protocol's tables: holdout (model and baselines) and cold start.
+
+    In a terminal or a pipe: tables that fit 80 columns (short headers, a legend below, figures
+    to 4 decimals); ``as_format`` ``"json"`` or ``"csv"``: every figure whole, the seconds too.
+    """
     cut = datetime.fromtimestamp(report.cold_start_cut, timezone.utc) if report.cold_start_cut is not None else None
+    if as_format:
+        print(evaluation_text(report, as_format, cut), end="")
+        return
+    console = Console(soft_wrap=True)
+    console.print(_metrics_table(report.holdout, f"per-customer temporal holdout ({report.split})"))
     after = f"first seen after {cut:%Y-%m-%d}" if cut else "no customers"
     console.print(_metrics_table(report.cold_start, f"cold start (customers {after})"))
+    console.print(
+        "ndcg, recall, hit (hit rate): at 12, on held-out items; 95% CI: bootstrap interval of ndcg; "
+        "cover: share of the catalogue the lists use; custs: customers scored; *: the cold-start list. "
+        "--json or --csv print every figure whole, and the seconds.",
+        soft_wrap=False,  # prose: wrapped at the width, unlike the figures
+    )
+
+
+def evaluation_text(report, as_format: str, cut: datetime | None) -> str:
+    """The report as JSON (an object with both tables) or CSV (one row per recommender and table)."""
+    import csv
+    import io
+    import json
+
+    tables = {"holdout": report.holdout.table, "cold_start": report.cold_start.table}
+    if as_format == "json":
+        document = {
+            "split": report.split,
+            "cold_start_cut": cut.isoformat() if cut else None,
+            **{name: _records(table) for name, table in tables.items()},
+        }
+        return json.dumps(document, indent=2) + "\n"
+    out = io.StringIO()
+    writer = None
+    for name, table in tables.items():
+        for row in _records(table):
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=["table", "split", *row], lineterminator="\n")
+                writer.writeheader()
+            writer.writerow({"table": name, "split": report.split, **row})
+    return out.getvalue()
+
+
+def _records(table) -> list[dict]:
+    """Rows with plain Python values (NaN, an interval over too few customers, as null)."""
+    records = []
+    for row in table.to_dict("records"):
+        clean = {}
+        for key, value in row.items():
+            value = value.item() if hasattr(value, "item") else value
+            clean[key] = None if isinstance(value, float) and value != value else value
+        records.append(clean)
+    return records
 
 
 def _interval(values: dict) -> str:
@@ -231,15 +281,25 @@ def _interval(values: dict) -> str:
     return f"{low:.3f}-{high:.3f}"
 
 
+def _display_name(name: str) -> str:
+    """A recommender's name as the 80-column table shows it (the cold-start list marked ``*``)."""
+    if name.startswith("cold_start_list (") and name.endswith(")"):
+        return name[len("cold_start_list (") : -1] + "*"
+    return name
+
+
 def _metrics_table(evaluation, title: str) -> Table:
-    table = Table(title=title)
+    from rich import box
+
+    # No vertical rules and short headers: a 22-character name and six figures fit 80 columns.
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("recommender", no_wrap=True)
-    for column in ("ndcg@12", "95% interval", "recall@12", "hitrate@12", "coverage", "customers", "seconds"):
-        table.add_column(column, justify="right")
+    for column in ("ndcg", "95% CI", "recall", "hit", "cover", "custs"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in evaluation.table.to_dict("records"):
         table.add_row(
-            row["recommender"], f"{row['ndcg']:.4f}", _interval(row), f"{row['recall']:.4f}", f"{row['hit_rate']:.4f}",
-            f"{row['coverage']:.3f}", f"{int(row['users']):,}", f"{row['seconds']:.1f}",
+            _display_name(row["recommender"]), f"{row['ndcg']:.4f}", _interval(row), f"{row['recall']:.4f}",
+            f"{row['hit_rate']:.4f}", f"{row['coverage']:.3f}", f"{int(row['users']):,}",
         )
     return table
 

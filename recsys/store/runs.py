@@ -26,7 +26,7 @@ def is_run_id(text: str) -> bool:
         datetime.strptime(text, "%Y%m%dT%H%M%S%fZ")
     except (TypeError, ValueError):
         return False
-    return len(text) == 23
+    return len(text) == 22
 
 
 def as_row_values(fields: dict) -> dict:
