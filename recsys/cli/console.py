@@ -348,6 +348,9 @@ def print_runs(rows: list[dict], quiet_when_empty: bool = False) -> None:
         if row["message"]:
             notes.append(f"{row['run_id']}: {row['message']}")
     console.print(table)
-    console.print("model/best: NDCG@12 of the model and of the best baseline on held-out items; gap: the 95% interval of their difference")
+    console.print(
+        "model/best: NDCG@12 of the model and of the best baseline on held-out items; gap: the 95% interval of their difference",
+        soft_wrap=False,  # prose: wrapped at the width
+    )
     for note in notes:
         console.print(note, soft_wrap=True)
