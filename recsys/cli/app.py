@@ -181,8 +181,10 @@ def run(
     When the model may not be published (too little data, the quality gate, an evaluation or
     training that fails on the export) a baseline's lists are published instead, with status
     'degraded' and the reason. The new lists are health-checked before they replace anything.
-    Exit 0: published (`recsys runs` shows degraded runs); exit 1: nothing was replaced, and one
-    line on stderr says why.
+    The export is read and validated, and the output folder tried, before Prefect starts: bad
+    input is reported in the time the read takes. Exit 0: published (`recsys runs` shows degraded
+    runs; the summary says where the log is); exit 1: nothing was replaced, and one line on
+    stderr says why.
     """
     began = time.time()
     _check_runner(options)

@@ -87,6 +87,7 @@ def run_with_progress(options, verbose: bool = False) -> dict:
     unless ``verbose``.
     """
     from recsys.data.export import load_interactions, read_once
+    from recsys.errors import RecsysError
     from recsys.progress import reporting, step
     from recsys.store.lock import check_writable
 
@@ -94,14 +95,20 @@ def run_with_progress(options, verbose: bool = False) -> dict:
         arguments = (options.data, options.columns, options.date_format, options.delimiter)
         started = time.perf_counter()
         with step("Reading the export"):
-            loaded = load_interactions(*arguments)
+            try:
+                loaded = load_interactions(*arguments)
+            except RecsysError as exc:
+                if not exc.transient:
+                    raise
+                loaded = None  # replaced while read (a new night's file landing): the run reads it again, with retries
         read_seconds = time.perf_counter() - started
         check_writable(options.output)
         reporter.waiting("Starting the Prefect run")  # until the flow's first step begins
         from flows.nightly import nightly
         from flows.runners import flow_for
 
-        with read_once(*arguments, loaded), (nullcontext() if verbose else prefect_logs_to(log_path(options.output))) as log:
+        already_read = read_once(*arguments, loaded) if loaded is not None else nullcontext()
+        with already_read, (nullcontext() if verbose else prefect_logs_to(log_path(options.output))) as log:
             summary = flow_for(nightly, options)(options)
     seconds = summary["seconds"]
     # The export was read here, before the run: its seconds are the load's.
