@@ -313,7 +313,7 @@ def test_cli_run_publishes_and_prints_a_summary(prefect_test_harness, synthetic,
     )
     assert result.exit_code == 0, result.output
     assert "succeeded" in result.stdout
-    assert "scored 120 customers (1,440 rows) over 40 items" in result.stdout
+    assert "published lists for 120 of 120 customers (1,440 rows) over 40 items" in result.stdout
     check_lists(output, synthetic.frame)
     lookup = CliRunner().invoke(app, ["lookup", "1", "--output", str(output), "--json"])
     assert lookup.exit_code == 0
@@ -416,7 +416,8 @@ def test_an_evaluation_that_fails_publishes_popularity_degraded(prefect_test_har
     def broken(*_args, **_kwargs):
         raise ValueError("the held-out split came out empty")
 
-    monkeypatch.setattr(recsys.evaluation.protocol, "evaluate_all", broken)
+    # The nightly evaluation (evaluate_all is `recsys evaluate`'s, which the flow does not call).
+    monkeypatch.setattr(recsys.evaluation.protocol, "evaluate_baselines", broken)
     summary, _, output = run_flow(synthetic, tmp_path, epochs=2, ranking_epochs=2, evaluate=True)
     assert summary["status"] == "degraded"
     assert "evaluation failed" in summary["reason"] and "the held-out split came out empty" in summary["reason"]
@@ -447,7 +448,7 @@ def test_a_fallback_baseline_that_cannot_be_fitted_gives_way_to_popularity(prefe
     from recsys.evaluation.gate import Gate
     from recsys.models.baselines import ItemKNN
 
-    def fake_evaluate(interactions, options):
+    def fake_judge(baselines, model, options, run_id):
         from test_quality import evaluation
 
         import numpy as np
@@ -460,7 +461,12 @@ def test_a_fallback_baseline_that_cannot_be_fitted_gives_way_to_popularity(prefe
     def broken(self, interactions):
         raise MemoryError("items x items")
 
+    def fake_evaluate(interactions, options, fits):
+        return fake_judge(None, None, options, "")[0]  # stands for the baselines (the gate is forced below)
+
+    # The evaluation and the gate's verdict forced; item-kNN then fails to fit.
     monkeypatch.setattr(flows.nightly, "evaluate", fake_evaluate)
+    monkeypatch.setattr(flows.nightly, "judge", fake_judge)
     monkeypatch.setattr(ItemKNN, "fit", broken)
     summary, _, output = run_flow(synthetic, tmp_path, epochs=2, ranking_epochs=2, evaluate=True)
     assert summary["status"] == "degraded"

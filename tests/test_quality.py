@@ -247,7 +247,8 @@ def test_flow_with_evaluation_creates_the_quality_artifact(two_runs):
     assert artifact.type == "markdown"
     _, _, metrics = run_metrics(two_runs["output"], two_runs["summary_a"]["run_id"])
     text = artifact.data
-    assert text.startswith("### Held-out NDCG@12 and friends (120 customers)\n")
+    # The product's run id first: the link from Prefect's UI to `recsys runs` and the store.
+    assert text.startswith(f"**Run:** {two_runs['summary_a']['run_id']}\n\n### Held-out NDCG@12 and friends (120 customers)\n")
     assert text.endswith(f"\n\n**Gate:** {metrics['gate']['reason']}")
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) == {"recommender", *RECOMMENDERS}
