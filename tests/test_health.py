@@ -147,12 +147,12 @@ def _diverge(monkeypatch, how: str) -> None:
 
     real = Ranker.scores
 
-    def scores(self, rows, candidates, features):
-        values = real(self, rows, candidates, features)
+    def scores(self, items, features):
+        values = real(self, items, features)
         if how == "nan":
             return np.full_like(values, np.nan)
         if how == "half nan":
-            return np.where((np.asarray(rows) % 2 == 0)[:, None], np.nan, values)
+            return np.where((np.arange(values.shape[0]) % 2 == 0)[:, None], np.nan, values)
         if how == "inf":
             return np.where(np.arange(values.shape[1]) == 0, np.inf, values)
         return values * 1e4  # blown up
