@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import runners
-from recsys.data.export import LoadReport, load_interactions
+from recsys.data.export import LoadReport, load_interactions, read_before
 from recsys.data.interactions import Interactions
 from recsys.errors import ListsUnhealthy
 from recsys.evaluation import gate as quality
@@ -29,7 +29,7 @@ from recsys.settings import RunOptions
 from recsys.store.database import is_transient
 from recsys.store.lock import run_lock
 from recsys.store.publish import Store, list_tables, ranked_table
-from recsys.store.runs import new_run_id, utc_now
+from recsys.store.runs import is_run_id, new_run_id, utc_now
 
 # Inputs are large arrays and TensorFlow models: hashing them for a cache key would be slow and
 # pointless, since every night's data is new.
@@ -76,9 +76,22 @@ STEPS = {
 }
 
 
-@flow(name="recsys-nightly", task_runner=ThreadPoolTaskRunner(max_workers=1))
+# The flow run is named after the product's run id (Prefect's UI and `recsys runs` show the same
+# name), and the flow takes its run id from that name.
+@flow(name="recsys-nightly", flow_run_name=new_run_id, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def nightly(options: RunOptions = RunOptions()) -> dict:
     """Retrain both stages on the latest export and publish every customer's top-k list."""
+    run_id = this_run_id()
+    with scheduled_run_log(options), unrecorded_failures_kept(options, run_id) as recorded:
+        get_run_logger().info("recsys run %s: %s -> %s", run_id, options.data, options.output)
+        summary = publish_nightly(options, run_id, recorded)
+    report_artifact(summary)
+    return summary
+
+
+def publish_nightly(options: RunOptions, run_id: str, recorded) -> dict:
+    """The nightly job: read, decide, train, score, check, publish; ``recorded()`` is called
+    once the run is in the store's ``runs`` table."""
     watch = Stopwatch()
     interactions, report = load(options)
     setup, config = load_rules(interactions, options)  # a bad catalogue or config stops here: nothing written
@@ -87,10 +100,11 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
     removed: dict[str, int] = {}
     # Nothing is written before the input has been read and validated; then one run at a time.
     with run_lock(options.output), open_store(options) as (store, repaired):
-        run_id, started_at = new_run_id(), utc_now()
+        started_at = utc_now()
         with store.recording(run_id, started_at, report.path, _counts(report)):
+            recorded()
             fits = FitCache()  # the splits and baseline fits the evaluation and the model share
-            status, reason, fallback, model = decide(interactions, options, metrics, watch, fits)
+            status, reason, fallback, model = decide(interactions, options, metrics, watch, fits, run_id)
             cost = rules_cost(model, setup.rules, options)
             if fallback is None:
                 try:
@@ -130,6 +144,7 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
         "users": published.users,
         "rows": published.rows,
         "items": report.items,
+        "customers": report.users,
         "input_rows": report.rows,
         "notes": list(report.notes) + list(setup.notes),
         "rules": metrics.get("rules"),
@@ -141,16 +156,88 @@ def nightly(options: RunOptions = RunOptions()) -> dict:
     }
 
 
+def this_run_id() -> str:
+    """The run id: the flow run's name (see ``flow_run_name``), or a new one if it was renamed."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    name = context.flow_run.name if context and context.flow_run else ""
+    return name if is_run_id(name) else new_run_id()
+
+
+def is_scheduled() -> bool:
+    """Whether this flow run belongs to a deployment (nobody's terminal watches it)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.deployment_id)
+
+
+@contextmanager
+def scheduled_run_log(options: RunOptions) -> Iterator[None]:
+    """A scheduled run writes the log file `recsys run` writes (``DIR/logs/recsys.log``)."""
+    from recsys.logfile import is_written, log_path, logging_to
+
+    path = log_path(options.output)
+    if not is_scheduled() or is_written(path):
+        yield
+        return
+    with logging_to(path):
+        yield
+
+
+@contextmanager
+def unrecorded_failures_kept(options: RunOptions, run_id: str):
+    """Yields ``recorded``, to call once the run is in the store's ``runs`` table; a scheduled run
+    that fails before that (refused by the lock, a bad export, no store) is kept for ``recsys runs``
+    in ``DIR/logs/not_started.jsonl``."""
+    from recsys.store import not_started
+
+    state = {"recorded": False}
+    try:
+        yield lambda: state.update(recorded=True)
+    except Exception as exc:
+        if not state["recorded"] and is_scheduled():
+            from recsys.store.diagnosis import redact
+
+            not_started.record(options.output, run_id, redact(one_line(exc)))
+        raise
+
+
+def report_artifact(summary: dict) -> None:
+    """The run's outcome as a Prefect artifact (``recsys-run``): its run id beside Prefect's own."""
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = [
+        f"**Run:** {summary['run_id']} ({summary['status']})",
+        f"**Customers with a list:** {summary['users']:,} ({summary['rows']:,} rows)",
+        f"**Parquet:** {summary['parquet']}",
+        f"**SQL:** {summary['db_url']}",
+    ]
+    if summary.get("reason"):
+        lines.append(f"**Reason:** {summary['reason']}")
+    try:
+        create_markdown_artifact(key="recsys-run", markdown="\n\n".join(lines), description=f"recsys run {summary['run_id']}")
+    except Exception as exc:  # noqa: BLE001 - a report for the UI; the run is published without it
+        get_run_logger().warning("could not create the run artifact (%s: %s)", type(exc).__name__, exc)
+
+
 @task(name="load_interactions", **RETRY, **TASK)
 def load(options: RunOptions) -> tuple[Interactions, LoadReport]:
     """Read, validate and encode the export."""
     started = time.perf_counter()
-    interactions, report = load_interactions(options.data, options.columns, options.date_format, options.delimiter)
+    arguments = (options.data, options.columns, options.date_format, options.delimiter)
+    loaded = read_before(*arguments)  # `recsys run` read and validated it before starting Prefect
+    how = "(read before the run started)"
+    if loaded is None:
+        with step("Reading the export"):
+            loaded = load_interactions(*arguments)
+        how = f"in {time.perf_counter() - started:.1f}s"
+    interactions, report = loaded
     log = get_run_logger()
     log.info(
-        "read %s rows (%s duplicates) of %s customers and %s items from %s in %.1fs",
-        f"{report.rows:,}", f"{report.duplicate_rows:,}", f"{report.users:,}", f"{report.items:,}",
-        report.path, time.perf_counter() - started,
+        "read %s rows (%s duplicates) of %s customers and %s items from %s %s",
+        f"{report.rows:,}", f"{report.duplicate_rows:,}", f"{report.users:,}", f"{report.items:,}", report.path, how,
     )
     for note in report.notes:
         log.info("input: %s", note)
@@ -242,7 +329,7 @@ def open_store(options: RunOptions) -> Iterator[tuple[Store, str | None]]:
         yield store, repaired
 
 
-def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch: Stopwatch, fits: FitCache):
+def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch: Stopwatch, fits: FitCache, run_id: str):
     """What this run publishes: (status, reason, baseline, model), ``baseline`` None when the
     trained ``model``'s lists are to be published.
 
@@ -276,7 +363,7 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
     metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
     if baselines is None or model.evaluation is None or len(model.evaluation.users) == 0:
         return "succeeded", None, None, model
-    evaluation, gate = judge(baselines, model, options)
+    evaluation, gate = judge(baselines, model, options, run_id)
     from recsys.evaluation.protocol import metrics_record
 
     metrics["evaluation"] = metrics_record(evaluation.table)
@@ -307,7 +394,7 @@ def evaluate(interactions: Interactions, options: RunOptions, fits: FitCache):
     return baselines
 
 
-def judge(baselines, model: TwoStage, options: RunOptions):
+def judge(baselines, model: TwoStage, options: RunOptions, run_id: str):
     """The model's own held-out evaluation beside the baselines', and the quality gate's verdict."""
     from prefect.artifacts import create_markdown_artifact
 
@@ -319,7 +406,10 @@ def judge(baselines, model: TwoStage, options: RunOptions):
     markdown = markdown_table(evaluation.table, f"Held-out NDCG@{options.top_k} and friends ({users:,} customers)")
     log = get_run_logger()
     try:
-        create_markdown_artifact(key="recsys-quality", markdown=markdown + f"\n\n**Gate:** {gate.reason}", description="Nightly quality")
+        create_markdown_artifact(
+            key="recsys-quality", markdown=f"**Run:** {run_id}\n\n{markdown}\n\n**Gate:** {gate.reason}",
+            description=f"Nightly quality of run {run_id}",
+        )
     except Exception as exc:  # noqa: BLE001 - a report for the UI; the gate's verdict stands without it
         log.warning("could not create the quality artifact (%s: %s)", type(exc).__name__, exc)
     log.info("evaluation:\n%s", markdown)
@@ -501,7 +591,8 @@ def check(
     # The model's lists cannot be longer than its candidate lists.
     length = min(options.top_k, options.candidates) if recommender == TwoStage.name else options.top_k
     previous = store.current_metrics().get("lists")
-    health = check_lists(lists, interactions, length, not options.include_seen, recommender, previous, popular[:2], rules)
+    with step("Checking the lists"):
+        health = check_lists(lists, interactions, length, not options.include_seen, recommender, previous, popular[:2], rules)
     if not health.ok:
         raise ListsUnhealthy(
             f"the new lists of {recommender} failed the health check, nothing was replaced: " + "; ".join(health.problems)
@@ -523,9 +614,10 @@ def publish(store: Store, run_id: str, generated_at, interactions: Interactions,
     """
     started = time.perf_counter()
     popular = ranked_table(interactions.items, *popular)
-    published = store.publish(
-        run_id, generated_at, list_tables(interactions.users, interactions.items, lists), popular, status=status, **fields
-    )
+    with step("Publishing"):
+        published = store.publish(
+            run_id, generated_at, list_tables(interactions.users, interactions.items, lists), popular, status=status, **fields
+        )
     log = get_run_logger()
     if published.parquet_pending:
         log.warning("publish: %s", published.parquet_pending)

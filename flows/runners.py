@@ -36,7 +36,11 @@ def task_runner(options: RunOptions):
                 from prefect.client.orchestration import get_client
 
                 api = str(get_client(sync_client=True).api_url)
-                self.cluster_kwargs = {**self.cluster_kwargs, "env": {"PREFECT_API_URL": api}}
+                # A worker's task lines ("Task run 'score_shard-980' - Finished in state
+                # Completed()") go to the Prefect server, not into this terminal's progress
+                # bars; its warnings still show.
+                env = {"PREFECT_API_URL": api, "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}
+                self.cluster_kwargs = {**self.cluster_kwargs, "env": env}
             return super().client
 
     return LocalDaskTaskRunner(cluster_kwargs={"n_workers": os.cpu_count() or 1, "threads_per_worker": 1})

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-Progress = Callable[[int, int], None]  # progress(done, total)
+# progress(done, total) or progress(done, total, note): ``note`` says what the step is doing now
+# ("ease, 4 of 6"); a progress of 0 done announces the total before the first unit of work.
+Progress = Callable[..., None]
 # A factory: given a step's description, returns (update, close).
 Reporter = Callable[[str], tuple[Progress, Callable[[], None]]]
 

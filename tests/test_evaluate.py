@@ -203,3 +203,22 @@ def test_evaluate_recommenders_runs_the_protocol(protocol_frame: Interactions) -
     assert int(result.loc[0, "users"]) == 4
     assert 0.0 < result.loc[0, "ndcg"] <= 1.0
     assert result.loc[0, "seconds"] >= 0.0
+
+
+def test_the_nightly_evaluation_reports_its_total_before_any_work_and_names_each_step(synthetic_frame) -> None:
+    """A bar that knows its length from the first second (no ``0/?`` through the tuning) and says
+    what it is doing: tuning first, then "ease, 4 of 6"."""
+    from recsys.evaluation.protocol import baseline_factories, evaluate_baselines
+    from recsys.settings import RunOptions
+
+    calls = []
+    evaluate_baselines(interactions_of(synthetic_frame), RunOptions(), progress=lambda *call: calls.append(call))
+    names = list(baseline_factories(RunOptions()))
+    total = 2 + len(names)
+    assert calls[0] == (0, total, "tuning EASE and RP3beta")
+    assert all(call[1] == total for call in calls)
+    done = [call[0] for call in calls]
+    assert done == sorted(done) and done[-1] == total
+    notes = [call[2] for call in calls]
+    assert "tuning EASE" in notes and "tuning RP3beta" in notes
+    assert f"{names[2]}, 3 of {len(names)}" in notes

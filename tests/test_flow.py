@@ -313,7 +313,7 @@ def test_cli_run_publishes_and_prints_a_summary(prefect_test_harness, synthetic,
     )
     assert result.exit_code == 0, result.output
     assert "succeeded" in result.stdout
-    assert "scored 120 customers (1,440 rows) over 40 items" in result.stdout
+    assert "published lists for 120 of 120 customers (1,440 rows) over 40 items" in result.stdout
     check_lists(output, synthetic.frame)
     lookup = CliRunner().invoke(app, ["lookup", "1", "--output", str(output), "--json"])
     assert lookup.exit_code == 0
@@ -381,6 +381,34 @@ def test_tiny_valid_exports_publish_through_recsys_run(prefect_test_harness, tmp
     assert len(read_sql(output / "recsys.db", "SELECT item FROM popular_items")) == len({r[2] for r in rows})
 
 
+def test_a_run_whose_customers_took_every_item_says_so_and_lookup_says_why(prefect_test_harness, tmp_path, capfd):
+    """Two customers who took both items: no list for either. The summary counts the customers it
+    published lists for out of those of the export (not "scored 0 customers" beside a `recsys
+    runs` that says 2), says why, and where the log is; its seconds add up to the run's total."""
+    from recsys.cli.app import app
+
+    rows = TINY["two customers, the same two items"]
+    data = tmp_path / "tiny.csv"
+    data.write_text(csv_text(rows))
+    output = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", "--data", str(data), "--output", str(output), "--epochs", "1", "--ranking-epochs", "1"])
+    capfd.readouterr()
+    assert result.exit_code == 0, result.output
+    assert "published lists for 0 of 2 customers (0 rows)" in result.stdout, result.stdout
+    assert "2 customers got no list: they already took every item" in result.stdout
+    assert f"Log:     {output / 'logs' / 'recsys.log'}" in result.stdout
+    stages = {}
+    for line in result.stdout.split("seconds per stage", 1)[1].splitlines():
+        name, _, value = line.strip().rpartition(" ")
+        if name and re.fullmatch(r"\d+\.\d", value):
+            stages[name.strip()] = float(value)
+    assert "other (start-up, Prefect)" in stages and "total" in stages, result.stdout
+    total = stages.pop("total")
+    assert abs(sum(stages.values()) - total) <= 0.05 * len(stages) + 0.1, stages
+    lookup = CliRunner().invoke(app, ["lookup", "A", "--output", str(output)])
+    assert "has no list in the last run (not in its export, or nothing left to offer)" in lookup.stdout
+
+
 def test_an_evaluation_that_fails_publishes_popularity_degraded(prefect_test_harness, synthetic, tmp_path, monkeypatch):
     """Whatever breaks inside the evaluation, the run publishes the popularity lists and says why."""
     import recsys.evaluation.protocol
@@ -388,6 +416,7 @@ def test_an_evaluation_that_fails_publishes_popularity_degraded(prefect_test_har
     def broken(*_args, **_kwargs):
         raise ValueError("the held-out split came out empty")
 
+    # The nightly evaluation (evaluate_all is `recsys evaluate`'s, which the flow does not call).
     monkeypatch.setattr(recsys.evaluation.protocol, "evaluate_baselines", broken)
     summary, _, output = run_flow(synthetic, tmp_path, epochs=2, ranking_epochs=2, evaluate=True)
     assert summary["status"] == "degraded"
@@ -444,16 +473,16 @@ def test_a_fallback_baseline_that_cannot_be_fitted_gives_way_to_popularity(prefe
     from recsys.evaluation.gate import Gate
     from recsys.models.baselines import ItemKNN
 
-    from test_quality import evaluation
-
     import numpy as np
+
+    from test_quality import evaluation
 
     values = np.linspace(0.0, 1.0, 10)
 
     def fake_evaluate(interactions, options, fits):
         return evaluation(item_knn=values, popularity=values * 0.8)
 
-    def fake_judge(baselines, model, options):
+    def fake_judge(baselines, model, options, run_id):
         return evaluation(two_stage=values * 0.5, item_knn=values, popularity=values * 0.8), Gate(
             False, "item_knn", "forced: the model is below item_knn", "item_knn", (-0.3, -0.4, -0.2)
         )
@@ -461,6 +490,7 @@ def test_a_fallback_baseline_that_cannot_be_fitted_gives_way_to_popularity(prefe
     def broken(self, interactions):
         raise MemoryError("items x items")
 
+    # The evaluation and the gate's verdict forced; item-kNN then fails to fit.
     monkeypatch.setattr(flows.nightly, "evaluate", fake_evaluate)
     monkeypatch.setattr(flows.nightly, "judge", fake_judge)
     monkeypatch.setattr(ItemKNN, "fit", broken)
@@ -628,17 +658,25 @@ def test_rows_dated_far_outside_the_export_are_reported_in_the_run(prefect_test_
 NOISE = re.compile(r"absl::InitializeLog|oneDNN|cudart|cuda drivers|TensorRT|^[IWEF]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)
 
 
-@pytest.mark.parametrize("server", ["session server", "temporary server"])
+# What the terminal must not show besides (Prefect's task-state lines, from Dask workers too; its
+# telemetry notice; its temporary server stopping).
+PREFECT_NOISE = re.compile(r"Finished in state|anonymous usage|telemetry|Stopping temporary server|temporary server")
+
+
+@pytest.mark.parametrize("server", ["session server", "temporary server", "dask workers"])
 def test_recsys_run_piped_prints_no_tensorflow_or_prefect_noise(prefect_test_harness, synthetic, tmp_path, server):
     """`recsys run 2>&1 | cat`: the progress, the summary; no TensorFlow/absl start-up lines (C++
-    code writing to fd 2), in the output or in DIR/logs/recsys.log."""
+    code writing to fd 2), in the output or in DIR/logs/recsys.log; no Prefect lines but warnings."""
     from prefect.settings import PREFECT_API_URL
 
     data = tmp_path / "interactions.csv"
     data.write_text(csv_text(synthetic.rows))
     env = {k: v for k, v in os.environ.items() if k not in ("RECSYS_DB_URL", "TF_CPP_MIN_LOG_LEVEL", "PREFECT_API_URL")}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    if server == "session server":
+    runner = []
+    if server == "dask workers":
+        runner = ["--task-runner", "dask", "--shard-size", "40"]  # three shards on a local cluster
+    if server in ("session server", "dask workers"):
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     else:
         # A fresh Prefect home: the temporary server migrates its database first (slow on a busy machine).
@@ -646,12 +684,56 @@ def test_recsys_run_piped_prints_no_tensorflow_or_prefect_noise(prefect_test_har
     output = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "recsys.cli", "run", "--data", str(data), "--output", str(output), "--epochs", "1",
-         "--ranking-epochs", "1", "--no-evaluate"],
+         "--ranking-epochs", "1", "--no-evaluate", *runner],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "succeeded" in done.stdout
     assert not NOISE.search(done.stdout), done.stdout[:3000]
-    assert "temporary server" not in done.stdout, done.stdout[-2000:]
+    assert not PREFECT_NOISE.search(done.stdout), done.stdout[-3000:]
     log = (output / "logs" / "recsys.log").read_text()
     assert "published" in log and not NOISE.search(log), log[:3000]
+
+
+# --- links between the product's runs and Prefect's -----------------------------------------------------
+
+
+def test_the_flow_run_is_named_after_the_run_id_and_its_artifact_names_it(prefect_test_harness, synthetic, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
+
+    summary, _, _ = run_flow(synthetic, tmp_path, **EPOCHS)
+    run_id = summary["run_id"]
+    with get_client(sync_client=True) as client:
+        [flow_run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_id])))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["recsys-run"])))
+    assert flow_run.state.is_completed()
+    mine = [artifact for artifact in artifacts if artifact.flow_run_id == flow_run.id]
+    assert len(mine) == 1 and f"**Run:** {run_id} (succeeded)" in mine[0].data
+
+
+def test_a_scheduled_run_writes_the_log_file_and_keeps_a_failure_before_it_was_recorded(
+    prefect_test_harness, synthetic, tmp_path, monkeypatch, no_load_retries
+):
+    """A deployment's run: DIR/logs/recsys.log as `recsys run` writes it, its lines naming the flow
+    run and the task; a bad export at 02:00 is in `recsys runs` (the store itself untouched)."""
+    import flows.nightly
+    from recsys.cli.app import app
+
+    monkeypatch.setattr(flows.nightly, "is_scheduled", lambda: True)
+    summary, _, output = run_flow(synthetic, tmp_path, **EPOCHS)
+    log = (output / "logs" / "recsys.log").read_text()
+    assert f"recsys run {summary['run_id']}: " in log
+    assert re.search(rf"prefect\.task_runs \[{summary['run_id']} / publish-\w+\] - Finished in state Completed", log), (summary['run_id'], log[-1500:])
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(csv_text(BAD_ROWS))
+    before = read_sql(output / "recsys.db", "SELECT run_id, status FROM runs")
+    with pytest.raises(DataError):
+        flows.nightly.nightly(RunOptions(data=bad, output=output, **EPOCHS))
+    assert read_sql(output / "recsys.db", "SELECT run_id, status FROM runs") == before
+    listed = CliRunner().invoke(app, ["runs", "--output", str(output)])
+    assert listed.exit_code == 0, listed.output
+    [line] = [line for line in listed.stdout.splitlines() if "rating 'cinco'" in line]
+    assert "DataError" in line and str(bad) in line
+    assert "rating 'cinco'" in (output / "logs" / "recsys.log").read_text()

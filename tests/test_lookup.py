@@ -92,7 +92,8 @@ def test_unknown_user_gets_the_popular_list(output):
     assert [r[1] for r in answer.rows] == POPULAR
     assert [r[0] for r in answer.rows] == list(range(1, 13))
     assert answer.run_id == "run1"
-    assert answer.generated_at is None
+    # The cold-start list was published by that run: its time is the run's start.
+    assert answer.generated_at is not None and answer.generated_at.startswith("2024-03-01 02:00")
 
 
 @pytest.mark.parametrize(
@@ -256,3 +257,49 @@ def test_fast_lookup_path_hands_help_and_other_commands_to_typer(output):
     assert "Usage: recsys lookup" in _launch("lookup", "--help").stdout
     runs = _launch("runs", "--output", str(output))
     assert runs.returncode == 0 and "runs, newest first" in runs.stdout
+
+
+def test_lookup_json_times_carry_their_offset_and_scores_are_rounded(tmp_path):
+    out = tmp_path / "out"
+    store = Store(resolve_db_url(out), out)
+    store.begin_run("run1", GENERATED, "in.csv")
+    lists = pa.table({
+        "user_id": pa.array(["u1", "u1"]), "rank": pa.array([1, 2], pa.int16()),
+        "item": pa.array(["a", "b"]), "score": pa.array([4.928992748260498, 0.000123456]),
+    })
+    store.publish("run1", GENERATED, iter([lists]), popular_table())
+    store.finish_run("run1", "succeeded")
+    known = json.loads(CliRunner().invoke(app, ["lookup", "u1", "-o", str(out), "--json"]).stdout)
+    assert known["generated_at"] == "2024-03-01T02:00:00+00:00"
+    assert [r["score"] for r in known["recommendations"]] == [4.929, 0.0001]
+    cold = json.loads(CliRunner().invoke(app, ["lookup", "nobody", "-o", str(out), "--json"]).stdout)
+    assert cold["cold_start"] is True and cold["generated_at"] == "2024-03-01T02:00:00+00:00"
+    table = CliRunner().invoke(app, ["lookup", "u1", "-o", str(out)]).stdout
+    assert "4.9290" in table and "4.928992" not in table
+
+
+def _recsys(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "recsys.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_an_unknown_lookup_option_is_answered_like_any_other_commands(output):
+    """The fast path (argparse) hands arguments it cannot read to the Typer app: Click's style."""
+    lookup_typo = _recsys("lookup", "u1", "--jsn", "--output", str(output))
+    run_typo = _recsys("runs", "--jsn", "--output", str(output))
+    assert lookup_typo.returncode == run_typo.returncode == 2
+    assert "usage: recsys lookup" not in lookup_typo.stderr  # argparse's
+    assert "Usage: recsys lookup [OPTIONS] [USER]" in lookup_typo.stderr
+    assert "No such option" in lookup_typo.stderr and "--json" in lookup_typo.stderr
+    assert "No such option" in run_typo.stderr
+
+
+def test_a_mistyped_command_is_suggested_once_and_the_version_is_printed():
+    typo = _recsys("rnu")
+    assert typo.returncode == 2 and typo.stderr.count("Did you mean") == 1, typo.stderr
+    from importlib.metadata import version
+
+    shown = _recsys("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"recsys {version('recsys')}"

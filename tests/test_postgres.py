@@ -321,12 +321,13 @@ def test_cli_lookup_known_and_unknown_user(pg_url, tmp_path):
     assert answer["cold_start"] is False and answer["run_id"] == "run1"
     assert [r["rank"] for r in answer["recommendations"]] == list(range(1, TOP_K + 1))
     assert answer["recommendations"][0]["item"] == "run1 item 2"
-    assert answer["generated_at"] == "2024-03-01 02:00:05.123456"  # as the SQLite store prints it
+    assert answer["generated_at"] == "2024-03-01T02:00:05.123456+00:00"  # ISO 8601 with its offset, as from SQLite
 
     unknown = run_cli("lookup", "nobody", "--db-url", pg_url, "--json")
     assert unknown.returncode == 0, unknown.stderr
     answer = json.loads(unknown.stdout)
-    assert answer["cold_start"] is True and answer["run_id"] == "run1" and answer["generated_at"] is None
+    assert answer["cold_start"] is True and answer["run_id"] == "run1"
+    assert answer["generated_at"] == "2024-03-01T02:00:05.123456+00:00"  # the start of the run that published it
     assert [r["item"] for r in answer["recommendations"]] == [f"run1 popular {k}" for k in range(TOP_K)]
 
     table = run_cli("lookup", "u2", "--db-url", pg_url)

@@ -247,7 +247,8 @@ def test_flow_with_evaluation_creates_the_quality_artifact(two_runs):
     assert artifact.type == "markdown"
     _, _, metrics = run_metrics(two_runs["output"], two_runs["summary_a"]["run_id"])
     text = artifact.data
-    assert text.startswith("### Held-out NDCG@12 and friends (120 customers)\n")
+    # The product's run id first: the link from Prefect's UI to `recsys runs` and the store.
+    assert text.startswith(f"**Run:** {two_runs['summary_a']['run_id']}\n\n### Held-out NDCG@12 and friends (120 customers)\n")
     assert text.endswith(f"\n\n**Gate:** {metrics['gate']['reason']}")
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) == {"recommender", *RECOMMENDERS}
@@ -413,6 +414,37 @@ def test_print_evaluation_in_80_columns_shows_every_recommender_name(monkeypatch
     out = capsys.readouterr().out
     missing = [name for name in RECOMMENDERS if name not in out]
     assert not missing, f"names cut off: {missing}\n{out}"
+    # Every figure whole (no "0.…", no "ndcg@…"), every line within 80 columns.
+    assert "…" not in out, out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    [popularity] = [line for line in out.splitlines() if line.split()[:1] == ["popularity"]]
+    assert popularity.split()[1:] == ["0.1000", "0.090-0.120", "0.2000", "0.3000", "0.510", "120"], popularity
+    assert "recent_popularity_90d*" in out
+
+
+@pytest.mark.parametrize("as_format", ["json", "csv"])
+def test_print_evaluation_as_json_or_csv_prints_every_figure_whole(capsys, as_format):
+    import csv
+    import io
+
+    from recsys.cli.console import print_evaluation
+    from recsys.evaluation.protocol import EvaluationReport
+
+    holdout = table(**{name: 0.123456789 for name in RECOMMENDERS})
+    cold = table(popularity=0.1)
+    cold["recommender"] = ["cold_start_list (recent_popularity_90d)"]
+    report = EvaluationReport(split="test", holdout=Evaluation(holdout), cold_start=Evaluation(cold), cold_start_cut=0)
+    print_evaluation(report, as_format)
+    out = capsys.readouterr().out
+    if as_format == "json":
+        document = json.loads(out)
+        rows = document["holdout"]
+        assert document["cold_start"][0]["recommender"] == "cold_start_list (recent_popularity_90d)"
+        assert document["cold_start_cut"] == "1970-01-01T00:00:00+00:00"
+    else:
+        rows = [row for row in csv.DictReader(io.StringIO(out)) if row["table"] == "holdout"]
+    assert [row["recommender"] for row in rows] == RECOMMENDERS
+    assert float(rows[0]["ndcg"]) == 0.123456789 and float(rows[0]["seconds"]) == 0.0
 
 
 # --- `recsys evaluate` --------------------------------------------------------------------------------
@@ -438,14 +470,14 @@ def test_cli_evaluate_prints_every_recommender_and_cold_start(small_csv, split):
     assert "cold start (customers first seen after " in out
     for name in RECOMMENDERS:
         assert name in out, name
-    assert "cold_start_list (recent_popularity_90d)" in out
-    for header in ("ndcg@12", "recall@12", "hitrate@12", "coverage", "customers"):
+    assert "recent_popularity_90d*" in out and "*: the cold-start list" in out
+    for header in ("ndcg", "95% CI", "recall", "hit", "cover", "custs"):
         assert header in out
     # Every holdout row has 4-decimal metrics in [0, 1] and the scored customer count.
     holdout = out.split("cold start (customers first seen after ")[0]
     for name in RECOMMENDERS:
-        [line] = [line for line in holdout.splitlines() if f" {name} " in line]
-        cells = [c.strip() for c in line.strip("│ \n").split("│")]
+        [line] = [line for line in holdout.splitlines() if line.split()[:1] == [name]]
+        cells = line.split()
         assert cells[0] == name
         ndcg, (low, high) = float(cells[1]), (float(v) for v in cells[2].split("-"))
         assert low <= ndcg <= high, cells

@@ -814,12 +814,17 @@ def test_recsys_rollback_swaps_between_the_last_two_runs(published, store_copy, 
     assert (output / "recommendations.parquet").read_bytes() == parquet_a
     assert [r for r, v in runs_rows(db).items() if v["is_current"]] == [run_a]
     assert lookup_json(output, "1")["run_id"] == run_a
+    assert runs_rows(db)[run_b]["message"].startswith("rolled back at ")
 
     result = CliRunner().invoke(app, ["rollback", "--output", str(output)])
     assert result.exit_code == 0, result.output
     assert check_store(output) == run_b
     assert sql_lists(db) == lists_b
     assert [r for r, v in runs_rows(db).items() if v["is_current"]] == [run_b]
+    # The rollback undone: the current run no longer says it was rolled back; the other one does.
+    runs = runs_rows(db)
+    assert not (runs[run_b]["message"] or "").startswith("rolled back"), runs[run_b]["message"]
+    assert runs[run_a]["message"].startswith("rolled back at ")
 
 
 def test_recsys_rollback_with_one_run_or_no_store_exits_1(published, store_copy, tmp_path):

@@ -15,13 +15,15 @@ import inspect
 import json
 import logging
 import os
+import time
 import typing
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from recsys.errors import RecsysError
+from recsys.errors import OptionError, RecsysError
+from recsys.schedule import DEFAULT_CRON, DEPLOYMENT_NAME, FLOW_NAME, machine_timezone
 from recsys.settings import DB_URL_ENV, DEFAULT_OUTPUT, RunOptions, resolve_db_url
 
 app = typer.Typer(
@@ -29,7 +31,32 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    suggest_commands=False,  # Click suggests a command for a typo itself: "Did you mean" once
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"recsys {version('recsys')}")
+        except PackageNotFoundError:
+            typer.echo("recsys (not installed: version unknown)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _every_command(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Nightly two-stage recommender: train, publish every customer's top-12, look customers up."""
+    # Before Prefect is imported by any command: its first-run telemetry notice and its server's
+    # analytics are not the operator's concern (set them to opt in).
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 OutputOption = Annotated[Path, typer.Option("--output", "-o", help="Folder of the published store.")]
 DbUrlOption = Annotated[
@@ -84,7 +111,13 @@ def with_run_options(only: tuple[str, ...] | None = None):
     specs = [spec for spec in dataclasses.fields(RunOptions) if only is None or spec.name in only]
 
     def decorate(command):
-        own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+        # The command's own options, their annotations evaluated (this module's are strings, and
+        # Typer would lose their help reading them off the wrapper).
+        own_hints = typing.get_type_hints(command, include_extras=True)
+        own = [
+            p.replace(annotation=own_hints.get(p.name, p.annotation))
+            for p in inspect.signature(command).parameters.values() if p.name != "options"
+        ]
         parameters = []
         for spec in specs:
             meta = spec.metadata
@@ -169,9 +202,12 @@ def run(
     When the model may not be published (too little data, the quality gate, an evaluation or
     training that fails on the export) a baseline's lists are published instead, with status
     'degraded' and the reason. The new lists are health-checked before they replace anything.
-    Exit 0: published (`recsys runs` shows degraded runs); exit 1: nothing was replaced, and one
-    line on stderr says why.
+    The export is read and validated, and the output folder tried, before Prefect starts: bad
+    input is reported in the time the read takes. Exit 0: published (`recsys runs` shows degraded
+    runs; the summary says where the log is); exit 1: nothing was replaced, and one line on
+    stderr says why.
     """
+    began = time.time()
     _check_runner(options)
     from recsys.cli.console import print_summary, quiet_prefect_exit, run_with_progress
 
@@ -207,7 +243,12 @@ def run(
         logging.raiseExceptions = raise_exceptions
         if not (verbose or debug):
             quiet_prefect_exit()
-    print_summary(summary)
+    print_summary(dict(summary, total_seconds=time.time() - (PROCESS_STARTED[0] if PROCESS_STARTED else began)))
+
+
+# When the ``recsys`` process started (set by the launcher): the summary's total is the operator's
+# wall time, Python's start-up included. Empty when the app is called in-process (tests).
+PROCESS_STARTED: list[float] = []
 
 
 def _lost_prefect(cause: str, db_url: str, started: str) -> None:
@@ -269,20 +310,28 @@ def lookup(
 def evaluate_command(
     options: RunOptions,
     split: Annotated[str, typer.Option(help="'test' (the temporal holdout) or 'validation' (carved from its training part).")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tables as JSON, every figure whole.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the tables as CSV, every figure whole.")] = False,
 ) -> None:
-    """Run the offline protocol: the model and every baseline, per-customer holdout and cold start."""
+    """Run the offline protocol: the model and every baseline, per-customer holdout and cold start.
+
+    The tables fit 80 columns (a legend below them says what the short headers mean); --json or
+    --csv print every figure whole, for scripts.
+    """
     from recsys.cli.console import print_evaluation
     from recsys.data.export import load_interactions
     from recsys.evaluation.protocol import evaluation_report
 
     if split not in ("test", "validation"):
         _fail("--split must be 'test' or 'validation'")
+    if as_json and as_csv:
+        _fail("--json and --csv: choose one")
     try:
         interactions, _ = load_interactions(options.data, options.columns, options.date_format, options.delimiter)
         report = evaluation_report(interactions, options, split)
     except RecsysError as exc:
         _fail(str(exc))
-    print_evaluation(report)
+    print_evaluation(report, "json" if as_json else "csv" if as_csv else None)
 
 
 @app.command()
@@ -328,15 +377,21 @@ def runs(
     db_url: DbUrlOption = None,
     limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
 ) -> None:
-    """List past runs: when, status, customers scored, headline metrics."""
-    from recsys.cli.console import print_runs
+    """List past runs: when, status, customers with a list, headline metrics; then the scheduled
+    runs that ended before they could be recorded (refused, a bad export), from DIR/logs."""
+    from recsys.cli.console import print_not_started, print_runs
+    from recsys.store import not_started
     from recsys.store.lookup import recent_runs
 
+    unrecorded = not_started.recent(output, limit)
     try:
         rows = recent_runs(resolve_db_url(output, db_url), limit)
     except RecsysError as exc:
-        _fail(str(exc))
-    print_runs(rows)
+        if not unrecorded:
+            _fail(str(exc))
+        rows = []
+    print_runs(rows, quiet_when_empty=bool(unrecorded))
+    print_not_started(unrecorded)
 
 
 @app.command()
@@ -390,39 +445,91 @@ def rollback(output: OutputOption = DEFAULT_OUTPUT, db_url: DbUrlOption = None) 
 @with_run_options()
 def schedule(
     options: RunOptions,
-    cron: Annotated[str, typer.Option(help="Cron expression of the nightly run (server time zone).")] = "0 2 * * *",
-    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+    cron: Annotated[str, typer.Option(help="Cron expression of the nightly run, read in --timezone.")] = DEFAULT_CRON,
+    timezone: Annotated[
+        str, typer.Option("--timezone", help=f"IANA time zone the cron is read in [default: this machine's, {machine_timezone()}].", show_default=False)
+    ] = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = DEPLOYMENT_NAME,
 ) -> None:
-    """Serve the flow as a Prefect deployment on a cron schedule (runs until stopped).
+    """Serve the flow as a Prefect deployment on a cron schedule (runs until stopped, Ctrl-C).
 
     Every option of `recsys run` is a parameter of the deployment (the Prefect UI shows them).
+    One run at a time: a run that falls due while one runs waits for it. Needs a Prefect server
+    (PREFECT_API_URL); the export, the cron, the time zone and the output folder are checked
+    before serving. Each run writes DIR/logs/recsys.log; `recsys runs` lists it (or why it could
+    not start).
     """
+    from recsys.schedule import check_cron, check_timezone
+    from recsys.store.lock import check_writable
+
+    timezone = timezone or machine_timezone()
+    try:
+        check_cron(cron)
+        check_timezone(timezone)
+        data = Path(options.data)
+        if not data.is_file():
+            what = "is a folder" if data.is_dir() else "does not exist"
+            raise OptionError(f"--data {data}: {what}; the deployment reads that export every night: name the file")
+        check_writable(options.output)
+    except RecsysError as exc:
+        _fail(str(exc))
     _check_runner(options)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    _check_prefect_server()
     from prefect import serve
 
     from flows.deployment import deployment
 
-    typer.echo(f"serving deployment recsys-nightly/{name} on cron '{cron}'; Ctrl-C to stop")
-    # The served runs inherit this process's environment, where the database URL goes.
     with _db_url_in_environment(options) as served:
-        serve(deployment(served, cron, name))
+        # The served runs inherit this process's environment, where the database URL goes.
+        planned = deployment(served, cron, name, timezone)
+        typer.echo(
+            f"serving deployment {FLOW_NAME}/{name}: cron '{cron}' in {timezone}, one run at a time, "
+            f"export {data.resolve()}, output {Path(options.output).resolve()}; Ctrl-C to stop"
+        )
+        try:
+            serve(planned, print_starting_message=False)
+        except KeyboardInterrupt:
+            pass
+    typer.echo(f"stopped serving {FLOW_NAME}/{name}: no run is scheduled until `recsys schedule` serves it again")
+
+
+def _check_prefect_server() -> None:
+    """A served deployment needs a Prefect server that outlives this process, and one that answers."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        _fail(
+            "recsys schedule needs a Prefect server (a temporary one would take the schedule with it): "
+            "start one with `prefect server start` and point at it with "
+            "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api` (or export PREFECT_API_URL)"
+        )
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        _fail(f"the Prefect server at {url} does not answer ({type(problem).__name__}); start it with `prefect server start`")
 
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option("--out", help="Where to write the export (.csv or .parquet).")] = Path("data/interactions_sample.csv"),
+    out: Annotated[Path, typer.Option("--out", help="Where to write the export (.csv or .parquet; its folder must exist).")] = Path("data/interactions_sample.csv"),
     customers: Annotated[int, typer.Option(min=1)] = 2500,
     items: Annotated[int, typer.Option(min=2)] = 250,
     per_customer: Annotated[float, typer.Option(help="Mean distinct items per customer.")] = 2.5,
     seed: Annotated[int, typer.Option()] = 7,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists (never replaced otherwise).")] = False,
 ) -> None:
-    """Write a synthetic export in the real export's format (the sample in data/ comes from this)."""
+    """Write a synthetic export in the real export's format (the sample in data/ comes from this).
+
+    An existing file is never replaced without --force; the last line says where the file went.
+    """
     from recsys.synthetic.generate import main as synthetic_main
 
     synthetic_main(
         ["--customers", str(customers), "--items", str(items), "--per-customer", str(per_customer),
-         "--seed", str(seed), "--out", str(out)]
+         "--seed", str(seed), "--out", str(out)] + (["--force"] if force else [])
     )
 
 

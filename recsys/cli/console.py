@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from contextlib import contextmanager, nullcontext
@@ -11,6 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from recsys.logfile import PasswordFilter, file_handler as run_log_handler, log_path  # noqa: F401 - PasswordFilter: re-exported
 
 
 
@@ -31,15 +33,7 @@ def prefect_logs_to(path: Path) -> Iterator[Path | None]:
     # own: when its server stops answering, a line per event it could not send.
     internal = logging.getLogger("prefect._internal")
     internal_streams = [handler for handler in internal.handlers if isinstance(handler, logging.StreamHandler)]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
-    except OSError:
-        # An unwritable output folder is reported by the run itself, in one line; its log
-        # lines have nowhere to go, and must not flood the terminal either.
-        file_handler, path = logging.NullHandler(), None
-    file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
-    file_handler.addFilter(PasswordFilter())
+    file_handler, path = run_log_handler(path)
     for handler in consoles:
         root.removeHandler(handler)
     root.addHandler(file_handler)
@@ -65,6 +59,10 @@ def quiet_prefect_exit() -> None:
     """Keep Prefect's "Stopping temporary server" line, logged when the process exits (after the
     run's log lines went to the log file), off the terminal and out of piped output."""
     import logging
+    import sys
+
+    if "prefect.logging.handlers" not in sys.modules:
+        return  # Prefect never started (bad input refused before it): nothing to quiet, nothing to import
 
     from prefect.logging.handlers import PrefectConsoleHandler
 
@@ -78,76 +76,118 @@ class _TemporaryServerFilter:
         return not (record.name == "prefect" and record.getMessage().startswith("Stopping temporary server"))
 
 
-class PasswordFilter:
-    """A logging filter that masks URL passwords (``scheme://user:***@host``, ``password=***``)
-    in a record's message and traceback, whatever wrote them."""
-
-    def filter(self, record) -> bool:
-        import logging
-
-        from recsys.store.diagnosis import redact
-
-        message = record.getMessage()
-        masked = redact(message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        return True
-
-
 def run_with_progress(options, verbose: bool = False) -> dict:
-    """Run the nightly flow once with ``options`` (``RunOptions``), with Rich progress bars for the long steps.
+    """Run the nightly flow once with ``options`` (``RunOptions``), with Rich progress for every step.
 
-    Prefect's log lines go to ``<output>/logs/recsys.log`` unless ``verbose``.
+    What can be checked without Prefect is checked first: the export is read and validated and
+    the output folder tried, so bad input is reported in the time the read takes, before a
+    Prefect server starts, and leaves no ``logs/`` behind. The run then takes the export as read
+    (unless the file changed meanwhile). Prefect's log lines go to ``<output>/logs/recsys.log``
+    unless ``verbose``.
     """
-    # This machine may have no route to Prefect's telemetry endpoint; don't log errors about it.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from recsys.data.export import load_interactions, read_once
+    from recsys.errors import RecsysError
+    from recsys.progress import reporting, step
+    from recsys.store.lock import check_writable
 
-    from flows.nightly import nightly
-    from flows.runners import flow_for
-    from recsys.progress import reporting
+    with _progress_display() as reporter, reporting(reporter):
+        arguments = (options.data, options.columns, options.date_format, options.delimiter)
+        started = time.perf_counter()
+        with step("Reading the export"):
+            try:
+                loaded = load_interactions(*arguments)
+            except RecsysError as exc:
+                if not exc.transient:
+                    raise
+                loaded = None  # replaced while read (a new night's file landing): the run reads it again, with retries
+        read_seconds = time.perf_counter() - started
+        check_writable(options.output)
+        reporter.waiting("Starting the Prefect run")  # until the flow's first step begins
+        from flows.nightly import nightly
+        from flows.runners import flow_for
+
+        already_read = read_once(*arguments, loaded) if loaded is not None else nullcontext()
+        with already_read, (nullcontext() if verbose else prefect_logs_to(log_path(options.output))) as log:
+            summary = flow_for(nightly, options)(options)
+    seconds = summary["seconds"]
+    # The export was read here, before the run: its seconds are the load's.
+    seconds["load"] = round(seconds.get("load", 0.0) + read_seconds, 2)
+    return dict(summary, log=str(log) if log else None)
+
+
+class _Reporter:
+    """The progress display's side of ``recsys.progress``: one line per step, a bar once the
+    step knows its total, what the step is doing now after its name."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.pending: list = []  # "waiting" lines, done as soon as the next step starts
+
+    def waiting(self, description: str) -> None:
+        """A line for something with no steps of its own (Prefect starting): done when a step begins."""
+        self.pending.append(self.progress.add_task(description, total=None))
+
+    def _settle(self) -> None:
+        for task_id in self.pending:
+            self.progress.update(task_id, total=1, completed=1)
+        self.pending.clear()
+
+    def __call__(self, description: str):
+        self._settle()
+        task_id = self.progress.add_task(description, total=None)
+
+        def update(done: int, total: int, note: str | None = None) -> None:
+            text = f"{description}: {note}" if note else description
+            self.progress.update(task_id, completed=done, total=total, description=text)
+
+        def close() -> None:
+            task = self.progress.tasks[task_id]
+            total = task.total or task.completed or 1
+            self.progress.update(task_id, completed=total, total=total, description=description)
+
+        return update, close
+
+
+@contextmanager
+def _progress_display():
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class Counts(ProgressColumn):
+        """done/total once the total is known; nothing before (never a ``0/?`` that stays)."""
+
+        def render(self, task) -> Text:
+            if task.total is None:
+                return Text("")
+            return Text(f"{int(task.completed):,}/{int(task.total):,}", style="progress.download")
 
     console = Console(stderr=True)
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
+        TextColumn("{task.description}"), BarColumn(), Counts(), TimeElapsedColumn(), console=console, transient=False
     ) as progress:
-
-        def reporter(description: str):
-            task_id = progress.add_task(description, total=None)
-
-            def update(done: int, total: int) -> None:
-                progress.update(task_id, completed=done, total=total)
-
-            def close() -> None:
-                task = progress.tasks[task_id]
-                progress.update(task_id, completed=task.total or task.completed, total=task.total or task.completed)
-
-            return update, close
-
-        log_path = Path(options.output) / "logs" / "recsys.log"
-        with reporting(reporter), (nullcontext() if verbose else prefect_logs_to(log_path)):
-            return flow_for(nightly, options)(options)
+        reporter = _Reporter(progress)
+        try:
+            yield reporter
+        finally:
+            reporter._settle()
 
 
 def print_summary(summary: dict) -> None:
     """The end-of-run summary: status, counts, seconds per stage, where the files are."""
-    console = Console()
+    console = Console(soft_wrap=True)  # a path or a message is never cut into lines
     status = summary["status"]
     style = "green" if status == "succeeded" else "yellow"
     console.print(f"[bold {style}]{status}[/]: run {summary['run_id']}")
+    customers = summary.get("customers", summary["users"])
     console.print(
-        f"scored {summary['users']:,} customers ({summary['rows']:,} rows) over {summary['items']:,} items "
-        f"from {summary['input_rows']:,} interactions"
+        f"published lists for {summary['users']:,} of {customers:,} customers ({summary['rows']:,} rows) over "
+        f"{summary['items']:,} items from {summary['input_rows']:,} interactions"
     )
+    if summary["users"] < customers:
+        console.print(
+            f"  {customers - summary['users']:,} customers got no list: they already took every item there is "
+            "to offer them (`recsys lookup` says so)"
+        )
     for note in summary.get("notes", []):
         console.print(f"  input: {note}")
     if summary.get("reason"):
@@ -175,22 +215,82 @@ def print_summary(summary: dict) -> None:
             table.add_row(name, f"{values['ndcg']:.4f}", _interval(values), f"{values['recall']:.4f}")
         console.print(table)
     stages = Table(title="seconds per stage", show_header=False, box=None)
-    for stage, seconds in summary["seconds"].items():
-        stages.add_row(stage, f"{seconds:.1f}")
+    seconds = dict(summary["seconds"])
+    total = summary.get("total_seconds")
+    if total is not None:
+        # What no stage timed (starting Python and Prefect, the flow's own bookkeeping), so the
+        # lines add up to the run's wall time.
+        seconds["other (start-up, Prefect)"] = max(0.0, total - sum(seconds.values()))
+    for stage, value in seconds.items():
+        stages.add_row(stage, f"{value:.1f}")
+    if total is not None:
+        stages.add_row("total", f"{total:.1f}")
     console.print(stages)
     console.print(f"Parquet: {summary['parquet']}")
     console.print(f"SQL:     {summary['db_url']}")
     if summary.get("report"):
         console.print(f"Report:  {summary['report']}")
+    if summary.get("log"):
+        console.print(f"Log:     {summary['log']}")
 
 
-def print_evaluation(report) -> None:
-    """The protocol's tables: holdout (model and baselines) and cold start."""
-    console = Console()
-    console.print(_metrics_table(report.holdout, f"per-customer temporal holdout ({report.split})"))
+def print_evaluation(report, as_format: str | None = None) -> None:
+    """The protocol's tables: holdout (model and baselines) and cold start.
+
+    In a terminal or a pipe: tables that fit 80 columns (short headers, a legend below, figures
+    to 4 decimals); ``as_format`` ``"json"`` or ``"csv"``: every figure whole, the seconds too.
+    """
     cut = datetime.fromtimestamp(report.cold_start_cut, timezone.utc) if report.cold_start_cut is not None else None
+    if as_format:
+        print(evaluation_text(report, as_format, cut), end="")
+        return
+    console = Console(soft_wrap=True)
+    console.print(_metrics_table(report.holdout, f"per-customer temporal holdout ({report.split})"))
     after = f"first seen after {cut:%Y-%m-%d}" if cut else "no customers"
     console.print(_metrics_table(report.cold_start, f"cold start (customers {after})"))
+    console.print(
+        "ndcg, recall, hit (hit rate): at 12, on held-out items; 95% CI: bootstrap interval of ndcg; "
+        "cover: share of the catalogue the lists use; custs: customers scored; *: the cold-start list. "
+        "--json or --csv print every figure whole, and the seconds.",
+        soft_wrap=False,  # prose: wrapped at the width, unlike the figures
+    )
+
+
+def evaluation_text(report, as_format: str, cut: datetime | None) -> str:
+    """The report as JSON (an object with both tables) or CSV (one row per recommender and table)."""
+    import csv
+    import io
+    import json
+
+    tables = {"holdout": report.holdout.table, "cold_start": report.cold_start.table}
+    if as_format == "json":
+        document = {
+            "split": report.split,
+            "cold_start_cut": cut.isoformat() if cut else None,
+            **{name: _records(table) for name, table in tables.items()},
+        }
+        return json.dumps(document, indent=2) + "\n"
+    out = io.StringIO()
+    writer = None
+    for name, table in tables.items():
+        for row in _records(table):
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=["table", "split", *row], lineterminator="\n")
+                writer.writeheader()
+            writer.writerow({"table": name, "split": report.split, **row})
+    return out.getvalue()
+
+
+def _records(table) -> list[dict]:
+    """Rows with plain Python values (NaN, an interval over too few customers, as null)."""
+    records = []
+    for row in table.to_dict("records"):
+        clean = {}
+        for key, value in row.items():
+            value = value.item() if hasattr(value, "item") else value
+            clean[key] = None if isinstance(value, float) and value != value else value
+        records.append(clean)
+    return records
 
 
 def _interval(values: dict) -> str:
@@ -200,24 +300,45 @@ def _interval(values: dict) -> str:
     return f"{low:.3f}-{high:.3f}"
 
 
+def _display_name(name: str) -> str:
+    """A recommender's name as the 80-column table shows it (the cold-start list marked ``*``)."""
+    if name.startswith("cold_start_list (") and name.endswith(")"):
+        return name[len("cold_start_list (") : -1] + "*"
+    return name
+
+
 def _metrics_table(evaluation, title: str) -> Table:
-    table = Table(title=title)
+    from rich import box
+
+    # No vertical rules and short headers: a 22-character name and six figures fit 80 columns.
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("recommender", no_wrap=True)
-    for column in ("ndcg@12", "95% interval", "recall@12", "hitrate@12", "coverage", "customers", "seconds"):
-        table.add_column(column, justify="right")
+    for column in ("ndcg", "95% CI", "recall", "hit", "cover", "custs"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in evaluation.table.to_dict("records"):
         table.add_row(
-            row["recommender"], f"{row['ndcg']:.4f}", _interval(row), f"{row['recall']:.4f}", f"{row['hit_rate']:.4f}",
-            f"{row['coverage']:.3f}", f"{int(row['users']):,}", f"{row['seconds']:.1f}",
+            _display_name(row["recommender"]), f"{row['ndcg']:.4f}", _interval(row), f"{row['recall']:.4f}",
+            f"{row['hit_rate']:.4f}", f"{row['coverage']:.3f}", f"{int(row['users']):,}",
         )
     return table
 
 
-def print_runs(rows: list[dict]) -> None:
+def print_not_started(entries: list[dict]) -> None:
+    """Scheduled runs that ended before the store recorded them, newest first."""
+    if not entries:
+        return
+    console = Console(soft_wrap=True)
+    console.print("not started (scheduled runs that ended before they were recorded; DIR/logs/recsys.log has the rest):")
+    for entry in entries:
+        console.print(f"  {entry.get('run_id', '?')} at {entry.get('at', '?')}: {entry.get('message', '')}", markup=False)
+
+
+def print_runs(rows: list[dict], quiet_when_empty: bool = False) -> None:
     """Past runs, newest first; notes (why a run failed or was degraded) below the table."""
-    console = Console()
+    console = Console(soft_wrap=True)  # a path or a message is never cut into lines
     if not rows:
-        console.print("no runs yet")
+        if not quiet_when_empty:
+            console.print("no runs yet")
         return
     from rich import box
 
@@ -246,7 +367,10 @@ def print_runs(rows: list[dict]) -> None:
         if row["message"]:
             notes.append(f"{row['run_id']}: {row['message']}")
     console.print(table)
-    console.print("model/best: NDCG@12 of the model and of the best baseline on held-out items; gap: the 95% interval of their difference")
+    console.print(
+        "model/best: NDCG@12 of the model and of the best baseline on held-out items; gap: the 95% interval of their difference",
+        soft_wrap=False,  # prose: wrapped at the width
+    )
     for note in notes:
         console.print(note, soft_wrap=True)
 

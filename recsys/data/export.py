@@ -9,6 +9,9 @@ codes against sorted vocabularies, a time in whole seconds and a 1-5 rating.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -80,6 +83,33 @@ def load_interactions(
         raise
     _check_unchanged(path, before)
     return loaded
+
+
+# An export read before the run started (``recsys run`` reads it before starting Prefect, so bad
+# input is reported in the time the read takes), with what it was read as: the run's load takes
+# it instead of reading the file a second time, as long as the file has not changed since.
+_already_read: ContextVar[tuple | None] = ContextVar("recsys_export_already_read", default=None)
+
+
+@contextmanager
+def read_once(path: Path | str, columns: ColumnMap, date_format: str, delimiter: str, loaded) -> Iterator[None]:
+    """For the block, :func:`read_before` returns ``loaded`` ((interactions, report), what
+    :func:`load_interactions` returned for these arguments) instead of nothing."""
+    key = (str(Path(path)), columns, date_format, delimiter, _identity(Path(path)))
+    token = _already_read.set((key, loaded))
+    try:
+        yield
+    finally:
+        _already_read.reset(token)
+
+
+def read_before(path: Path | str, columns: ColumnMap, date_format: str, delimiter: str):
+    """What :func:`read_once` holds for these arguments, if the file is still the one read; else None."""
+    held = _already_read.get()
+    if held is None:
+        return None
+    key, loaded = held
+    return loaded if key == (str(Path(path)), columns, date_format, delimiter, _identity(Path(path))) else None
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:

@@ -76,20 +76,24 @@ def evaluate_recommenders(
     settings: dict[str, dict] | None = None,
     fits: FitCache | None = None,
 ) -> Evaluation:
-    """Every named recommender on ``split``; ``progress(done, total)`` after each one.
+    """Every named recommender on ``split``; ``progress(done, total, note)`` before and after
+    each one (``note``: which one, "ease, 4 of 6").
 
     ``settings``: what tuning chose for some of them, kept with the result (and the key under
     which ``fits`` shares their fits on ``split.train``).
     """
     rows, per_user = [], {}
+    total = len(recommenders)
     for done, (label, factory) in enumerate(recommenders.items(), start=1):
+        if progress:
+            progress(done - 1, total, f"{label}, {done} of {total}")
         started = time.perf_counter()
         model = fits.fitted(label, (settings or {}).get(label), split.train, factory) if fits else factory().fit(split.train)
         metrics, ndcg = score_fitted(model, split, k, started=started)
         rows.append({"recommender": label, **metrics})
         per_user[label] = ndcg
         if progress:
-            progress(done, len(recommenders))
+            progress(done, total, f"{label}, {done} of {total}")
     return Evaluation(
         table=pd.DataFrame(rows, columns=TABLE_COLUMNS), per_user=per_user, settings=dict(settings or {}), users=split.users
     )
@@ -166,11 +170,25 @@ def evaluate_baselines(
     from recsys.evaluation.tuning import tune_baselines
 
     fits = fits or FitCache()
+    # One bar for the whole step: tuning EASE and RP3beta (the longest part on large exports)
+    # are its first two units, then one unit per baseline.
+    tuning, total = 2, 2 + len(baseline_factories(options))
+    if progress:
+        progress(0, total, "tuning EASE and RP3beta")
     split = fits.holdout(interactions)
     scored = sample_users(split, EVALUATION_USERS, options.seed)
-    choices = tune_baselines(fits.holdout(split.train), options.top_k, seed=options.seed, fits=fits)
+    choices = tune_baselines(
+        fits.holdout(split.train), options.top_k, seed=options.seed, fits=fits,
+        progress=(lambda done, note: progress(done, total, note)) if progress else None,
+    )
     settings = {name: choice.settings for name, choice in choices.items()}
-    return evaluate_recommenders(baseline_factories(options, settings), scored, options.top_k, progress, settings, fits)
+
+    def evaluated(done: int, of: int, note: str | None = None) -> None:
+        progress(tuning + done, total, note)
+
+    return evaluate_recommenders(
+        baseline_factories(options, settings), scored, options.top_k, evaluated if progress else None, settings, fits
+    )
 
 
 def evaluate_all(interactions: Interactions, options: RunOptions, split: Split, progress=None) -> Evaluation:

@@ -66,26 +66,35 @@ def choose(candidates: list[tuple[dict, object]], split: Split, k: int = DEFAULT
     return Choice(settings=best[0], scores=scores)
 
 
-def tune_baselines(split: Split, k: int = DEFAULT_K, seed: int = 0, fits=None) -> dict[str, Choice]:
+def tune_baselines(split: Split, k: int = DEFAULT_K, seed: int = 0, fits=None, progress=None) -> dict[str, Choice]:
     """EASE and RP3beta with their settings chosen on ``split`` (at most ``TUNING_USERS``
     customers scored), by name. Fits that share work share it: one Gram matrix for every λ, one
     walk product per α for every β; with ``fits`` (a ``FitCache``), the fits of every setting
-    are kept for whoever needs the chosen one on the same rows (the two-stage model's sources)."""
+    are kept for whoever needs the chosen one on the same rows (the two-stage model's sources).
+    ``progress(done, note)``: 0 before EASE, 1 before RP3beta, 2 when both are chosen."""
     from recsys.data.splits import sample_users
     from recsys.models.baselines import EASE, RP3Beta
 
     scored = sample_users(split, TUNING_USERS, seed)
+    if progress:
+        progress(0, "tuning EASE")
     ease = list(zip(({"strength": value} for value in EASE_GRID), EASE.fitted_family(split.train, EASE_GRID)))
+    ease_choice = choose(ease, scored, k, seed)
+    if progress:
+        progress(1, "tuning RP3beta")
     rp3 = []
     for alpha in dict.fromkeys(alpha for alpha, _ in RP3_GRID):
         betas = [beta for a, beta in RP3_GRID if a == alpha]
         rp3 += [({"alpha": alpha, "beta": beta}, model) for beta, model in zip(betas, RP3Beta.fitted_family(split.train, alpha, betas))]
     rp3.sort(key=lambda pair: RP3_GRID.index((pair[0]["alpha"], pair[0]["beta"])))  # most preferred first
+    rp3_choice = choose(rp3, scored, k, seed)
+    if progress:
+        progress(2, "tuned")
     if fits is not None:
         for name, family in (("ease", ease), ("rp3beta", rp3)):
             for settings, model in family:
                 fits.fitted(name, settings, split.train, lambda model=model: _Fitted(model))
-    return {"ease": choose(ease, scored, k, seed), "rp3beta": choose(rp3, scored, k, seed)}
+    return {"ease": ease_choice, "rp3beta": rp3_choice}
 
 
 class _Fitted:

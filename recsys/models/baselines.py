@@ -47,11 +47,13 @@ class RecentPopularity(Popularity):
 
 
 def cold_start_list(interactions: Interactions, days: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The list for customers with no history: (item codes, scores) of :class:`RecentPopularity`."""
+    """The list for customers with no history: the item codes of :class:`RecentPopularity`'s
+    list, and as scores the distinct customers of each in the window (what the store documents;
+    the all-time tie-break below 1 that orders equal counts is dropped)."""
     model = RecentPopularity(days).fit(interactions)
     lists = model.recommend(np.zeros(1, dtype=np.int64), k, exclude_seen=False)
     valid = lists.items[0] >= 0
-    return lists.items[0][valid], lists.scores[0][valid]
+    return lists.items[0][valid], np.floor(lists.scores[0][valid])
 
 
 class ItemKNN(MatrixRecommender):

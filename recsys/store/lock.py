@@ -38,6 +38,30 @@ def run_lock(output: Path) -> Iterator[Path]:
         yield path
 
 
+def check_writable(folder: Path) -> None:
+    """Raise ``StoreError`` unless a run could write in ``folder`` (or create it), changing nothing.
+
+    Tried for real, with a file (or folder) made and removed at once: as root no mode refuses,
+    yet some file systems (/proc, a read-only mount) do.
+    """
+    import tempfile
+
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder" if existing == folder else f"{existing} is not a folder")
+        if existing == folder:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=existing))
+    except OSError as exc:
+        raise StoreError(f"{folder}: the output folder is not writable ({exc.strerror or exc})") from None
+
+
 @contextmanager
 def folder_lock(folder: Path, where: str) -> Iterator[Path]:
     """Hold ``folder/.recsys.lock``; ``where`` says what a second run would publish to."""

@@ -19,14 +19,19 @@ from recsys.store.diagnosis import describe, safe_url
 _LIST_SQL = (
     "SELECT rank, item, score, reason, run_id, generated_at FROM recommendations WHERE user_id = :user ORDER BY rank"
 )
-_POPULAR_SQL = "SELECT rank, item, score, reason, run_id FROM popular_items ORDER BY rank"
+# The cold-start list has no time of its own: its run's start is the list's ``generated_at``.
+_POPULAR_SQL = (
+    "SELECT rank, item, score, reason, run_id, (SELECT started_at FROM runs WHERE runs.run_id = popular_items.run_id) "
+    "FROM popular_items ORDER BY rank"
+)
 # Other databases: the list, else the cold-start list, in one statement, so both come from the
 # same published run even without a transaction snapshot over the two tables (PostgreSQL resolves
 # a renamed table anew at each statement).
 _ANSWER_SQL = (
     "SELECT 0 AS cold, rank, item, score, reason, run_id, generated_at FROM recommendations WHERE user_id = :user "
     "UNION ALL "
-    "SELECT 1 AS cold, rank, item, score, reason, run_id, NULL FROM popular_items "
+    "SELECT 1 AS cold, rank, item, score, reason, run_id, "
+    "(SELECT started_at FROM runs WHERE runs.run_id = popular_items.run_id) FROM popular_items "
     "WHERE NOT EXISTS (SELECT 1 FROM recommendations WHERE user_id = :user) "
     "ORDER BY cold, rank"
 )
@@ -43,14 +48,34 @@ class Answer:
     generated_at: str | None
 
     def as_dict(self) -> dict:
-        """JSON-ready form."""
+        """JSON-ready form: ``generated_at`` in ISO 8601 with its offset (UTC), scores to the
+        4 decimals the table shows (they order one run's lists; more digits are noise)."""
         return {
             "user_id": self.user,
             "cold_start": self.cold_start,
             "run_id": self.run_id,
-            "generated_at": self.generated_at,
-            "recommendations": [{"rank": r, "item": i, "score": s, "reason": why} for r, i, s, why in self.rows],
+            "generated_at": iso_utc(self.generated_at),
+            "recommendations": [
+                {"rank": r, "item": i, "score": round(s, SCORE_DECIMALS), "reason": why} for r, i, s, why in self.rows
+            ],
         }
+
+
+SCORE_DECIMALS = 4
+
+
+def iso_utc(text: str | None) -> str | None:
+    """A UTC time as the store keeps it (``YYYY-MM-DD HH:MM:SS.ffffff``, with or without an
+    offset) in ISO 8601 with its offset: ``2026-11-27T02:00:00.123456+00:00``."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text))
+    except ValueError:
+        return str(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat()
 
 
 def format_answer(answer: Answer) -> str:
@@ -62,12 +87,16 @@ def format_answer(answer: Answer) -> str:
     if not answer.rows:
         return f"customer {answer.user!r}: no list and no cold-start list in the store"
     if answer.cold_start:
-        title = f"customer {answer.user!r} is not in the last run: cold-start list (popular recently)"
+        # A customer of the export who already took every item has no list either.
+        title = (
+            f"customer {answer.user!r} has no list in the last run (not in its export, or nothing left to offer): "
+            "cold-start list (popular recently)"
+        )
     else:
         title = f"recommendations for customer {answer.user!r} (run {answer.run_id})"
     width = max(len("item"), *(len(item) for _, item, _, _ in answer.rows))
     lines = [title, f"{'rank':>4}  {'item':<{width}}  {'score':>10}  reason", f"{'-' * 4}  {'-' * width}  {'-' * 10}  {'-' * 6}"]
-    lines += [f"{rank:>4}  {item:<{width}}  {score:>10.4f}  {reason}" for rank, item, score, reason in answer.rows]
+    lines += [f"{rank:>4}  {item:<{width}}  {score:>10.{SCORE_DECIMALS}f}  {reason}" for rank, item, score, reason in answer.rows]
     return "\n".join(lines)
 
 
@@ -91,9 +120,9 @@ def lookup(user: str, db_url: str) -> Answer:
     return Answer(
         user=user,
         cold_start=True,
-        rows=tuple((int(r), str(i), float(s), str(why or "")) for r, i, s, why, _ in popular),
+        rows=tuple((int(r), str(i), float(s), str(why or "")) for r, i, s, why, _, _ in popular),
         run_id=popular[0][4] if popular else None,
-        generated_at=None,
+        generated_at=str(popular[0][5]) if popular and popular[0][5] is not None else None,
     )
 
 
@@ -144,7 +173,7 @@ def _query_sqlalchemy(db_url: str, user: str) -> tuple[list, list]:
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(describe(db_url, "cannot read the store", str(getattr(exc, "orig", None) or exc))) from None
     rows = [(r, i, s, why, run, _utc_text(at)) for cold, r, i, s, why, run, at in answer if not cold]
-    popular = [(r, i, s, why, run) for cold, r, i, s, why, run, _ in answer if cold]
+    popular = [(r, i, s, why, run, _utc_text(at)) for cold, r, i, s, why, run, at in answer if cold]
     return rows, popular
 
 

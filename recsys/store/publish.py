@@ -282,9 +282,12 @@ class Store:
                 conn.exec_driver_sql(f"ALTER TABLE {name}{PREVIOUS} RENAME TO {name}")
                 conn.exec_driver_sql(f"ALTER TABLE {name}_rollback RENAME TO {name}{PREVIOUS}")
             self.runs.make_current(conn, previous)
+            # The run current again is no longer "rolled back" (a rollback undone); the one
+            # replaced says when and by which, after whatever its message said before.
+            self.runs.drop_note(conn, previous, ROLLED_BACK)
             if current is not None:
-                note = f"rolled back at {utc_now():%Y-%m-%d %H:%M:%S} UTC; {previous} made current again"
-                self.runs.note(conn, current, note)
+                note = f"{ROLLED_BACK} {utc_now():%Y-%m-%d %H:%M:%S} UTC; {previous} made current again"
+                self.runs.add_note(conn, current, note)
         try:
             self.parquet.swap()
         except OSError as exc:
@@ -300,6 +303,9 @@ class Store:
         Returns what was done, or ``None`` when nothing was needed.
         """
         return "; ".join(self.parquet.reconcile(self.current_run())) or None
+
+
+ROLLED_BACK = "rolled back at"
 
 
 def list_tables(users: np.ndarray, items: np.ndarray, lists, chunk_users: int = 100_000) -> Iterator[pa.Table]:

@@ -20,6 +20,15 @@ def new_run_id(now: datetime | None = None) -> str:
     return (now or utc_now()).strftime("%Y%m%dT%H%M%S%fZ")
 
 
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` has the form of a run id (``20261127T020000123456Z``)."""
+    try:
+        datetime.strptime(text, "%Y%m%dT%H%M%S%fZ")
+    except (TypeError, ValueError):
+        return False
+    return len(text) == 22
+
+
 def as_row_values(fields: dict) -> dict:
     """Run fields as column values: ``metrics`` as JSON text."""
     values = dict(fields)
@@ -93,3 +102,19 @@ class RunLog:
     def note(self, conn, run_id: str, message: str) -> None:
         """Inside the caller's transaction: set a run's message."""
         conn.execute(self.table.update().where(self.table.c.run_id == run_id).values(message=message))
+
+    def _message(self, conn, run_id: str) -> str | None:
+        return conn.execute(sa.select(self.table.c.message).where(self.table.c.run_id == run_id)).scalar()
+
+    def add_note(self, conn, run_id: str, note: str) -> None:
+        """Inside the caller's transaction: append ``note`` to a run's message (a degraded run keeps its reason)."""
+        message = self._message(conn, run_id)
+        self.note(conn, run_id, f"{message} | {note}" if message else note)
+
+    def drop_note(self, conn, run_id: str, prefix: str) -> None:
+        """Inside the caller's transaction: remove the notes starting with ``prefix`` from a run's message."""
+        message = self._message(conn, run_id)
+        if not message:
+            return
+        kept = [part for part in message.split(" | ") if not part.startswith(prefix)]
+        self.note(conn, run_id, " | ".join(kept) or None)

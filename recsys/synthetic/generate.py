@@ -496,6 +496,30 @@ def _export_frame(
 # Writing
 # --------------------------------------------------------------------------------------------
 
+EXPORT_SUFFIXES = (".csv", ".parquet")
+
+
+def check_destination(path: str | Path, force: bool = False) -> Path:
+    """``path`` if an export may be written there, else ``OptionError`` saying why not.
+
+    Refused: a name that is not ``.csv`` or ``.parquet`` (nothing could read it back), a folder
+    that does not exist (a typo, not a wish to create one), and an existing file unless ``force``
+    (the committed sample is one ``generate`` away from being replaced).
+    """
+    from recsys.errors import OptionError
+
+    path = Path(path)
+    if path.suffix.lower() not in EXPORT_SUFFIXES:
+        raise OptionError(f"--out {path}: the name must end in .csv or .parquet, not {path.suffix or 'nothing'!r}")
+    if not path.parent.is_dir():
+        raise OptionError(f"--out {path}: folder {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise OptionError(f"--out {path}: is a folder; name a file in it")
+    if path.exists() and not force:
+        raise OptionError(f"--out {path}: the file exists; pass --force to replace it, or name another file")
+    return path
+
+
 def write_export(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` like the real export: UTF-8 CSV, header and every field double-quoted, comma
     separated, ``\\n`` line endings. A path ending in ``.parquet`` writes Parquet instead.
@@ -536,15 +560,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--end", default="2022-12-31")
     parser.add_argument("--out", default="data/interactions_sample.csv",
                         help="output path (.csv, or .parquet for Parquet)")
+    parser.add_argument("--force", action="store_true", help="replace the file if it exists")
     args = parser.parse_args(argv)
+    from recsys.errors import RecsysError
+
+    try:
+        check_destination(args.out, args.force)
+    except RecsysError as exc:
+        parser.exit(1, f"error: {exc}\n")
     df = generate_export(
         customers=args.customers, items=args.items, interactions_per_customer=args.per_customer,
         groups=args.groups, seed=args.seed, start=args.start, end=args.end,
     )
     path = write_export(df, args.out)
-    print(
+    print(summary_line(df, path))
+
+
+def summary_line(df: pd.DataFrame, path: Path) -> str:
+    """What ``generate`` wrote and where (the absolute path: the caller's folder may not be obvious)."""
+    return (
         f"wrote {len(df):,} rows, {df['ID_CLIENTE'].nunique():,} customers, "
-        f"{df['NOMBRE_CORTO_DE_EXPERIENCIA'].nunique():,} items to {path}"
+        f"{df['NOMBRE_CORTO_DE_EXPERIENCIA'].nunique():,} items to {Path(path).resolve()}"
     )
 
 
