@@ -266,6 +266,7 @@ def test_lookup_json_times_carry_their_offset_and_scores_are_rounded(tmp_path):
     lists = pa.table({
         "user_id": pa.array(["u1", "u1"]), "rank": pa.array([1, 2], pa.int16()),
         "item": pa.array(["a", "b"]), "score": pa.array([4.928992748260498, 0.000123456]),
+        "reason": pa.array(["popular lately", "popular lately"]),
     })
     store.publish("run1", GENERATED, iter([lists]), popular_table())
     store.finish_run("run1", "succeeded")
@@ -303,3 +304,28 @@ def test_a_mistyped_command_is_suggested_once_and_the_version_is_printed():
 
     shown = _recsys("--version")
     assert shown.returncode == 0 and shown.stdout.strip() == f"recsys {version('recsys')}"
+
+
+def test_a_store_published_before_reasons_existed_is_still_read(tmp_path):
+    """A run rolled back to from before the upgrade has no ``reason`` column: its lists are still
+    answered, with empty reasons, instead of an error."""
+    import sqlite3
+
+    from recsys.store.lookup import lookup
+
+    db = tmp_path / "recsys.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT);
+            CREATE TABLE recommendations (user_id TEXT, rank INTEGER, item TEXT, score REAL, run_id TEXT, generated_at TEXT);
+            CREATE TABLE popular_items (rank INTEGER, item TEXT, score REAL, run_id TEXT);
+            INSERT INTO runs VALUES ('r1', '2026-01-01 02:00:00');
+            INSERT INTO recommendations VALUES ('7', 1, 'Cine Colombia 2D', 0.5, 'r1', '2026-01-01 02:00:00');
+            INSERT INTO popular_items VALUES (1, 'Bono Jumbo 100', 3.0, 'r1');
+            """
+        )
+    known = lookup("7", f"sqlite:///{db}")
+    assert not known.cold_start and known.rows == ((1, "Cine Colombia 2D", 0.5, ""),)
+    unknown = lookup("8", f"sqlite:///{db}")
+    assert unknown.cold_start and unknown.rows == ((1, "Bono Jumbo 100", 3.0, ""),)

@@ -105,10 +105,17 @@ def lookup(user: str, db_url: str) -> Answer:
     # A command-line argument that is not valid UTF-8 arrives with lone surrogates, which no
     # database can store: read it as the bytes it was, with unreadable ones replaced.
     user = str(user).encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
-    if db_url.startswith("sqlite:///"):
-        rows, popular = _query_sqlite(_sqlite_path(db_url), user)
-    else:
-        rows, popular = _query_sqlalchemy(db_url, user)
+    def query(legacy: bool = False):
+        if db_url.startswith("sqlite:///"):
+            return _query_sqlite(_sqlite_path(db_url), user, legacy)
+        return _query_sqlalchemy(db_url, user, legacy)
+
+    try:
+        rows, popular = query()
+    except StoreError as exc:
+        if not _no_reason_column(exc):
+            raise
+        rows, popular = query(legacy=True)
     if rows:
         return Answer(
             user=user,
@@ -138,7 +145,18 @@ def require_store(db_url: str) -> None:
             raise StoreError(f"no store at {path}: run `recsys run` first (or pass --output / --db-url)")
 
 
-def _query_sqlite(path: Path, user: str) -> tuple[list, list]:
+def _sql(text: str, legacy: bool) -> str:
+    """``text`` as it reads a store published before lists had a ``reason`` column (a run
+    rolled back to from before the upgrade): an empty reason instead."""
+    return text.replace("score, reason,", "score, '' AS reason,") if legacy else text
+
+
+def _no_reason_column(exc: StoreError) -> bool:
+    text = str(exc).lower()
+    return "reason" in text and ("no such column" in text or "does not exist" in text or "unknown column" in text)
+
+
+def _query_sqlite(path: Path, user: str, legacy: bool = False) -> tuple[list, list]:
     require_store(f"sqlite:///{path}")
     try:
         # Read-only, so a lookup can never create or change the store.
@@ -149,8 +167,8 @@ def _query_sqlite(path: Path, user: str) -> tuple[list, list]:
         connection.execute("PRAGMA busy_timeout=30000")
         # Both reads in one transaction: the list and the cold-start list come from the same run.
         connection.execute("BEGIN")
-        rows = connection.execute(_LIST_SQL, {"user": user}).fetchall()
-        popular = [] if rows else connection.execute(_POPULAR_SQL).fetchall()
+        rows = connection.execute(_sql(_LIST_SQL, legacy), {"user": user}).fetchall()
+        popular = [] if rows else connection.execute(_sql(_POPULAR_SQL, legacy)).fetchall()
         connection.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: the store cannot be read ({exc}); run `recsys run` to rebuild it") from None
@@ -159,17 +177,17 @@ def _query_sqlite(path: Path, user: str) -> tuple[list, list]:
     return rows, popular
 
 
-def _query_sqlalchemy(db_url: str, user: str) -> tuple[list, list]:
+def _query_sqlalchemy(db_url: str, user: str, legacy: bool = False) -> tuple[list, list]:
     """Any database but SQLite: one statement (``_ANSWER_SQL``); PostgreSQL through psycopg directly."""
     if _is_postgres(db_url):
-        answer = _query_postgres(db_url, user)
+        answer = _postgres_rows(db_url, _sql(_ANSWER_SQL, legacy).replace(":user", "%(user)s"), {"user": user})
     else:
         import sqlalchemy as sa
 
         try:
             engine = sa.create_engine(db_url)
             with engine.connect() as conn:
-                answer = [tuple(r) for r in conn.execute(sa.text(_ANSWER_SQL), {"user": user}).fetchall()]
+                answer = [tuple(r) for r in conn.execute(sa.text(_sql(_ANSWER_SQL, legacy)), {"user": user}).fetchall()]
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(describe(db_url, "cannot read the store", str(getattr(exc, "orig", None) or exc))) from None
     rows = [(r, i, s, why, run, _utc_text(at)) for cold, r, i, s, why, run, at in answer if not cold]
@@ -210,10 +228,6 @@ def _connect_postgres(db_url: str):
         return psycopg.connect(**params, connect_timeout=10, autocommit=True)
     except psycopg.Error as exc:
         raise StoreError(describe(db_url, "cannot open the store", str(exc))) from None
-
-
-def _query_postgres(db_url: str, user: str) -> list[tuple]:
-    return _postgres_rows(db_url, _ANSWER_SQL.replace(":user", "%(user)s"), {"user": user})
 
 
 def _postgres_rows(db_url: str, sql: str, params: dict) -> list[tuple]:
