@@ -200,10 +200,7 @@ def print_summary(summary: dict) -> None:
         if rules.get("ndcg_with_rules") and rules.get("ndcg_without_rules"):
             (w, wl, wh), (o, ol, oh) = rules["ndcg_with_rules"], rules["ndcg_without_rules"]
             console.print(f"  rules cost: held-out NDCG {o:.4f} ({ol:.4f}-{oh:.4f}) without, {w:.4f} ({wl:.4f}-{wh:.4f}) with")
-    unseen = summary.get("unseen_catalogue_items") or []
-    if unseen:
-        shown = "; ".join(unseen[:20]) + (f"; and {len(unseen) - 20:,} more" if len(unseen) > 20 else "")
-        console.print(f"  catalogue items never seen in the export ({len(unseen):,}): {shown}", soft_wrap=True)
+    # Catalogue items the export never saw are among the input notes above (runs.metrics has them all).
     evaluation = summary.get("evaluation")
     if evaluation:
         table = Table(title="held-out evaluation (NDCG@12 with its 95% interval, recall@12)", box=None)
