@@ -58,6 +58,28 @@ def lost_prefect(exc: BaseException) -> bool:
     return False
 
 
+class _Artifacts:
+    """Whether this flow run's Prefect API has been found gone while creating an artifact: each
+    try against an unreachable server costs about a minute of the client's retries, so the run's
+    remaining artifacts are skipped (``make_artifact``)."""
+
+    api_gone = False
+
+
+def make_artifact(name: str, create) -> bool:
+    """Create one Prefect artifact with ``create()``. An artifact is a report for the UI: failing
+    to create one is a warning, never a failed run. Returns whether it was created."""
+    if _Artifacts.api_gone:
+        return False
+    try:
+        create()
+        return True
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        _Artifacts.api_gone = lost_prefect(exc)
+        get_run_logger().warning("could not create the %s artifact (%s)", name, one_line(exc))
+        return False
+
+
 def _transient(task, task_run, state) -> bool:
     try:
         state.result()
@@ -82,6 +104,7 @@ STEPS = {
 def nightly(options: RunOptions = RunOptions()) -> dict:
     """Retrain both stages on the latest export and publish every customer's top-k list."""
     run_id = this_run_id()
+    _Artifacts.api_gone = False
     with scheduled_run_log(options), unrecorded_failures_kept(options, run_id) as recorded:
         get_run_logger().info("recsys run %s: %s -> %s", run_id, options.data, options.output)
         summary = publish_nightly(options, run_id, recorded)
@@ -216,10 +239,9 @@ def report_artifact(summary: dict) -> None:
     ]
     if summary.get("reason"):
         lines.append(f"**Reason:** {summary['reason']}")
-    try:
-        create_markdown_artifact(key="recsys-run", markdown="\n\n".join(lines), description=f"recsys run {summary['run_id']}")
-    except Exception as exc:  # noqa: BLE001 - a report for the UI; the run is published without it
-        get_run_logger().warning("could not create the run artifact (%s: %s)", type(exc).__name__, exc)
+    make_artifact("run", lambda: create_markdown_artifact(
+        key="recsys-run", markdown="\n\n".join(lines), description=f"recsys run {summary['run_id']}"
+    ))
 
 
 @task(name="load_interactions", **RETRY, **TASK)
@@ -405,13 +427,10 @@ def judge(baselines, model: TwoStage, options: RunOptions, run_id: str):
     users = int(evaluation.table["users"].iloc[0])
     markdown = markdown_table(evaluation.table, f"Held-out NDCG@{options.top_k} and friends ({users:,} customers)")
     log = get_run_logger()
-    try:
-        create_markdown_artifact(
-            key="recsys-quality", markdown=f"**Run:** {run_id}\n\n{markdown}\n\n**Gate:** {gate.reason}",
-            description=f"Nightly quality of run {run_id}",
-        )
-    except Exception as exc:  # noqa: BLE001 - a report for the UI; the gate's verdict stands without it
-        log.warning("could not create the quality artifact (%s: %s)", type(exc).__name__, exc)
+    make_artifact("quality", lambda: create_markdown_artifact(
+        key="recsys-quality", markdown=f"**Run:** {run_id}\n\n{markdown}\n\n**Gate:** {gate.reason}",
+        description=f"Nightly quality of run {run_id}",
+    ))
     log.info("evaluation:\n%s", markdown)
     (log.info if gate.passed else log.warning)("quality gate: %s", gate.reason)
     return evaluation, gate
@@ -669,10 +688,7 @@ def attach_summary(snapshot, path) -> None:
             quality_table(current), key="recsys-quality-table", description="Held-out NDCG@12 with 95% intervals, every recommender",
         )))
     for name, create in artifacts:
-        try:
-            create()
-        except Exception as exc:  # noqa: BLE001 - a report for the UI; the published run stands without it
-            get_run_logger().warning("could not create the %s artifact (%s)", name, one_line(exc))
+        make_artifact(name, create)
 
 
 def _counts(report: LoadReport) -> dict:
