@@ -259,3 +259,30 @@ def test_an_export_that_keeps_changing_fails_cleanly_after_the_retries(prefect_t
     assert check_store(output) == summary["run_id"]
     assert [v["status"] for v in runs_rows(output / "recsys.db").values()] == ["succeeded"]
     assert read_sql(output / "recsys.db", "SELECT count(*) FROM runs") == [(1,)]
+
+
+def test_once_the_prefect_api_is_gone_the_remaining_artifacts_are_skipped(prefect_test_harness):
+    """Each artifact tried against a dead server costs a minute of client retries: after the first
+    connection failure the run tries no more; another error does not stop the next artifact."""
+    import httpx
+    from prefect import flow
+
+    import flows.nightly as nightly
+
+    calls: list[str] = []
+
+    def gone():
+        calls.append("gone")
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    def broken():
+        calls.append("broken")
+        raise ValueError("a table artifact with a bad cell")
+
+    @flow
+    def artifacts():
+        nightly._Artifacts.api_gone = False
+        return [nightly.make_artifact("a", broken), nightly.make_artifact("b", gone), nightly.make_artifact("c", gone)]
+
+    assert artifacts() == [False, False, False]
+    assert calls == ["broken", "gone"]
