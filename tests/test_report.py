@@ -62,10 +62,10 @@ def test_the_flow_writes_a_self_contained_report_after_publishing(sample_store):
         assert "<script" not in text and "<link" not in text and "<img" not in text
         for section in SECTIONS:
             assert f'id="{section}"' in text
-    # The evaluated run's page: quality chart and table, trend, lists, reasons absent, segments, no rules.
-    assert first_page.count("<svg") == 5  # quality, trend, top items, families, segments
+    # The evaluated run's page: quality chart and table, trend, lists, reasons, segments; no rules.
+    assert first_page.count("<svg") == 6  # quality, trend, top items, families, reasons, segments
     assert f"run <b>{first['run_id']}</b> (succeeded)" in first_page
-    assert "no <code>reason</code> column" in first_page
+    assert "no <code>reason</code> column" not in first_page and "Why items are in the lists" in first_page
     assert "No rules were applied in this run." in first_page
     for name in first["evaluation"]:
         assert f"<td>{name}</td>" in first_page
@@ -208,10 +208,11 @@ def hand_built_store(output: Path, reasons: bool = True) -> Path:
     store.begin_run("20261103T020000000000Z", start + timedelta(days=2), "export.csv")
     store.finish_run("20261103T020000000000Z", "failed", message="DataError: export.csv line 3: bad date")
     store.engine.dispose()
-    if reasons:
-        with sqlite3.connect(output / "recsys.db") as conn:
-            conn.execute("ALTER TABLE recommendations ADD COLUMN reason TEXT")
+    with sqlite3.connect(output / "recsys.db") as conn:
+        if reasons:
             conn.execute(f"UPDATE recommendations SET reason = CASE rank % 5 {' '.join(f'WHEN {i} THEN {chr(39)}{w}{chr(39)}' for i, w in enumerate(why))} END")
+        else:  # lists published before reasons existed (a rollback across the upgrade)
+            conn.execute("ALTER TABLE recommendations DROP COLUMN reason")
     return output
 
 
@@ -267,6 +268,9 @@ def test_one_run_without_evaluation_or_reasons(tmp_path):
     store.begin_run("20261101T020000000000Z", datetime(2026, 11, 1, tzinfo=timezone.utc), "export.csv")
     store.publish("20261101T020000000000Z", datetime(2026, 11, 1, tzinfo=timezone.utc),
                   [list_table([("1", 1, "Cine", 1.0)])], popular_list("r"), metrics={"seconds": {}}, users=1, items=4)
+    store.engine.dispose()
+    with sqlite3.connect(output / "recsys.db") as conn:  # lists published before reasons existed
+        conn.execute("ALTER TABLE recommendations DROP COLUMN reason")
     page = write_report(store.db_url, output / "report.html").read_text(encoding="utf-8")
     assert "No run in the store was evaluated" in page
     assert "No evaluated run yet" in page

@@ -260,6 +260,8 @@ def rules_cost(run: dict) -> RulesCost | None:
     if not record:
         return None
     removed = {str(k): int(v) for k, v in (record.get("removed") or {}).items() if _number(v) is not None}
+    if not record.get("config") and not any(removed.values()) and not record.get("pins_placed"):
+        return None  # a run without a config or a catalogue that changed anything
     return RulesCost(
         removed=removed, pins_placed=record.get("pins_placed"),
         with_rules=Interval.of(record.get("ndcg_with_rules")), without_rules=Interval.of(record.get("ndcg_without_rules")),
