@@ -16,6 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import runners
+from flows import artifacts
+from flows.artifacts import lost_prefect, make_artifact, one_line, report_artifact, write_run_report
 from recsys.data.export import LoadReport, load_interactions, read_before
 from recsys.data.interactions import Interactions
 from recsys.errors import ListsUnhealthy
@@ -42,44 +44,6 @@ def retryable(exc: BaseException) -> bool:
     return is_transient(exc)
 
 
-def lost_prefect(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is the Prefect API going away: a transport error of
-    Prefect's HTTP client, or the server answering with a 5xx."""
-    import httpx
-
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, httpx.TransportError):
-            return True
-        if isinstance(exc, httpx.HTTPStatusError) and exc.response is not None and exc.response.status_code >= 500:
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-class _Artifacts:
-    """Whether this flow run's Prefect API has been found gone while creating an artifact: each
-    try against an unreachable server costs about a minute of the client's retries, so the run's
-    remaining artifacts are skipped (``make_artifact``)."""
-
-    api_gone = False
-
-
-def make_artifact(name: str, create) -> bool:
-    """Create one Prefect artifact with ``create()``. An artifact is a report for the UI: failing
-    to create one is a warning, never a failed run. Returns whether it was created."""
-    if _Artifacts.api_gone:
-        return False
-    try:
-        create()
-        return True
-    except Exception as exc:  # noqa: BLE001 - see the docstring
-        _Artifacts.api_gone = lost_prefect(exc)
-        get_run_logger().warning("could not create the %s artifact (%s)", name, one_line(exc))
-        return False
-
-
 def _transient(task, task_run, state) -> bool:
     try:
         state.result()
@@ -104,7 +68,7 @@ STEPS = {
 def nightly(options: RunOptions = RunOptions()) -> dict:
     """Retrain both stages on the latest export and publish every customer's top-k list."""
     run_id = this_run_id()
-    _Artifacts.api_gone = False
+    artifacts.new_run()
     with scheduled_run_log(options), unrecorded_failures_kept(options, run_id) as recorded:
         get_run_logger().info("recsys run %s: %s -> %s", run_id, options.data, options.output)
         summary = publish_nightly(options, run_id, recorded)
@@ -225,23 +189,6 @@ def unrecorded_failures_kept(options: RunOptions, run_id: str):
 
             not_started.record(options.output, run_id, redact(one_line(exc)))
         raise
-
-
-def report_artifact(summary: dict) -> None:
-    """The run's outcome as a Prefect artifact (``recsys-run``): its run id beside Prefect's own."""
-    from prefect.artifacts import create_markdown_artifact
-
-    lines = [
-        f"**Run:** {summary['run_id']} ({summary['status']})",
-        f"**Customers with a list:** {summary['users']:,} ({summary['rows']:,} rows)",
-        f"**Parquet:** {summary['parquet']}",
-        f"**SQL:** {summary['db_url']}",
-    ]
-    if summary.get("reason"):
-        lines.append(f"**Reason:** {summary['reason']}")
-    make_artifact("run", lambda: create_markdown_artifact(
-        key="recsys-run", markdown="\n\n".join(lines), description=f"recsys run {summary['run_id']}"
-    ))
 
 
 @task(name="load_interactions", **RETRY, **TASK)
@@ -477,12 +424,6 @@ def fallback_lists(
         return lists, "popularity", f"; {name} could not be fitted ({one_line(exc)}): published popularity instead"
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 @task(name="baseline_lists", **TASK)
 def baseline_lists(
     interactions: Interactions, name: str, options: RunOptions, settings: dict | None = None, fits: FitCache | None = None,
@@ -646,49 +587,6 @@ def publish(store: Store, run_id: str, generated_at, interactions: Interactions,
         store.engine.url.render_as_string(hide_password=True), time.perf_counter() - started,
     )
     return published
-
-
-def write_run_report(options: RunOptions) -> str | None:
-    """Write the run report (``DIR/report.html``) from the store just published to, and attach its
-    summary to the Prefect run. The lists are published already: a report or an artifact that
-    cannot be made is a warning, never a failed run. Returns the report's path (None if not written)."""
-    log = get_run_logger()
-    path = options.output / "report.html"
-    try:
-        from recsys.report import contents, page  # the plotting library is imported here
-
-        path = options.output / page.FILENAME
-        snapshot = contents.read_store(options.resolved_db_url())
-        page.save(page.render(snapshot), path)
-    except Exception as exc:  # noqa: BLE001 - see the docstring
-        log.warning("could not write the run report %s (%s); the run stands", path, one_line(exc), exc_info=exc)
-        return None
-    log.info("run report written to %s", path)
-    attach_summary(snapshot, path)
-    return str(path)
-
-
-def attach_summary(snapshot, path) -> None:
-    """The report's headline figures and the quality table as table artifacts, and a link to the
-    report, on the Prefect run; each one that fails (no API, a server error) is a warning."""
-    from prefect.artifacts import create_link_artifact, create_table_artifact
-
-    from recsys.report.contents import quality_table, summary_rows
-
-    current = snapshot.current or snapshot.latest
-    artifacts = [
-        ("summary", lambda: create_table_artifact(summary_rows(snapshot), key="recsys-run-summary", description="Nightly run: headline figures")),
-        ("report link", lambda: create_link_artifact(
-            path.resolve().as_uri(), link_text=f"run report ({path.name})", key="recsys-report",
-            description="The run report: one self-contained HTML file on the machine that ran the flow",
-        )),
-    ]
-    if current["metrics"].get("evaluation"):
-        artifacts.insert(1, ("quality table", lambda: create_table_artifact(
-            quality_table(current), key="recsys-quality-table", description="Held-out NDCG@12 with 95% intervals, every recommender",
-        )))
-    for name, create in artifacts:
-        make_artifact(name, create)
 
 
 def _counts(report: LoadReport) -> dict:

@@ -267,7 +267,7 @@ def test_once_the_prefect_api_is_gone_the_remaining_artifacts_are_skipped(prefec
     import httpx
     from prefect import flow
 
-    import flows.nightly as nightly
+    from flows import artifacts as prefect_artifacts
 
     calls: list[str] = []
 
@@ -281,8 +281,9 @@ def test_once_the_prefect_api_is_gone_the_remaining_artifacts_are_skipped(prefec
 
     @flow
     def artifacts():
-        nightly._Artifacts.api_gone = False
-        return [nightly.make_artifact("a", broken), nightly.make_artifact("b", gone), nightly.make_artifact("c", gone)]
+        prefect_artifacts.new_run()
+        made = prefect_artifacts.make_artifact
+        return [made("a", broken), made("b", gone), made("c", gone)]
 
     assert artifacts() == [False, False, False]
     assert calls == ["broken", "gone"]
