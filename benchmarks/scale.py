@@ -147,25 +147,14 @@ def main() -> None:
         degraded_path(args)
         return
 
-    from recsys.synthetic.generate import generate_export, write_export
-
     evaluate = not args.no_evaluate
-    args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for customers in args.customers:
-        data = args.workdir / f"export_{customers}.csv"
-        if not data.exists():
-            started = time.perf_counter()
-            write_export(generate_export(customers, args.items, args.per_customer, seed=11), data)
-            print(f"generated {data} in {time.perf_counter() - started:.0f}s", flush=True)
+        data = export_for(args, customers)
         output = args.workdir / f"out_{customers}"
         shutil.rmtree(output, ignore_errors=True)
         wall, peak, load = run_flow(data, output, evaluate=evaluate)
-        with sqlite3.connect(output / "recsys.db") as conn:
-            run_rows, users, status, metrics = conn.execute(
-                "SELECT rows, users, status, metrics FROM runs WHERE is_current"
-            ).fetchone()
-        metrics = json.loads(metrics)
+        run_rows, users, status, metrics = current_run(output)
         gate = metrics.get("gate") or {}
         rows.append(
             {
@@ -212,6 +201,26 @@ def main() -> None:
     write_section(args.out, begin, end, lines)
 
 
+def export_for(args, customers: int) -> Path:
+    """The generated export of ``customers`` in the work folder (generated, seeded, when missing)."""
+    from recsys.synthetic.generate import generate_export, write_export
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    data = args.workdir / f"export_{customers}.csv"
+    if not data.exists():
+        started = time.perf_counter()
+        write_export(generate_export(customers, args.items, args.per_customer, seed=11), data)
+        print(f"generated {data} in {time.perf_counter() - started:.0f}s", flush=True)
+    return data
+
+
+def current_run(output: Path) -> tuple[int, int, str, dict]:
+    """(rows, customers, status, metrics) of the published run of the store in ``output``."""
+    with sqlite3.connect(output / "recsys.db") as conn:
+        rows, users, status, metrics = conn.execute("SELECT rows, users, status, metrics FROM runs WHERE is_current").fetchone()
+    return rows, users, status, json.loads(metrics)
+
+
 def section_markers(evaluate: bool) -> tuple[str, str]:
     """The comments around the section of benchmarks/results/scale.md one path writes."""
     name = "default path" if evaluate else "no-evaluate path"
@@ -239,24 +248,15 @@ DEGRADED_STAGES = ("load", "baseline_lists", "publish")
 
 def degraded_path(args) -> None:
     """Run the degraded path for every size and baseline; write the "Degraded path" section."""
-    from recsys.synthetic.generate import generate_export, write_export
-
-    args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for customers in args.customers:
-        data = args.workdir / f"export_{customers}.csv"
-        if not data.exists():
-            write_export(generate_export(customers, args.items, args.per_customer, seed=11), data)
+        data = export_for(args, customers)
         for name in args.degraded:
             output = args.workdir / f"out_{customers}_degraded_{name}"
             shutil.rmtree(output, ignore_errors=True)
             wall, peak, load = run_flow(data, output, degraded=name)
-            with sqlite3.connect(output / "recsys.db") as conn:
-                run_rows, users, status, metrics = conn.execute(
-                    "SELECT rows, users, status, metrics FROM runs WHERE is_current"
-                ).fetchone()
+            run_rows, users, status, metrics = current_run(output)
             assert status == "degraded", status
-            metrics = json.loads(metrics)
             rows.append({
                 "customers": users, "interactions": run_rows, "baseline": name, "wall": wall, "peak": peak,
                 "load": load, "seconds": metrics["seconds"], "full": metrics["lists"]["full"],
