@@ -58,7 +58,10 @@ def test_pipeline_trains_both_stages(trained):
     # outer split's training rows, then every row).
     assert retrieval.epochs_run == 2 + 1 + 1
     assert ranking is not None and ranking.lists > 0
-    assert ranking.config is not None and ranking.features
+    assert ranking.configs and ranking.features
+    # What the shapes were chosen on: every shape alone and every ensemble of them, each scored.
+    assert len(ranking.choice) == 2 ** len(ModelSettings().rankers) - 1
+    assert max(ranking.choice, key=lambda c: c[1])[0] == ranking.configs
     # The model evaluated itself one step back in time, on the outer split's customers.
     evaluation = trained["model"].evaluation
     assert len(evaluation.users) > 0 and evaluation.items.shape == (len(evaluation.users), trained["model"].options.top_k)
@@ -215,19 +218,73 @@ def test_numpy_ranker_scores_like_the_keras_models(synthetic, trained, hidden):
 
     settings = ModelSettings(rankers=(RankerConfig(None, hidden=hidden, l2=1e-3),))
     model = TwoStage(FAST, settings).fit(trained["data"])
-    assert ("hidden_kernel" in model.scorer().ranker.members[0]) is bool(hidden)
-    ranking, scorer = model.ranking, model.scorer()
+    assert ("hidden_kernel" in model.scorer().ranker.members[0].weights[0]) is bool(hidden)
+    shape, scorer = model.ranking.shapes[0], model.scorer()
     rows = np.arange(trained["data"].n_users)
     candidates = gather_candidates(scorer.sources, rows, 20, scorer.context.seen)
     features = candidate_features(scorer.context, candidates, scorer.features)
     valid = candidates.items >= 0
-    inputs = {"valid": valid, "features": (((features - ranking.mean) / ranking.std) * valid[..., None]).astype(np.float32)}
-    output = np.mean([member(inputs).numpy() for member in ranking.models], axis=0)
+    inputs = {"valid": valid, "features": (((features - shape.mean) / shape.std) * valid[..., None]).astype(np.float32)}
+    output = np.mean([member(inputs).numpy() for member in shape.models], axis=0)
     keras = np.where(valid, output, -np.inf)
     numpy = scorer.ranker.scores(candidates.items, features)
     assert np.isfinite(keras).sum() > 1000
     np.testing.assert_array_equal(np.isfinite(keras), np.isfinite(numpy))
     np.testing.assert_allclose(numpy[np.isfinite(numpy)], keras[np.isfinite(keras)], rtol=1e-4, atol=1e-4)
+
+
+def _planted_lists(n: int = 240, m: int = 10, seed: int = 0):
+    """Candidate lists whose next item is the one with the highest feature "a" plus noise."""
+    from recsys.models.ranking import Examples
+
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, m, 3))
+    items = np.tile(np.arange(m), (n, 1))
+    items[:, -2:] = -1  # two padding candidates per list
+    taste = features[..., 0] + 0.5 * features[..., 1] + rng.normal(scale=0.5, size=(n, m))
+    taste[items < 0] = -np.inf
+    labels = np.zeros((n, m))
+    labels[np.arange(n), taste.argmax(axis=1)] = 1
+    return Examples(rows=np.arange(n), items=items, features=features, labels=labels, names=("a", "b", "c"))
+
+
+def test_an_ensemble_of_shapes_scores_the_mean_of_their_keras_logits():
+    """Shapes reading different features average their logits, each on its own columns and scaling."""
+    from recsys.models.ranking import fit_ranking
+    from recsys.settings import RankerConfig
+
+    lists = _planted_lists()
+    configs = (RankerConfig(("c", "a"), hidden=0, l2=1e-3), RankerConfig(None, hidden=8, l2=1e-3))
+    stage = fit_ranking(lists, configs, ModelSettings(ranking_steps=40), seed=1)
+    assert stage.configs == configs and stage.features == ("c", "a", "b")
+    valid = lists.items >= 0
+    keras = []
+    for shape in stage.shapes:
+        columns = [lists.names.index(name) for name in shape.features]
+        x = ((lists.features[..., columns] - shape.mean) / shape.std) * valid[..., None]
+        keras.append(np.mean([model({"valid": valid, "features": x.astype(np.float32)}).numpy() for model in shape.models], axis=0))
+    expected = np.where(valid, np.mean(keras, axis=0), -np.inf)
+    columns = [lists.names.index(name) for name in stage.features]
+    numpy = stage.ranker().scores(lists.items, lists.features[..., columns])
+    np.testing.assert_array_equal(np.isfinite(numpy), valid)
+    np.testing.assert_allclose(numpy[valid], expected[valid], rtol=1e-4, atol=1e-4)
+
+
+def test_the_ranker_is_chosen_among_shapes_and_their_ensemble_on_held_out_lists():
+    from recsys.models.ranking import list_ndcg, train_ranking
+    from recsys.settings import RankerConfig
+
+    lists = _planted_lists()
+    useless, useful = RankerConfig(("c",), hidden=0, l2=1.0), RankerConfig(("a", "b"), hidden=0, l2=1e-3)
+    stage = train_ranking(lists, ModelSettings(rankers=(useless, useful), ranking_steps=150), seed=3)
+    tried = dict(stage.choice)
+    assert set(tried) == {(useless,), (useful,), (useless, useful)}
+    # The held-out NDCG of the planted feature beats the noise feature, and the best choice is kept.
+    assert tried[(useful,)] > tried[(useless,)] + 0.1
+    assert stage.configs == max(tried, key=tried.get)
+    columns = [lists.names.index(name) for name in stage.features]
+    ndcg = list_ndcg(stage.ranker().scores(lists.items, lists.features[..., columns]), lists.labels).mean()
+    assert ndcg > tried[(useless,)] + 0.1
 
 
 def test_candidates_are_the_union_of_every_sources_top_items():

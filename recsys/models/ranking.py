@@ -10,6 +10,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -68,24 +69,21 @@ def build_model(config: RankerConfig):
 
 
 @dataclass(frozen=True)
-class Ranker:
-    """The trained ranking models as NumPy weights: the Keras models' scores, without TensorFlow.
+class Member:
+    """One trained shape as NumPy weights: its models (seeds), the columns of the feature array it
+    reads and their training scaling."""
 
-    Picklable and small, so scoring can run in any process (a Dask worker) from plain arrays.
-    """
-
-    members: tuple[dict[str, np.ndarray], ...]
+    weights: tuple[dict[str, np.ndarray], ...]
+    columns: np.ndarray
     mean: np.ndarray
     std: np.ndarray
 
-    def scores(self, items: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """Ranking score of every candidate (``items`` (n, m), -1 = none; ``features`` (n, m, f)):
-        the ensemble's mean logit, ``-inf`` for no item."""
-        valid = items >= 0
+    def logits(self, flat: np.ndarray) -> np.ndarray:
+        """Mean logit of the shape's models for ``flat`` (candidates, every feature)."""
         # One (lists x candidates, features) matrix: a single BLAS call per layer, not one per list.
-        x = ((features - self.mean) / self.std).astype(np.float32).reshape(-1, features.shape[-1])
+        x = ((flat[:, self.columns] - self.mean) / self.std).astype(np.float32)
         outputs = []
-        for weights in self.members:
+        for weights in self.weights:
             logits = x @ weights["linear_kernel"]
             logits += weights["linear_bias"]
             if "hidden_kernel" in weights:
@@ -93,8 +91,26 @@ class Ranker:
                 hidden += weights["hidden_bias"]
                 np.maximum(hidden, 0.0, out=hidden)
                 logits += hidden @ weights["out_kernel"] + weights["out_bias"]
-            outputs.append(logits.reshape(items.shape))
-        return np.where(valid, np.mean(outputs, axis=0), -np.inf)
+            outputs.append(logits)
+        return np.mean(outputs, axis=0)
+
+
+@dataclass(frozen=True)
+class Ranker:
+    """The trained ranking models as NumPy weights: the Keras models' scores, without TensorFlow.
+
+    Picklable and small, so scoring can run in any process (a Dask worker) from plain arrays.
+    """
+
+    members: tuple[Member, ...]
+
+    def scores(self, items: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Ranking score of every candidate (``items`` (n, m), -1 = none; ``features`` (n, m, f)):
+        the mean logit of the chosen shapes, ``-inf`` for no item."""
+        valid = items >= 0
+        flat = features.reshape(-1, features.shape[-1])
+        logits = np.mean([member.logits(flat) for member in self.members], axis=0)
+        return np.where(valid, logits.reshape(items.shape), -np.inf)
 
 
 def export_weights(model) -> dict[str, np.ndarray]:
@@ -110,32 +126,70 @@ def export_weights(model) -> dict[str, np.ndarray]:
 
 
 @dataclass
-class RankingStage:
-    """The chosen ranker (an ensemble over seeds), the features it reads and their training scaling."""
+class Shape:
+    """One trained ranker shape: its Keras models (one per seed), the features it reads and their
+    training scaling."""
 
+    config: RankerConfig
     models: list
     features: tuple[str, ...]
     mean: np.ndarray
     std: np.ndarray
+
+
+@dataclass
+class RankingStage:
+    """The chosen ranker: one shape, or an ensemble of shapes whose logits are averaged."""
+
+    shapes: list[Shape]
     lists: int = 0
     seconds: float = 0.0
-    config: RankerConfig | None = None  # the shape of the models
-    choice: list = field(default_factory=list)  # (config, held-out NDCG) of every ranker tried
+    choice: list = field(default_factory=list)  # (configs, held-out NDCG) of every choice tried
+
+    @property
+    def configs(self) -> tuple[RankerConfig, ...]:
+        return tuple(shape.config for shape in self.shapes)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Every feature some shape reads, in the order first read."""
+        return tuple(dict.fromkeys(name for shape in self.shapes for name in shape.features))
 
     def describe(self) -> str:
         """What training did, for the log."""
-        tried = "; ".join(f"{_label(config)}: {ndcg:.4f}" for config, ndcg in self.choice)
-        return f"trained on {self.lists:,} candidate lists in {self.seconds:.1f}s" + (f" (held-out NDCG {tried})" if tried else "")
+        tried = "; ".join(f"{label(configs)}: {ndcg:.4f}" for configs, ndcg in self.choice)
+        return (
+            f"{label(self.configs)}, trained on {self.lists:,} candidate lists in {self.seconds:.1f}s"
+            + (f" (held-out NDCG {tried})" if tried else "")
+        )
 
     def ranker(self) -> Ranker:
         """The models as NumPy weights (what scoring uses, in this process or on a Dask worker)."""
-        return Ranker(members=tuple(export_weights(model) for model in self.models), mean=self.mean, std=self.std)
+        names = self.features
+        return Ranker(
+            members=tuple(
+                Member(
+                    weights=tuple(export_weights(model) for model in shape.models),
+                    columns=np.array([names.index(name) for name in shape.features], dtype=np.int64),
+                    mean=shape.mean,
+                    std=shape.std,
+                )
+                for shape in self.shapes
+            )
+        )
 
 
-def _label(config: RankerConfig) -> str:
-    kind = f"{config.hidden}-unit network" if config.hidden else "linear"
-    features = f"{len(config.features)} features" if config.features else "every feature"
-    return f"{kind} on {features}, L2 {config.l2:g}"
+def label(configs: tuple[RankerConfig, ...]) -> str:
+    """A shape, or an ensemble of shapes, in words."""
+
+    def one(config: RankerConfig) -> str:
+        kind = f"{config.hidden}-unit network" if config.hidden else "linear"
+        features = f"{len(config.features)} features" if config.features else "every feature"
+        return f"{kind} on {features}, L2 {config.l2:g}"
+
+    return " + ".join(one(config) for config in configs) if len(configs) < 2 else "mean of " + " and ".join(
+        f"({one(config)})" for config in configs
+    )
 
 
 @dataclass(frozen=True)
@@ -162,57 +216,91 @@ def train_ranking(
     epochs: int | None = None,
     progress: Progress | None = None,
 ) -> RankingStage | None:
-    """The ranking model trained on labelled candidate lists, its shape chosen among
-    ``settings.rankers``; ``None`` when there are no lists.
+    """The ranking model trained on labelled candidate lists, chosen among ``settings.rankers``
+    and their ensembles; ``None`` when there are no lists.
 
     The choice is made on the training lists themselves, held out by customer: with fewer than
-    5,000 lists, 3-fold cross-validation (every list scored once, the chosen shape retrained on
-    all lists); with more, one 80/20 split (the chosen shape kept as trained on the 80%). Each
-    shape is scored by the NDCG@12 of its order of the held-out lists; the best mean wins (ties to
-    the shape listed first). With one shape, or fewer than 50 lists, the first is trained on all.
+    5,000 lists, 3-fold cross-validation (every list scored once, the chosen shapes retrained on
+    all lists); with more, one 80/20 split (the chosen shapes kept as trained on the 80%). Every
+    shape is trained once per fold; each choice (one shape, or the mean logit of two or more, an
+    ensemble that costs no further training to score) is scored by the NDCG@12 of its order of
+    the held-out lists. The best mean wins, ties to the choice listed first (single shapes before
+    ensembles, in the order of ``settings.rankers``). With one shape, or fewer than 50 lists, the
+    first is trained on all.
     """
     started = time.perf_counter()
     if len(examples.rows) == 0:
         return None
     configs = settings.rankers
     n = len(examples.rows)
-    every = np.arange(n)
     if len(configs) == 1 or n < 50:
-        stage = _fit(examples.part(every, _names(configs[0], examples)), configs[0], settings, seed, epochs, progress)
-        stage.seconds = time.perf_counter() - started
-        return stage
+        return fit_ranking(examples, configs[:1], settings, seed, epochs, progress)
+    every = np.arange(n)
     folds = 3 if n < 5000 else 1
     fold = np.random.default_rng(seed).permutation(n) % (folds if folds > 1 else 5)  # one split: fold 0 = 20%
-    steps = len(configs) * folds + (1 if folds > 1 else 0)
+    held_out = fold >= 0 if folds > 1 else fold == 0
+    steps = len(configs) * folds + (len(configs) if folds > 1 else 0)
     done = 0
 
     def update(part_done: int, part_total: int) -> None:
         if progress:
             progress(done * part_total + part_done, steps * part_total)
 
-    scores, kept = [], []
+    # Each shape's held-out logits of every list (one split: of the 20%).
+    logits, kept = [], []
     for config in configs:
         names = _names(config, examples)
-        values = np.zeros(n)
+        values = np.full(examples.items.shape, -np.inf)
         for number in range(folds):
             held = fold == number
-            stage = _fit(examples.part(every[~held], names), config, settings, seed, epochs, update)
+            shape = _fit(examples.part(every[~held], names), config, settings, seed, epochs, update)
             part = examples.part(every[held], names)
-            values[held] = list_ndcg(stage.ranker().scores(part.items, part.features), part.labels)
+            values[held] = RankingStage([shape]).ranker().scores(part.items, part.features)
             done += 1
-        scored = values if folds > 1 else values[fold == 0]
-        scores.append(float(scored.mean()))
-        kept.append(stage)
-    chosen = int(np.argmax(scores))
+        logits.append(values[held_out])
+        kept.append(shape)
+    labels = examples.labels[held_out]
+    choices = [c for size in range(1, len(configs) + 1) for c in itertools.combinations(range(len(configs)), size)]
+    scores = [float(list_ndcg(np.mean([logits[i] for i in choice], axis=0), labels).mean()) for choice in choices]
+    chosen = choices[int(np.argmax(scores))]
     if folds > 1:
-        config = configs[chosen]
-        stage = _fit(examples.part(every, _names(config, examples)), config, settings, seed, epochs, update)
+        steps = done + len(chosen)  # the progress bar's end: the chosen shapes' final fits
+        shapes = []
+        for i in chosen:
+            shapes.append(_fit(examples.part(every, _names(configs[i], examples)), configs[i], settings, seed, epochs, update))
+            done += 1
+        stage = RankingStage(shapes)
     else:
-        stage = kept[chosen]
-    stage.choice = list(zip(configs, scores))
+        stage = RankingStage([kept[i] for i in chosen])
+    stage.choice = [(tuple(configs[i] for i in choice), score) for choice, score in zip(choices, scores)]
     stage.lists = n
     stage.seconds = time.perf_counter() - started
     return stage
+
+
+def fit_ranking(
+    examples: Examples,
+    configs: tuple[RankerConfig, ...],
+    settings: ModelSettings,
+    seed: int,
+    epochs: int | None = None,
+    progress: Progress | None = None,
+) -> RankingStage | None:
+    """The shapes ``configs`` (one, or an ensemble) trained on every list, without a choice;
+    ``None`` when there are no lists."""
+    started = time.perf_counter()
+    n = len(examples.rows)
+    if n == 0:
+        return None
+    every, shapes = np.arange(n), []
+    for number, config in enumerate(configs):
+
+        def update(part_done: int, part_total: int, number=number) -> None:
+            if progress:
+                progress(number * part_total + part_done, len(configs) * part_total)
+
+        shapes.append(_fit(examples.part(every, _names(config, examples)), config, settings, seed, epochs, update))
+    return RankingStage(shapes, lists=n, seconds=time.perf_counter() - started)
 
 
 def _names(config: RankerConfig, examples: Examples) -> tuple[str, ...]:
@@ -230,7 +318,7 @@ def list_ndcg(scores: np.ndarray, labels: np.ndarray, k: int = 12) -> np.ndarray
 
 def _fit(
     examples: Examples, config: RankerConfig, settings: ModelSettings, seed: int, epochs: int | None, progress
-) -> RankingStage:
+) -> Shape:
     """One ranker of shape ``config`` trained on ``examples`` (which carry just its features)."""
     tf, _ = _tf()
     features, valid = examples.features, examples.items >= 0
@@ -256,7 +344,7 @@ def _fit(
         callbacks = [progress_callback(epochs * settings.ranking_models, progress, offset=member * epochs)] if progress else []
         model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
         models.append(model)
-    return RankingStage(models=models, features=examples.names, mean=mean, std=std, lists=len(examples.rows), config=config)
+    return Shape(config=config, models=models, features=examples.names, mean=mean, std=std)
 
 
 def ranking_epochs_for(lists: int, steps: int, batch: int = 64) -> int:

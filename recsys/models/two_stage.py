@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from recsys.models.base import MatrixRecommender
 from recsys.models.candidates import FEATURES, Sources, candidate_features, gather_candidates, labels_of
 from recsys.models.context import Context, context_of
 from recsys.models.fits import FitCache
-from recsys.models.ranking import Examples, RankingStage
+from recsys.models.ranking import Examples, RankingStage, fit_ranking
 from recsys.models.ranking import train_ranking as fit_ranker
 from recsys.models.retrieval import MAX_TRAINING_EXAMPLES, RetrievalStage, epochs_for, new_stage
 from recsys.models.scorer import Scorer
@@ -209,13 +209,12 @@ def train_ranking(
     scored = sample_users(split, MAX_RANKING_LISTS, options.seed)
     lists = lists_for(stage, scored, options.candidates, _all_features(settings))
     evaluation = _evaluate(lists, chooser, scored, options.top_k)
-    shape = chooser.config if chooser is not None else settings.rankers[0]
-    final = fit_ranker(
-        _with_positives(lists), replace(settings, rankers=(shape,)), options.seed, epochs=options.ranking_epochs,
-        progress=progress,
+    shapes = chooser.configs if chooser is not None else settings.rankers[:1]
+    final = fit_ranking(
+        _with_positives(lists), shapes, settings, options.seed, epochs=options.ranking_epochs, progress=progress
     )
     if final is not None and chooser is not None:
-        final.choice = chooser.choice  # what the shape was chosen on
+        final.choice = chooser.choice  # what the shapes were chosen on
     return final, evaluation
 
 
