@@ -27,6 +27,7 @@ from recsys.models.fits import FitCache
 from recsys.models.two_stage import TwoStage, untrainable
 from recsys.progress import Stopwatch, add_seconds, step
 from recsys.scoring.lists import Lists, empty_lists, put, shard_bounds
+from recsys.scoring.rules import catalogue_record, rules_record
 from recsys.settings import RunOptions
 from recsys.store.database import is_transient
 from recsys.store.lock import run_lock
@@ -113,7 +114,7 @@ def publish_nightly(options: RunOptions, run_id: str, recorded) -> dict:
             popular = cold_start(interactions, options, setup.rules)
             metrics["rules"] = rules_record(config, removed, lists, cost)
             if config is not None or options.catalogue is not None:
-                metrics["catalogue"] = catalogue_record(options, setup)
+                metrics["catalogue"] = catalogue_record(setup, options.catalogue, options.config, options.day())
             metrics["lists"] = check(store, interactions, lists, popular, options, fallback or TwoStage.name, setup.rules)
             fields = dict(metrics=dict(metrics, seconds=watch.seconds), message=reason, **_counts(report))
             published = publish(store, run_id, started_at, interactions, lists, popular, options, status, fields)
@@ -243,36 +244,6 @@ def rules_cost(model: TwoStage, rules, options: RunOptions):
     except Exception as exc:  # noqa: BLE001 - a figure for the report; the lists stand without it
         get_run_logger().warning("could not measure what the rules cost (%s)", one_line(exc), exc_info=exc)
         return None
-
-
-def rules_record(config, removed: dict, lists: Lists, cost: dict | None) -> dict:
-    """``runs.metrics["rules"]``: the config used (text and hash), what the rules took out of the
-    lists, the pins placed, and the model's held-out NDCG with and without the rules."""
-    import numpy as np
-
-    from recsys.scoring.reasons import CAMPAIGN
-    from recsys.scoring.rules import COUNTED
-
-    pins = int(np.count_nonzero(lists.reasons == CAMPAIGN)) if lists.reasons is not None else 0
-    return {
-        "config": config.text if config is not None else None,
-        "config_sha256": config.sha256 if config is not None else None,
-        "removed": {name: int(removed.get(name, 0)) for name in COUNTED.values()},
-        "pins_placed": pins,
-        "ndcg_with_rules": (cost or {}).get("ndcg_with_rules"),
-        "ndcg_without_rules": (cost or {}).get("ndcg_without_rules"),
-    }
-
-
-def catalogue_record(options: RunOptions, setup) -> dict:
-    """``runs.metrics["catalogue"]``: the files read and the catalogue items the export never saw."""
-    return {
-        "catalogue": str(options.catalogue) if options.catalogue is not None else None,
-        "config": str(options.config) if options.config is not None else None,
-        "day": options.day().isoformat(),
-        "unseen": list(setup.unseen),
-        "notes": list(setup.notes),
-    }
 
 
 def cold_start(interactions: Interactions, options: RunOptions, rules):

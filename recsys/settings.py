@@ -179,7 +179,8 @@ class RankerConfig:
 # The rankers the ranking stage chooses from (on held-out training lists), the most preferred
 # first: a strongly regularised linear ranker over four features (best on small exports), a
 # lighter linear one over every source's rank and z-score (the same within noise on the sample),
-# and a small network over every feature (best on a 200,000-customer export).
+# and a small network over every feature (best on a 200,000-customer export). Their ensembles (the
+# mean logit of two or three) compete too (``recsys.models.ranking.train_ranking``).
 RANKERS = (
     RankerConfig(("rp3beta_logrank", "popularity", "recent_popularity", "family_match"), hidden=0, l2=1.0),
     RankerConfig(

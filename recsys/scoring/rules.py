@@ -36,7 +36,7 @@ from recsys.data.interactions import DAY, Interactions, recent_popularity
 from recsys.errors import OptionError
 from recsys.models.item_item import gather
 from recsys.scoring.lists import Lists
-from recsys.scoring.reasons import reason_codes
+from recsys.scoring.reasons import CAMPAIGN, reason_codes
 from recsys.scoring.topk import top_k_excluding
 
 #: What ``ItemRules.removed`` codes mean (0: recommendable).
@@ -83,6 +83,33 @@ class RuleSetup:
     rules: ItemRules
     notes: tuple[str, ...]  # names of the catalogue or the config that the export does not hold, ...
     unseen: tuple[str, ...]  # catalogue items never seen in the export
+
+
+def rules_record(config, removed: dict, lists: Lists, cost: dict | None) -> dict:
+    """``runs.metrics["rules"]``: the config used (``recsys.config.Config``: text and hash), what
+    the rules took out of the lists, the pins placed, and the model's held-out NDCG with and
+    without the rules (``cost``)."""
+    pins = int(np.count_nonzero(lists.reasons == CAMPAIGN)) if lists.reasons is not None else 0
+    return {
+        "config": config.text if config is not None else None,
+        "config_sha256": config.sha256 if config is not None else None,
+        "removed": {name: int(removed.get(name, 0)) for name in COUNTED.values()},
+        "pins_placed": pins,
+        "ndcg_with_rules": (cost or {}).get("ndcg_with_rules"),
+        "ndcg_without_rules": (cost or {}).get("ndcg_without_rules"),
+    }
+
+
+def catalogue_record(setup: RuleSetup, catalogue, config, day: date) -> dict:
+    """``runs.metrics["catalogue"]``: the files read (paths or None), the day the catalogue was
+    checked against, and the catalogue items the export never saw."""
+    return {
+        "catalogue": str(catalogue) if catalogue is not None else None,
+        "config": str(config) if config is not None else None,
+        "day": day.isoformat(),
+        "unseen": list(setup.unseen),
+        "notes": list(setup.notes),
+    }
 
 
 def item_rules(data: Interactions, catalogue=None, rules=None, day: date | None = None, k: int = 12) -> RuleSetup:
