@@ -14,7 +14,8 @@ with ``T`` its temporal holdout and ``V`` the temporal holdout of ``T``'s traini
 3. the two-tower is refreshed on ``T``'s training rows;
 4. that ranker orders the candidates of ``T``'s customers (sources fitted on ``T``'s training
    rows): the model's own held-out evaluation, the procedure one step back in time (the quality
-   gate reads it); the final ranker, of the chosen shape, then trains on those same lists;
+   gate reads it); the final ranker then trains on those same lists, its shape chosen again
+   on them as in step 2 while they are few enough to cross-validate (else step 2's shape);
 5. the two-tower is refreshed on every row, and the sources refitted on every row serve.
 
 The nightly flow runs each step as a Prefect task by passing its own ``run``; the evaluation and
