@@ -23,11 +23,6 @@ from recsys.settings import ModelSettings, RankerConfig
 
 
 
-# Below this many lists the shape is chosen by 3-fold cross-validation (every list scored once),
-# from it on by one 80/20 split.
-CROSS_VALIDATED = 5000
-
-
 def build_model(config: RankerConfig):
     """The TFRS ranking model (Keras 2), untrained: pair features -> one score per candidate.
 
@@ -241,7 +236,7 @@ def train_ranking(
     if len(configs) == 1 or n < 50:
         return fit_ranking(examples, configs[:1], settings, seed, epochs, progress)
     every = np.arange(n)
-    folds = 3 if n < CROSS_VALIDATED else 1
+    folds = 3 if n < 5000 else 1
     fold = np.random.default_rng(seed).permutation(n) % (folds if folds > 1 else 5)  # one split: fold 0 = 20%
     held_out = fold >= 0 if folds > 1 else fold == 0
     steps = len(configs) * folds + (len(configs) if folds > 1 else 0)

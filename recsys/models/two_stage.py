@@ -14,8 +14,7 @@ with ``T`` its temporal holdout and ``V`` the temporal holdout of ``T``'s traini
 3. the two-tower is refreshed on ``T``'s training rows;
 4. that ranker orders the candidates of ``T``'s customers (sources fitted on ``T``'s training
    rows): the model's own held-out evaluation, the procedure one step back in time (the quality
-   gate reads it); the final ranker then trains on those same lists, its shape chosen again
-   on them as in step 2 while they are few enough to cross-validate (else step 2's shape);
+   gate reads it); the final ranker, of the chosen shape, then trains on those same lists;
 5. the two-tower is refreshed on every row, and the sources refitted on every row serve.
 
 The nightly flow runs each step as a Prefect task by passing its own ``run``; the evaluation and
@@ -38,7 +37,7 @@ from recsys.models.base import MatrixRecommender
 from recsys.models.candidates import FEATURES, Sources, candidate_features, gather_candidates, labels_of
 from recsys.models.context import Context, context_of
 from recsys.models.fits import FitCache
-from recsys.models.ranking import CROSS_VALIDATED, Examples, RankingStage, fit_ranking
+from recsys.models.ranking import Examples, RankingStage, fit_ranking
 from recsys.models.ranking import train_ranking as fit_ranker
 from recsys.models.retrieval import MAX_TRAINING_EXAMPLES, RetrievalStage, epochs_for, new_stage
 from recsys.models.scorer import Scorer
@@ -204,26 +203,18 @@ def train_ranking(
     progress: Progress | None = None,
 ) -> tuple[RankingStage | None, SelfEvaluation]:
     """Candidate lists of ``split``'s customers (sources fitted on its training rows): ``chooser``
-    orders them (the model's held-out evaluation), then the final ranker trains on them.
-
-    The final ranker is chosen the way ``chooser`` was, on these lists, while there are few
-    enough of them to cross-validate (``CROSS_VALIDATED``): the evaluation then measured the very
-    procedure that makes the final ranker, one step back in time, and the choice is made on the
-    most lists there are (on small exports the inner split's lists are too few to tell the shapes
-    apart). With more lists the final ranker takes ``chooser``'s shapes (one 80/20 choice is
-    stable there, and a second would cost the nightly budget).
-    """
+    orders them (the model's held-out evaluation), then the final ranker, of the shape
+    ``chooser`` chose, trains on them."""
     stage = fit_stage(split.train, retrieval, settings, tuned, options.cold_start_days, fits)
     scored = sample_users(split, MAX_RANKING_LISTS, options.seed)
     lists = lists_for(stage, scored, options.candidates, _all_features(settings))
     evaluation = _evaluate(lists, chooser, scored, options.top_k)
-    positives = _with_positives(lists)
-    if chooser is None or len(positives.rows) < CROSS_VALIDATED:
-        final = fit_ranker(positives, settings, options.seed, epochs=options.ranking_epochs, progress=progress)
-    else:
-        final = fit_ranking(positives, chooser.configs, settings, options.seed, epochs=options.ranking_epochs, progress=progress)
-        if final is not None:
-            final.choice = chooser.choice  # what the shapes were chosen on
+    shapes = chooser.configs if chooser is not None else settings.rankers[:1]
+    final = fit_ranking(
+        _with_positives(lists), shapes, settings, options.seed, epochs=options.ranking_epochs, progress=progress
+    )
+    if final is not None and chooser is not None:
+        final.choice = chooser.choice  # what the shapes were chosen on
     return final, evaluation
 
 
