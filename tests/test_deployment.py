@@ -144,7 +144,12 @@ def test_schedule_serves_until_ctrl_c_and_ends_in_one_line(prefect_test_harness,
         assert "serving deployment recsys-nightly/ctrl-c-test: cron '0 2 * * *' in Europe/Madrid" in first, first
         time.sleep(8)  # let it register the deployment and start polling
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
+        try:
+            out, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            pytest.fail(f"still serving 120 s after Ctrl-C; stdout: {out[-2000:]!r}; stderr: {err[-3000:]!r}")
     finally:
         if process.poll() is None:
             process.kill()
