@@ -137,7 +137,8 @@ def test_schedule_serves_until_ctrl_c_and_ends_in_one_line(prefect_test_harness,
     process = subprocess.Popen(
         [sys.executable, "-m", "recsys.cli", "schedule", "--data", str(SAMPLE), "--output", str(tmp_path / "out"),
          "--timezone", "Europe/Madrid", "--name", "ctrl-c-test"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_schedule_env(PREFECT_API_URL=PREFECT_API_URL.value()),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_schedule_env(PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONFAULTHANDLER="1"),
     )
     try:
         first = process.stdout.readline()
@@ -147,9 +148,9 @@ def test_schedule_serves_until_ctrl_c_and_ends_in_one_line(prefect_test_harness,
         try:
             out, err = process.communicate(timeout=120)
         except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-            pytest.fail(f"still serving 120 s after Ctrl-C; stdout: {out[-2000:]!r}; stderr: {err[-3000:]!r}")
+            process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            out, err = process.communicate(timeout=60)
+            pytest.fail(f"still serving 120 s after Ctrl-C; stdout: {out[-2000:]!r}; stderr: {err[-6000:]}")
     finally:
         if process.poll() is None:
             process.kill()
