@@ -139,6 +139,9 @@ def test_schedule_serves_until_ctrl_c_and_ends_in_one_line(prefect_test_harness,
          "--timezone", "Europe/Madrid", "--name", "ctrl-c-test"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=_schedule_env(PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONFAULTHANDLER="1"),
+        # As in a terminal: a test run started in the background (`cmd &` without job control)
+        # ignores SIGINT, the child would inherit that, and Ctrl-C would never arrive.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         first = process.stdout.readline()
