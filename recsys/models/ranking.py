@@ -187,9 +187,9 @@ def label(configs: tuple[RankerConfig, ...]) -> str:
         features = f"{len(config.features)} features" if config.features else "every feature"
         return f"{kind} on {features}, L2 {config.l2:g}"
 
-    return " + ".join(one(config) for config in configs) if len(configs) < 2 else "mean of " + " and ".join(
-        f"({one(config)})" for config in configs
-    )
+    if len(configs) == 1:
+        return one(configs[0])
+    return "mean of " + " and ".join(f"({one(config)})" for config in configs)
 
 
 @dataclass(frozen=True)
@@ -264,12 +264,14 @@ def train_ranking(
     scores = [float(list_ndcg(np.mean([logits[i] for i in choice], axis=0), labels).mean()) for choice in choices]
     chosen = choices[int(np.argmax(scores))]
     if folds > 1:
-        steps = done + len(chosen)  # the progress bar's end: the chosen shapes' final fits
-        shapes = []
-        for i in chosen:
-            shapes.append(_fit(examples.part(every, _names(configs[i], examples)), configs[i], settings, seed, epochs, update))
-            done += 1
-        stage = RankingStage(shapes)
+        picked = tuple(configs[i] for i in chosen)
+
+        def final(part_done: int, part_total: int) -> None:  # part_total spans the picked shapes' fits
+            if progress:
+                each = part_total // len(picked)
+                progress(done * each + part_done, (done + len(picked)) * each)
+
+        stage = fit_ranking(examples, picked, settings, seed, epochs, final)
     else:
         stage = RankingStage([kept[i] for i in chosen])
     stage.choice = [(tuple(configs[i] for i in choice), score) for choice, score in zip(choices, scores)]
