@@ -14,6 +14,7 @@ from recsys.synthetic.generate import (
     build_catalogue,
     generate_export,
     main,
+    pick_model,
     write_export,
 )
 
@@ -157,6 +158,36 @@ def test_sequences_stay_in_group(small):
     same_customer = (distinct["ID_CLIENTE"].to_numpy()[1:] == distinct["ID_CLIENTE"].to_numpy()[:-1])
     consecutive_same_group = (home[1:] == home[:-1])[same_customer].mean()
     assert consecutive_same_group > 0.5
+
+
+def test_pick_model_is_the_planted_structure(small):
+    """The probabilities the ceiling study scores with are the generator's: each group's fresh
+    picks are its home items, companions share their item's group, and the empirical first picks
+    follow the planted distributions."""
+    df, truth = small
+    model = pick_model(SMALL["items"], SMALL["groups"], SMALL["seed"])
+    home = truth.item_group.reindex(model.names).to_numpy()
+    assert np.allclose(model.group_p.sum(axis=-1), 1.0) and np.allclose(model.global_p.sum(axis=-1), 1.0)
+    for group in range(SMALL["groups"]):
+        assert set(np.flatnonzero(model.group_p[group].sum(axis=0) > 0)) <= set(np.flatnonzero(home == group))
+    assert (home[model.companions] == home[:, None]).all()
+    # Trending items gain probability over the period in the global distribution too.
+    trend = truth.item_trend.reindex(model.names).to_numpy()
+    up = model.global_p[:, trend == 1].sum(axis=1)
+    assert up[-1] > 2 * up[0]
+    # Customers' first picks: in their group about IN_GROUP_SHARE of the time plus the global
+    # distribution's share of the group's items, as the model says.
+    first = df.drop_duplicates("ID_CLIENTE")
+    group = first["ID_CLIENTE"].map(truth.customer_group).to_numpy()
+    item = pd.Series(np.arange(len(model.names)), index=model.names)[first["NOMBRE_CORTO_DE_EXPERIENCIA"].str.strip()].to_numpy()
+    bins = model.time_bin(pd.to_datetime(first["FECHA_INTERACCION"], format=DATE_FORMAT).astype("int64").to_numpy() // 10**9)
+    from recsys.synthetic.generate import IN_GROUP_SHARE
+
+    expected = IN_GROUP_SHARE + (1 - IN_GROUP_SHARE) * np.array(
+        [model.global_p[b, home == g].sum() for b, g in zip(bins, group)]
+    )
+    observed = home[item] == group
+    assert abs(observed.mean() - expected.mean()) < 3 * np.sqrt(expected.mean() * (1 - expected.mean()) / len(observed))
 
 
 def test_csv_round_trip_and_exact_format(tmp_path, small):

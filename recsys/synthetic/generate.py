@@ -49,6 +49,8 @@ __all__ = [
     "EXPORT_COLUMNS",
     "DATE_FORMAT",
     "PlantedStructure",
+    "PickModel",
+    "pick_model",
     "build_catalogue",
     "generate_export",
     "write_export",
@@ -77,6 +79,13 @@ _HOUR_WEIGHTS = (
 )
 
 _TIME_BINS = 24  # popularity is piecewise constant over this many equal slices of the period
+
+# What a customer's later pick is (the first pick is always fresh): a repeat of an earlier pick, a
+# companion of the previous pick, or a fresh pick; fresh picks come from the customer's group's
+# items with IN_GROUP_SHARE, else from the global popularity.
+REPEAT_SHARE = 0.10
+COMPANION_SHARE = 0.25
+IN_GROUP_SHARE = 0.65
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,6 +310,54 @@ def _plant_items(catalogue: pd.DataFrame, groups: int, rng: np.random.Generator)
     )
 
 
+@dataclass(frozen=True)
+class PickModel:
+    """The planted probabilities of a customer's next pick, for ceiling studies: what a recommender
+    that knew the generator's hidden truth would score (``benchmarks/ceiling.py``).
+
+    Item axes follow ``names`` (the stripped experience names in the generator's order).
+    ``group_p[g, t]`` and ``global_p[t]``: the fresh-pick distribution of taste group ``g`` and of
+    the global popularity in time bin ``t``; ``companions``: each item's likely next items.
+    """
+
+    names: np.ndarray  # (items,) str
+    group_p: np.ndarray  # (groups, bins, items)
+    global_p: np.ndarray  # (bins, items)
+    companions: np.ndarray  # (items, k) indices into names
+    start: pd.Timestamp
+    days: int
+
+    def time_bin(self, seconds: np.ndarray) -> np.ndarray:
+        """The time bin of wall times in seconds since 1970 (the export's times, as loaded)."""
+        day = (np.asarray(seconds, dtype=np.int64) - self.start.value // 10**9) // 86400
+        return np.clip(day * _TIME_BINS // self.days, 0, _TIME_BINS - 1)
+
+
+def pick_model(
+    items: int = 250, groups: int = 8, seed: int = 7, start: str = "2021-01-01", end: str = "2022-12-31"
+) -> PickModel:
+    """The :class:`PickModel` behind ``generate_export`` with the same catalogue arguments."""
+    catalogue = build_catalogue(items, seed)
+    model = _plant_items(catalogue, groups, np.random.default_rng([seed, 2]))
+    t_start = pd.Timestamp(start).normalize()
+    days = (pd.Timestamp(end).normalize() - t_start).days + 1
+    # flat_cdf holds segment s's CDF shifted by +s and ending exactly at s + 1, so its steps are
+    # the probabilities; segments are (group, bin) for every group, then (global, bin).
+    sizes = np.r_[np.repeat(np.bincount(model.group, minlength=groups), _TIME_BINS), np.full(_TIME_BINS, items)]
+    segment = np.repeat(np.arange(sizes.size), sizes)
+    p = np.zeros((sizes.size, items))
+    np.add.at(p, (segment, model.flat_item), np.diff(np.r_[0.0, model.flat_cdf]))
+    p = p.reshape(groups + 1, _TIME_BINS, items)
+    return PickModel(
+        names=catalogue["clean_name"].to_numpy().astype(str),
+        group_p=p[:groups],
+        global_p=p[groups],
+        companions=model.companions,
+        start=t_start,
+        days=days,
+    )
+
+
 def _event_times(
     customers: int, n_events: np.ndarray, days: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -340,8 +397,8 @@ def _event_items(
     u = rng.random(n_total)
     kind = np.zeros(n_total, dtype=np.int8)  # 0 fresh, 1 companion of previous, 2 repeat
     later = pos > 0
-    kind[later & (u < 0.10)] = 2
-    kind[later & (u >= 0.10) & (u < 0.35)] = 1
+    kind[later & (u < REPEAT_SHARE)] = 2
+    kind[later & (u >= REPEAT_SHARE) & (u < REPEAT_SHARE + COMPANION_SHARE)] = 1
     del u, later
     src = np.arange(-1, n_total - 1, dtype=np.int64)
     rep = np.flatnonzero(kind == 2)
@@ -349,7 +406,7 @@ def _event_items(
     del rep
 
     fresh = np.flatnonzero(kind == 0)
-    in_group = rng.random(fresh.size) < 0.65
+    in_group = rng.random(fresh.size) < IN_GROUP_SHARE
     segment = np.where(
         in_group,
         cust_group[ev_cust[fresh]] * _TIME_BINS + time_bin[fresh],
