@@ -206,7 +206,7 @@ class ModelSettings:
     popularity_correction: bool = True
     user_id_min_items: int = 5
     # The baselines that propose candidates besides the two-tower, and whose opinions the ranker reads.
-    sources: tuple[str, ...] = ("ease", "rp3beta")
+    sources: tuple[str, ...] = ("ease", "rp3beta", "next_item")
     rankers: tuple[RankerConfig, ...] = RANKERS
     ranking_learning_rate: float = 0.01
     ranking_steps: int = 1500  # gradient steps of the ranker (twice as many, in larger batches, past 5,000 lists)

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from conftest import interactions_of
 from recsys.data.interactions import Interactions
 from recsys.models.base import Recommender
-from recsys.models.baselines import ALS, EASE, ItemKNN, Popularity, RecentPopularity, RP3Beta, cold_start_list
+from recsys.models.baselines import ALS, EASE, ItemKNN, NextItem, Popularity, RecentPopularity, RP3Beta, cold_start_list
 from recsys.scoring.topk import blockwise_top_k, top_k_excluding, top_k_shared_excluding
 
 DAY0 = pd.Timestamp("2022-01-01")
@@ -213,7 +213,34 @@ def test_rp3beta_is_the_two_step_walk_of_its_paper(tiny: Interactions) -> None:
     assert lists.scores[0] == pytest.approx(expected[unseen[:3]], abs=1e-6)
 
 
-@pytest.mark.parametrize("make", [Popularity, lambda: RecentPopularity(30), ItemKNN, lambda: EASE(5.0), RP3Beta])
+def test_next_item_ranks_what_customers_took_right_after_the_latest_item() -> None:
+    # Distinct items in the order first taken: three customers went A -> B, one A -> C, u9 A -> D
+    # (u9 took A again last, so A is its latest item); u5 took D only, and nothing follows D.
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u2", "u3", "u3", "u4", "u4", "u5", "u9", "u9", "u9"],
+            "item": ["A", "B", "A", "B", "A", "B", "A", "C", "D", "A", "D", "A"],
+            "timestamp": np.array([0, 1, 0, 2, 1, 3, 0, 1, 0, 0, 5, 9]) * 86400,
+            "rating": 5,
+        }
+    )
+    data = interactions_of(frame)
+    model = NextItem().fit(data)
+    u5, u9 = data.user_codes(["u5", "u9"])
+    a, b, c, d = data.item_codes(["A", "B", "C", "D"])
+    # After A: 5 customers moved on (B 3, C 1, D 1), shares over 5 + 1; C and D tie, and the
+    # popularity tie-break puts D (2 customers) before C (1).
+    lists = model.recommend(np.array([u9]), 3, exclude_seen=False)
+    assert lists.items[0].tolist() == [b, d, c]
+    assert lists.scores[0] == pytest.approx([3 / 6, 1 / 6, 1 / 6], abs=1e-6)
+    assert model.recommend(np.array([u9]), 3).items[0].tolist() == [b, c, -1]  # A and D are u9's own
+    # Nothing follows D: u5's list is popularity's.
+    assert model.recommend(np.array([u5]), 3).items[0].tolist() == [a, b, c]
+    # As a candidate source it proposes only the items the transitions reach.
+    assert model.opinion(np.array([u9, u5])).top(5).tolist() == [[b, c], [-1, -1]]
+
+
+@pytest.mark.parametrize("make", [Popularity, lambda: RecentPopularity(30), ItemKNN, lambda: EASE(5.0), RP3Beta, NextItem])
 def test_score_gives_the_scores_recommend_ranks_by(tiny: Interactions, make) -> None:
     model = make().fit(tiny)
     users = np.arange(tiny.n_users)
@@ -228,7 +255,7 @@ def test_score_gives_the_scores_recommend_ranks_by(tiny: Interactions, make) -> 
     assert np.isneginf(partial.score(users[:1], tiny.item_codes(["E"])[None, :])).all()
 
 
-@pytest.mark.parametrize("make", [ItemKNN, RP3Beta, lambda: EASE(5.0), Popularity])
+@pytest.mark.parametrize("make", [ItemKNN, RP3Beta, lambda: EASE(5.0), Popularity, NextItem])
 def test_an_opinions_top_items_are_the_models_own_list(synthetic, make) -> None:
     """The candidates a baseline proposes (its opinion's top) are its recommend() list wherever its
     scores reach that far, and the opinion's scores of them are recommend()'s."""

@@ -322,3 +322,30 @@ def test_family_match_counts_the_customers_items_of_the_candidates_family():
     [match] = context_features(context, np.array([[frisby_30[0], cine[0]]] * 2), data.user_codes(["a", "b"]), ["family_match"])
     # a has one Frisby voucher (another denomination) and the cinema ticket; b has the voucher itself.
     assert np.expm1(match).round().tolist() == [[1.0, 1.0], [1.0, 0.0]]
+
+
+def test_last_item_transition_is_the_share_of_customers_who_took_the_candidate_next():
+    from recsys.data.interactions import Interactions
+    from recsys.models.context import context_features, context_of, next_item_shares
+
+    # Three customers go A -> B, one goes A -> C; D then A is d's history (its latest item is A).
+    # Rows are given out of time order on purpose: order comes from the times.
+    users = ["a", "a", "b", "b", "c", "c", "e", "e", "d", "d"]
+    items = ["B", "A", "A", "B", "A", "B", "A", "C", "A", "D"]
+    days = [5, 1, 2, 3, 1, 9, 0, 4, 7, 6]
+    data = Interactions.from_columns(users, items, np.array(days) * 86400, [5] * 10)
+    context = context_of(data, 90)
+    a, b, c = data.item_codes(["A", "B", "C"])
+    # After A: 4 customers moved on (3 to B, 1 to C), so B's share is 3 / (4 + 1), C's 1 / 5.
+    assert context.transitions[a, b] == pytest.approx(3 / 5)
+    assert context.transitions[a, c] == pytest.approx(1 / 5)
+    assert context.transitions[b, a] == 0.0  # direction matters: nobody took A right after B
+    [feature] = context_features(context, np.array([[b, c, -1]]), data.user_codes(["d"]), ["last_item_transition"])
+    assert feature[0, :2].tolist() == pytest.approx([3 / 5, 1 / 5])
+    assert context.transitions.nnz == 3  # A -> B, A -> C and D -> A
+    # Each item keeps only its strongest successors.
+    from recsys.data.interactions import pair_times
+
+    user, item, first, _ = pair_times(data)
+    pruned = next_item_shares(user, item, first, data.n_items, neighbours=1)
+    assert pruned[a].nnz == 1 and pruned[a, b] == pytest.approx(3 / 5)

@@ -24,7 +24,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     HAS_IMPLICIT = False
 
-BASELINES = ["popularity", "recent_popularity_90d", "item_knn", "ease", "rp3beta"] + (["als"] if HAS_IMPLICIT else [])
+BASELINES = ["popularity", "recent_popularity_90d", "item_knn", "ease", "rp3beta", "next_item"] + (["als"] if HAS_IMPLICIT else [])
 RECOMMENDERS = ["two_stage", *BASELINES]
 METRICS = ("ndcg", "recall", "hit_rate", "coverage")
 EPOCHS = ["--epochs", "2", "--ranking-epochs", "2"]

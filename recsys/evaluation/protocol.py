@@ -128,7 +128,7 @@ def self_evaluation_of(model, k: int) -> Evaluation:
 def baseline_factories(options: RunOptions | None = None, settings: Mapping[str, dict] | None = None) -> dict[str, RecommenderFactory]:
     """Every baseline the model must beat, by name; ``settings`` (what tuning chose, by name, e.g.
     ``{"ease": {"regularization": 300.0}}``) replace the defaults. ALS only if ``implicit`` is installed."""
-    from recsys.models.baselines import ALS, EASE, ItemKNN, Popularity, RecentPopularity, RP3Beta
+    from recsys.models.baselines import ALS, EASE, ItemKNN, NextItem, Popularity, RecentPopularity, RP3Beta
 
     options = options or RunOptions()
     settings = settings or {}
@@ -138,6 +138,7 @@ def baseline_factories(options: RunOptions | None = None, settings: Mapping[str,
         "item_knn": ItemKNN,
         "ease": lambda: EASE(**settings.get("ease", {})),
         "rp3beta": lambda: RP3Beta(**settings.get("rp3beta", {})),
+        "next_item": NextItem,
     }
     try:
         import implicit  # noqa: F401

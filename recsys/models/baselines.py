@@ -10,9 +10,21 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.data.interactions import Interactions, item_popularity, recent_popularity
+from recsys.data.interactions import (
+    Interactions,
+    distinct_pairs,
+    item_popularity,
+    pair_times,
+    recent_popularity,
+    user_histories,
+)
 from recsys.models.base import MatrixRecommender, tie_break
-from recsys.models.item_item import cosine_neighbours, gather, item_item_scaled
+from recsys.models.item_item import (
+    cosine_neighbours,
+    gather,
+    item_item_scaled,
+    next_item_shares,
+)
 from recsys.scoring.topk import top_k_excluding
 
 
@@ -221,13 +233,54 @@ def _rp3_walks(seen: sp.csr_matrix, popularity: np.ndarray, alpha: float, betas:
     return item_item_scaled(to_users, to_items.tocsr(), neighbours, scales, dtype=np.float64)
 
 
+class NextItem(MatrixRecommender):
+    """What customers took right after the customer's latest item: a first-order Markov chain.
+
+    Each customer's distinct items in the order they were first taken give the transitions; an
+    item's score is its share of the customers who moved on from the customer's latest item (the
+    one taken most recently), smoothed so that one transition is not a certainty
+    (:func:`recsys.models.item_item.next_item_shares`), each item's strongest successors kept.
+    Items no transition reaches are ordered by popularity, as is a customer with no history.
+    """
+
+    name = "next_item"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next: sp.csr_matrix | None = None
+        self._latest: sp.csr_matrix | None = None
+
+    def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
+        times = pair_times(interactions)  # one sort of the rows serves both
+        user, item, first, _ = times
+        self._next = next_item_shares(user, item, first, interactions.n_items)[:, self._columns].tocsr().astype(np.float64)
+        latest = user_histories(interactions, 1, pairs=distinct_pairs(interactions, times))[:, 0]
+        has = np.flatnonzero(latest < interactions.n_items)
+        self._latest = sp.csr_matrix(
+            (np.ones(len(has)), (has, latest[has])), shape=(interactions.n_users, interactions.n_items)
+        )
+        return item_popularity(interactions)
+
+    def _scores(self, users: np.ndarray) -> np.ndarray:
+        scores = (self._latest[users] @ self._next).toarray()
+        return scores + tie_break(self._fallback)[self._columns][None, :]
+
+    def opinion(self, users: np.ndarray) -> "SparseOpinion":
+        """Read from the sparse product (no dense row per customer)."""
+        self._require_fit()
+        users = np.asarray(users, dtype=np.int64)
+        return SparseOpinion(self, users, self._next, rows=self._latest[users])
+
+
 class SparseOpinion:
     """The opinion of an item-item model for a block of customers: their rows of ``seen @ matrix``
-    (sparse: an item none of the customer's items points to scores only the popularity tie-break)."""
+    (sparse: an item none of the customer's items points to scores only the popularity tie-break).
+    ``rows``: the customers' rows to multiply instead of ``seen`` (the Markov chain's latest item)."""
 
-    def __init__(self, model: MatrixRecommender, users: np.ndarray, matrix: sp.csr_matrix):
+    def __init__(self, model: MatrixRecommender, users: np.ndarray, matrix: sp.csr_matrix, rows: sp.csr_matrix | None = None):
         self.model, self.users = model, users
-        self.product = (model._seen[users].astype(np.float64) @ matrix).tocsr()
+        rows = model._seen[users] if rows is None else rows
+        self.product = (rows.astype(np.float64) @ matrix).tocsr()
         self.tie = tie_break(model._fallback)[model._columns]
 
     def at(self, items: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Candidate generation from several sources, and the features the ranking stage sees of each candidate.
 
 The two-stage model's first stage takes each customer's top ``n`` items from every source: the
-TFRS two-tower retrieval model and the strongest simple recommenders (EASE, RP3beta), the
-customer's own items left out. The union (each item once) is the customer's candidate list. Every
+TFRS two-tower retrieval model, the strongest simple recommenders (EASE, RP3beta) and the items
+customers took next after the customer's latest item (a Markov chain), the customer's own items
+left out. The union (each item once) is the customer's candidate list. Every
 source then scores every candidate of the list, so the ranking stage can learn from all their
 opinions: per source, the candidate's rank within the list (log) and its score standardised
 within the list, besides facts of the item and the customer (``recsys.models.context``).
@@ -21,7 +22,7 @@ from recsys.models.item_item import gather
 from recsys.models.retrieval import candidates_for
 
 TWO_TOWER = "two_tower"
-SOURCES = (TWO_TOWER, "ease", "rp3beta")  # the candidate sources, in this order
+SOURCES = (TWO_TOWER, "ease", "rp3beta", "next_item")  # the candidate sources, in this order
 
 
 def source_features(source: str) -> tuple[str, ...]:
@@ -54,7 +55,9 @@ class Sources:
         leaving out the items ``seen`` (customers × items, all customers) marks when given."""
         if source == TWO_TOWER:
             return candidates_for(self.user_vectors, self.item_vectors, rows, n, seen, threads=threads, blocked=self.blocked).items
-        return self.baselines[source].recommend(rows, n, exclude_seen=seen is not None).items
+        # The opinion's top, as gather_candidates reads it (an item-item model's sparse opinion
+        # proposes only the items it reaches, where recommend would fill up by popularity).
+        return self.baselines[source].opinion(rows).top(n, exclude_seen=seen is not None)
 
     def scores(self, source: str, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The source's scores ``items.shape`` of item codes ``items`` (-1: none, ``-inf``)."""

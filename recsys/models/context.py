@@ -2,8 +2,9 @@
 
 Everything here is NumPy and SciPy (no TensorFlow), so a scoring shard can compute features in any
 process: popularity (all time, recent, around the customer's last visit), mean ratings, the
-customer's activity and recency, the customer's items of the candidate's family, and item-item
-co-occurrence with the customer's items.
+customer's activity and recency, the customer's items of the candidate's family, item-item
+co-occurrence with the customer's items, and how often the candidate came next after the
+customer's latest item.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from recsys.data.interactions import (
     recent_popularity,
     user_histories,
 )
-from recsys.models.item_item import cosine_neighbours, gather
+from recsys.models.item_item import cosine_neighbours, gather, next_item_shares
 
 CONTEXT_FEATURES = (
     "popularity",  # log(1 + distinct customers of the item)
@@ -31,6 +32,7 @@ CONTEXT_FEATURES = (
     "family_match",  # log(1 + the customer's items of the candidate's family)
     "cooccurrence",  # summed cosine similarity to the customer's items
     "last_item_similarity",  # cosine similarity to the customer's latest item
+    "last_item_transition",  # share of the candidate among the items customers took next after the customer's latest item
     "item_rating",  # the item's mean rating, shrunk towards the overall mean
     "user_activity",  # log(1 + the customer's distinct items)
     "days_inactive",  # log(1 + days since the customer's last visit)
@@ -51,6 +53,7 @@ class Context:
     seen: sp.csr_matrix
     last_item: np.ndarray
     similarity: sp.csr_matrix
+    transitions: sp.csr_matrix  # (items, items) float32: share of j among the items taken right after i
     last_time: np.ndarray
     first_day: int  # day number of the first interaction
     item_days: np.ndarray  # (items, days + 1) int32: customers who first took the item up to each day
@@ -95,6 +98,7 @@ def context_of(data: Interactions, recent_days: int, times: PairTimes | None = N
         seen=seen,
         last_item=user_histories(data, 1, pairs=pairs)[:, 0],
         similarity=cooccurrence_similarity(seen),
+        transitions=next_item_shares(pair_user, pair_item, first_time, n_items),
         last_time=last_time,
         **_daily_counts(pair_item, first_time, n_items),
     )
@@ -135,6 +139,10 @@ def context_features(context: Context, items: np.ndarray, rows: np.ndarray, name
             last = context.last_item[rows]
             has_last = last < context.similarity.shape[0]
             out.append(gather(context.similarity[np.where(has_last, last, 0)], safe) * has_last[:, None])
+        elif name == "last_item_transition":
+            last = context.last_item[rows]
+            has_last = last < context.transitions.shape[0]
+            out.append(gather(context.transitions[np.where(has_last, last, 0)], safe) * has_last[:, None])
         elif name == "item_rating":
             out.append(context.rating[safe])
         elif name == "user_activity":

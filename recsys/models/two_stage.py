@@ -74,9 +74,9 @@ def untrainable(data: Interactions) -> str | None:
 
 def source_model(name: str, settings: dict | None = None) -> MatrixRecommender:
     """A fresh baseline that serves as a candidate source (``settings``: what tuning chose)."""
-    from recsys.models.baselines import EASE, RP3Beta
+    from recsys.models.baselines import EASE, NextItem, RP3Beta
 
-    kinds = {"ease": EASE, "rp3beta": RP3Beta}
+    kinds = {"ease": EASE, "rp3beta": RP3Beta, "next_item": NextItem}
     if name not in kinds:
         raise ValueError(f"unknown candidate source {name!r}: use {', '.join(kinds)}")
     return kinds[name](**(settings or {}))
