@@ -349,3 +349,9 @@ def test_last_item_transition_is_the_share_of_customers_who_took_the_candidate_n
     user, item, first, _ = pair_times(data)
     pruned = next_item_shares(user, item, first, data.n_items, neighbours=1)
     assert pruned[a].nnz == 1 and pruned[a, b] == pytest.approx(3 / 5)
+    # The next-item source counts the same shares (the two-stage model hands them to the context),
+    # with or without the pair times handed to it.
+    from recsys.models.baselines import NextItem
+
+    for source in (NextItem(), NextItem(times=pair_times(data))):
+        assert (source.fit(data).shares != context.transitions).nnz == 0

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import (
     Interactions,
-    distinct_pairs,
+    PairTimes,
     item_popularity,
     pair_times,
     recent_popularity,
@@ -245,21 +245,28 @@ class NextItem(MatrixRecommender):
 
     name = "next_item"
 
-    def __init__(self) -> None:
+    def __init__(self, times: PairTimes | None = None) -> None:
+        """``times``: ``pair_times`` of the rows it is about to be fitted on, when the caller has
+        them (saves a sort of every row; used by the next fit only)."""
         super().__init__()
-        self._next: sp.csr_matrix | None = None
+        self._times = times
+        self.shares: sp.csr_matrix | None = None  # (items, items) float32 over every item code
+        self._next: sp.csr_matrix | None = None  # the same, columns restricted to the model's items
         self._latest: sp.csr_matrix | None = None
 
     def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
-        times = pair_times(interactions)  # one sort of the rows serves both
-        user, item, first, _ = times
-        self._next = next_item_shares(user, item, first, interactions.n_items)[:, self._columns].tocsr().astype(np.float64)
-        latest = user_histories(interactions, 1, pairs=distinct_pairs(interactions, times))[:, 0]
+        times = self._times if self._times is not None else pair_times(interactions)
+        self._times = None
+        user, item, first, last = times
+        self.shares = next_item_shares(user, item, first, interactions.n_items)
+        self._next = self.shares[:, self._columns].tocsr().astype(np.float64)
+        pairs = (user, item, last)  # distinct_pairs(interactions, times), without the copy
+        latest = user_histories(interactions, 1, pairs=pairs)[:, 0]
         has = np.flatnonzero(latest < interactions.n_items)
         self._latest = sp.csr_matrix(
             (np.ones(len(has)), (has, latest[has])), shape=(interactions.n_users, interactions.n_items)
         )
-        return item_popularity(interactions)
+        return item_popularity(interactions, pairs=pairs)
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
         scores = (self._latest[users] @ self._next).toarray()

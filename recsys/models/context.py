@@ -61,12 +61,15 @@ class Context:
     user_families: sp.csr_matrix  # (users, families) float32: the customer's distinct items per family
 
 
-def context_of(data: Interactions, recent_days: int, times: PairTimes | None = None) -> Context:
+def context_of(
+    data: Interactions, recent_days: int, times: PairTimes | None = None, transitions: sp.csr_matrix | None = None
+) -> Context:
     """Popularity, ratings, activity and co-occurrence computed from ``data``.
 
     One sort of the rows (``pair_times``, passed as ``times`` when the caller has it) gives every
     customer-item pair with its first and last time, and everything else is counted from those
-    pairs (at a million customers, each extra pass over 41M rows costs seconds).
+    pairs (at a million customers, each extra pass over 41M rows costs seconds). ``transitions``:
+    ``next_item_shares`` of the same rows, when the caller has them.
     """
     n_users, n_items = data.n_users, data.n_items
     pair_user, pair_item, first_time, last_time_pair = times if times is not None else pair_times(data)
@@ -98,7 +101,7 @@ def context_of(data: Interactions, recent_days: int, times: PairTimes | None = N
         seen=seen,
         last_item=user_histories(data, 1, pairs=pairs)[:, 0],
         similarity=cooccurrence_similarity(seen),
-        transitions=next_item_shares(pair_user, pair_item, first_time, n_items),
+        transitions=next_item_shares(pair_user, pair_item, first_time, n_items) if transitions is None else transitions,
         last_time=last_time,
         **_daily_counts(pair_item, first_time, n_items),
     )

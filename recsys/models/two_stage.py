@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.data.interactions import Interactions, distinct_pairs, pair_times
+from recsys.data.interactions import Interactions, PairTimes, distinct_pairs, pair_times
 from recsys.data.splits import Split, sample_users
 from recsys.errors import DataError
 from recsys.models.base import MatrixRecommender
@@ -72,13 +72,16 @@ def untrainable(data: Interactions) -> str | None:
     return None
 
 
-def source_model(name: str, settings: dict | None = None) -> MatrixRecommender:
-    """A fresh baseline that serves as a candidate source (``settings``: what tuning chose)."""
+def source_model(name: str, settings: dict | None = None, times: PairTimes | None = None) -> MatrixRecommender:
+    """A fresh baseline that serves as a candidate source (``settings``: what tuning chose;
+    ``times``: the pair times of the rows it will be fitted on, which next-item reads)."""
     from recsys.models.baselines import EASE, NextItem, RP3Beta
 
     kinds = {"ease": EASE, "rp3beta": RP3Beta, "next_item": NextItem}
     if name not in kinds:
         raise ValueError(f"unknown candidate source {name!r}: use {', '.join(kinds)}")
+    if name == "next_item":
+        return NextItem(times=times)
     return kinds[name](**(settings or {}))
 
 
@@ -108,12 +111,13 @@ def fit_stage(
     timed(seconds, "user_vectors", clock)
     clock = time.perf_counter()
     baselines = {
-        name: fits.fitted(name, tuned.get(name), data, lambda name=name: source_model(name, tuned.get(name)))
+        name: fits.fitted(name, tuned.get(name), data, lambda name=name: source_model(name, tuned.get(name), times))
         for name in settings.sources
     }
     timed(seconds, "fit_sources", clock)
     clock = time.perf_counter()
-    context = context_of(data, cold_start_days, times)
+    # The next-item source has counted the transitions the context's feature reads.
+    context = context_of(data, cold_start_days, times, transitions=getattr(baselines.get("next_item"), "shares", None))
     timed(seconds, "ranking_context", clock)
     unknown = np.flatnonzero(data.item_counts() == 0)
     sources = Sources(user_vectors, item_vectors, baselines, blocked=unknown if len(unknown) else None)
