@@ -193,7 +193,7 @@ def main() -> None:
         "Stages in seconds (`runs.metrics.seconds`). `evaluate` = tuning EASE and RP3beta and scoring every "
         "baseline on the held-out items; `train_retrieval`, `choose_ranker`, `refresh_retrieval`, `train_ranking` = "
         "the training sequence (its own held-out evaluation inside `train_ranking`); `score` = every customer's "
-        "candidates from the three sources, features, ranking and the final top 12.",
+        "candidates from the four sources, features, ranking and the final top 12.",
         "",
         "Quality gate: " + "; ".join(f"{row['customers']:,}: {row['gate']}" for row in rows),
         end,
