@@ -178,7 +178,7 @@ class RankerConfig:
 
 # The rankers the ranking stage chooses from (on held-out training lists), the most preferred
 # first: a strongly regularised linear ranker over four features (best on small exports), a
-# lighter linear one over every source's rank and z-score (the same within noise on the sample),
+# lighter linear one over the two-tower's, EASE's and RP3beta's rank and z-score (the same within noise on the sample),
 # and a small network over every feature (best on a 200,000-customer export). Their ensembles (the
 # mean logit of two or three) compete too (``recsys.models.ranking.train_ranking``).
 RANKERS = (

@@ -1,7 +1,7 @@
 """The two-stage model: one training sequence, and the recommender surface over it.
 
-Stage one proposes candidates from several sources: the TFRS two-tower retrieval model and the
-strongest simple recommenders, EASE and RP3beta (``recsys.models.candidates``). Stage two, a TFRS
+Stage one proposes candidates from several sources: the TFRS two-tower retrieval model and simple
+recommenders, EASE, RP3beta and next-item (``recsys.models.candidates``). Stage two, a TFRS
 ranking model, orders each customer's candidates from what every source thinks of them and from
 facts of the item and the customer.
 
