@@ -64,7 +64,10 @@ def test_the_flow_writes_a_self_contained_report_after_publishing(sample_store):
             assert f'id="{section}"' in text
     # The evaluated run's page: quality chart and table, trend, lists, reasons, segments; no rules.
     assert first_page.count("<svg") == 6  # quality, trend, top items, families, reasons, segments
-    assert f"run <b>{first['run_id']}</b> (succeeded)" in first_page
+    # The run's own status, whichever the gate gave: with 2 epochs on the sample the model can fall
+    # significantly below RP3beta, and then the run publishes RP3beta as degraded, and says so.
+    assert first["status"] in ("succeeded", "degraded")
+    assert f"run <b>{first['run_id']}</b> ({first['status']})" in first_page
     assert "no <code>reason</code> column" not in first_page and "Why items are in the lists" in first_page
     assert "No rules were applied in this run." in first_page
     for name in first["evaluation"]:
