@@ -10,21 +10,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.data.interactions import (
-    Interactions,
-    PairTimes,
-    item_popularity,
-    pair_times,
-    recent_popularity,
-    user_histories,
-)
+from recsys.data.interactions import Interactions, PairTimes, distinct_pairs, item_popularity, pair_times, recent_popularity, user_histories
 from recsys.models.base import MatrixRecommender, tie_break
-from recsys.models.item_item import (
-    cosine_neighbours,
-    gather,
-    item_item_scaled,
-    next_item_shares,
-)
+from recsys.models.item_item import cosine_neighbours, gather, item_item_scaled, next_item_shares
 from recsys.scoring.topk import top_k_excluding
 
 
@@ -257,10 +245,10 @@ class NextItem(MatrixRecommender):
     def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
         times = self._times if self._times is not None else pair_times(interactions)
         self._times = None
-        user, item, first, last = times
+        user, item, first, _ = times
         self.shares = next_item_shares(user, item, first, interactions.n_items)
         self._next = self.shares[:, self._columns].tocsr().astype(np.float64)
-        pairs = (user, item, last)  # distinct_pairs(interactions, times), without the copy
+        pairs = distinct_pairs(interactions, times)
         latest = user_histories(interactions, 1, pairs=pairs)[:, 0]
         has = np.flatnonzero(latest < interactions.n_items)
         self._latest = sp.csr_matrix(

@@ -139,13 +139,9 @@ def context_features(context: Context, items: np.ndarray, rows: np.ndarray, name
         elif name == "cooccurrence":
             out.append(gather(context.seen[rows] @ context.similarity, safe))
         elif name == "last_item_similarity":
-            last = context.last_item[rows]
-            has_last = last < context.similarity.shape[0]
-            out.append(gather(context.similarity[np.where(has_last, last, 0)], safe) * has_last[:, None])
+            out.append(_from_last_item(context, context.similarity, rows, safe))
         elif name == "last_item_transition":
-            last = context.last_item[rows]
-            has_last = last < context.transitions.shape[0]
-            out.append(gather(context.transitions[np.where(has_last, last, 0)], safe) * has_last[:, None])
+            out.append(_from_last_item(context, context.transitions, rows, safe))
         elif name == "item_rating":
             out.append(context.rating[safe])
         elif name == "user_activity":
@@ -157,6 +153,13 @@ def context_features(context: Context, items: np.ndarray, rows: np.ndarray, name
         else:
             raise ValueError(f"unknown context feature {name!r}")
     return out
+
+
+def _from_last_item(context: Context, matrix: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``matrix[latest item, candidate]`` per customer of ``rows`` (0 for a customer with no item)."""
+    last = context.last_item[rows]
+    has_last = last < matrix.shape[0]
+    return gather(matrix[np.where(has_last, last, 0)], items) * has_last[:, None]
 
 
 def cooccurrence_similarity(seen: sp.csr_matrix, neighbours: int | None = None) -> sp.csr_matrix:
