@@ -63,33 +63,27 @@ def check_lists(
     ``cold_start``: the cold-start list as (item codes, scores); ``rules``: the run's
     ``recsys.scoring.rules.ItemRules``, which bound how long a list can be.
     """
-    items, scores = lists.items, lists.scores
+    items = lists.items
     n_users, n_items = interactions.n_users, interactions.n_items
     problems: list[str] = []
     if items.shape[0] != n_users:
         return Health({"recommender": recommender}, (f"{items.shape[0]:,} lists for {n_users:,} customers",))
-    filled = items >= 0
-    count = filled.sum(axis=1)
+    rows = _RowChecks.of(lists, n_items)
     names = interactions.users
-
-    outside = filled & (items >= n_items)
-    if outside.any():
-        problems.append(_customers(outside.any(axis=1), names, "an item code outside the catalogue"))
-    gaps = filled[:, 1:] & ~filled[:, :-1]
-    if gaps.any():
-        problems.append(_customers(gaps.any(axis=1), names, "an empty slot before a filled one"))
-    ordered = np.sort(np.where(filled, items, -1 - np.arange(items.shape[1])), axis=1)
-    twice = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
-    if twice.any():
-        problems.append(_customers(twice, names, "the same item twice"))
-    if lists.reasons is None:
-        problems.append("the lists carry no reasons")
-    elif (filled & ((lists.reasons < 0) | (lists.reasons >= 3 + n_items))).any():
-        problems.append(_customers((filled & ((lists.reasons < 0) | (lists.reasons >= 3 + n_items))).any(axis=1), names, "a reason code outside the vocabulary"))
-    valid_scores = scores[filled]
-    bad_scores = filled & ~np.isfinite(scores)
-    if bad_scores.any():
-        problems.append(_customers(bad_scores.any(axis=1), names, "a NaN or infinite score"))
+    count = rows.count
+    for mask, what in (
+        (rows.outside, "an item code outside the catalogue"),
+        (rows.gaps, "an empty slot before a filled one"),
+        (rows.twice, "the same item twice"),
+        (None, "the lists carry no reasons"),
+        (rows.bad_reasons, "a reason code outside the vocabulary"),
+        (rows.bad_scores, "a NaN or infinite score"),
+    ):
+        if mask is None:
+            if lists.reasons is None:
+                problems.append(what)
+        elif mask.any():
+            problems.append(_customers(mask, names, what))
 
     room = np.full(n_users, min(length, n_items), dtype=np.int64)
     short = np.flatnonzero(count < room)
@@ -107,8 +101,6 @@ def check_lists(
             + f" ({names[first]!r}: {int(count[first])} of {int(room[first])})"
         )
 
-    finite = valid_scores[np.isfinite(valid_scores)]
-    recommended = np.unique(items[filled & (items < n_items)]) if filled.any() else np.zeros(0, np.int64)
     record = {
         "recommender": recommender,
         "customers": int(n_users),
@@ -116,13 +108,60 @@ def check_lists(
         "full": int(np.count_nonzero(count >= min(length, n_items))),
         "short_by_catalogue": int(np.count_nonzero((count < min(length, n_items)) & ~too_short)),
         "empty": int(np.count_nonzero(count == 0)),
-        "coverage": round(len(recommended) / n_items, 6) if n_items else 0.0,
-        "score": _score_summary(finite),
+        "coverage": round(int(np.count_nonzero(rows.recommended)) / n_items, 6) if n_items else 0.0,
+        "score": _score_summary(rows.finite),
     }
     if cold_start is not None:
         problems += _cold_start_problems(*cold_start, min(length, n_items), n_items)
     problems += _against_previous(record, previous)
     return Health(record, tuple(problems))
+
+
+BLOCK = 100_000  # customers checked at a time: the row checks' temporaries stay small at a million lists
+
+
+@dataclass(frozen=True)
+class _RowChecks:
+    """The per-list checks, worked out a block of customers at a time (one flag per customer)."""
+
+    count: np.ndarray  # filled slots per list
+    outside: np.ndarray
+    gaps: np.ndarray
+    twice: np.ndarray
+    bad_reasons: np.ndarray
+    bad_scores: np.ndarray
+    recommended: np.ndarray  # (n_items,) whether any list holds the item
+    finite: np.ndarray  # every finite score of a filled slot
+
+    @classmethod
+    def of(cls, lists: Lists, n_items: int) -> "_RowChecks":
+        n, k = lists.items.shape
+        flags = {name: np.zeros(n, dtype=bool) for name in ("outside", "gaps", "twice", "bad_reasons", "bad_scores")}
+        count = np.zeros(n, dtype=np.int64)
+        recommended = np.zeros(n_items, dtype=bool)
+        finite = np.empty(lists.scores.size, dtype=np.float64)
+        kept = 0
+        empty_marks = -1 - np.arange(k)  # distinct stand-ins for empty slots, so they never count as twice
+        for start in range(0, n, BLOCK):
+            part = slice(start, min(start + BLOCK, n))
+            items, scores = lists.items[part], lists.scores[part]
+            filled = items >= 0
+            count[part] = filled.sum(axis=1)
+            outside = filled & (items >= n_items)
+            flags["outside"][part] = outside.any(axis=1)
+            flags["gaps"][part] = (filled[:, 1:] & ~filled[:, :-1]).any(axis=1)
+            ordered = np.sort(np.where(filled, items, empty_marks), axis=1)
+            flags["twice"][part] = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+            if lists.reasons is not None:
+                reasons = lists.reasons[part]
+                flags["bad_reasons"][part] = (filled & ((reasons < 0) | (reasons >= 3 + n_items))).any(axis=1)
+            good = np.isfinite(scores)
+            flags["bad_scores"][part] = (filled & ~good).any(axis=1)
+            recommended[items[filled & ~outside]] = True
+            block = scores[filled & good]
+            finite[kept : kept + len(block)] = block
+            kept += len(block)
+        return cls(count=count, recommended=recommended, finite=finite[:kept], **flags)
 
 
 def _distinct_items(interactions: Interactions, users: np.ndarray) -> np.ndarray:
@@ -143,11 +182,9 @@ def _customers(mask: np.ndarray, names: np.ndarray, what: str) -> str:
 def _score_summary(finite: np.ndarray) -> dict:
     if len(finite) == 0:
         return {}
-    low, middle, high = np.percentile(finite, [1, 50, 99])
-    return {
-        "min": float(finite.min()), "p01": float(low), "p50": float(middle), "p99": float(high),
-        "max": float(finite.max()),
-    }
+    smallest, largest = float(finite.min()), float(finite.max())
+    low, middle, high = np.percentile(finite, [1, 50, 99], overwrite_input=True)  # the caller's own copy
+    return {"min": smallest, "p01": float(low), "p50": float(middle), "p99": float(high), "max": largest}
 
 
 def _cold_start_problems(codes: np.ndarray, scores: np.ndarray, room: int, n_items: int) -> list[str]:
