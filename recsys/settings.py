@@ -74,7 +74,7 @@ class RunOptions:
         None, "SQLAlchemy URL of the SQL store [default: SQLite in --output].", env=DB_URL_ENV
     )
     top_k: int = option(12, "Items per customer.", low=1, high=100)
-    candidates: int = option(20, "Candidates per customer from each source (two-tower, EASE, RP3beta).", low=1)
+    candidates: int = option(20, "Candidates per customer from each source (two-tower, EASE, RP3beta, next-item).", low=1)
     include_seen: bool = option(False, "Allow items the customer already had.")
     cold_start_days: int = option(90, "Window (days) of the popular list for new customers.", low=1)
     user_column: str = option(ColumnMap.user, "Column holding the customer id.")
