@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from datetime import datetime, timezone, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np

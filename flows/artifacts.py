@@ -27,9 +27,9 @@ def lost_prefect(exc: BaseException) -> bool:
 
 
 class _Artifacts:
-    """Whether this flow run's Prefect API has been found gone while creating an artifact: each
-    try against an unreachable server costs about a minute of the client's retries, so the run's
-    remaining artifacts are skipped (``make_artifact``)."""
+    """Whether this flow run's Prefect API has been found gone: each try against an unreachable
+    server costs about a minute of the client's retries, so the run's remaining artifacts are
+    skipped (``make_artifact``)."""
 
     api_gone = False
 
@@ -39,10 +39,32 @@ def new_run() -> None:
     _Artifacts.api_gone = False
 
 
+def api_answers() -> str | None:
+    """Ask the configured Prefect API's ``/health`` once, through Prefect's own client (its TLS
+    and auth settings) with its retries off: None when it answers (or no server is configured:
+    the API runs in this process), else why not."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    if not PREFECT_API_URL.value():
+        return None
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}), get_client(sync_client=True) as client:
+        exc = client.api_healthcheck()
+    return one_line(exc) if exc is not None and lost_prefect(exc) else None
+
+
 def make_artifact(name: str, create) -> bool:
     """Create one Prefect artifact with ``create()``. An artifact is a report for the UI: failing
-    to create one is a warning, never a failed run. Returns whether it was created."""
+    to create one is a warning, never a failed run. Returns whether it was created.
+
+    Each artifact asks the API's health first (``api_answers``, a millisecond), so a server that
+    went away during the run costs no retries here."""
     if _Artifacts.api_gone:
+        return False
+    gone = api_answers()
+    if gone is not None:
+        _Artifacts.api_gone = True
+        get_run_logger().warning("could not create the %s artifact or any after it: the Prefect API is gone (%s)", name, gone)
         return False
     try:
         create()

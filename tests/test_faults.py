@@ -63,7 +63,7 @@ def folder(tmp_path: Path, name: str) -> Path:
     return tmp_path / name
 
 
-def drop_connection_while_copying(monkeypatch, server_url: str, times: int) -> list[int]:
+def drop_connection_while_copying(monkeypatch, admin_url: str, times: int) -> list[int]:
     """Terminate the bulk load's own connection (from the server side) in its first ``times`` COPYs."""
     import psycopg
 
@@ -76,7 +76,7 @@ def drop_connection_while_copying(monkeypatch, server_url: str, times: int) -> l
     def copy(raw, name, chunk):
         if len(dropped) < times:
             dropped.append(raw.info.backend_pid)
-            with psycopg.connect(**_postgres_params(server_url), autocommit=True) as admin:
+            with psycopg.connect(**_postgres_params(admin_url), autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (raw.info.backend_pid,))
         return real(raw, name, chunk)
 
@@ -287,3 +287,36 @@ def test_once_the_prefect_api_is_gone_the_remaining_artifacts_are_skipped(prefec
 
     assert artifacts() == [False, False, False]
     assert calls == ["broken", "gone"]
+
+
+def test_the_health_probe_tells_a_dead_api_from_a_live_one_without_retries(prefect_test_harness):
+    """The probe before each artifact: the session's server answers; a port nobody listens on is
+    gone, found at once (the client's retries would take a minute)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.artifacts import api_answers
+
+    assert api_answers() is None
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        started = time.perf_counter()
+        gone = api_answers()
+        assert time.perf_counter() - started < 10
+    assert gone is not None and "ConnectError" in gone
+
+
+def test_an_api_found_gone_by_the_probe_skips_the_artifact_without_trying_it(prefect_test_harness, monkeypatch, caplog):
+    from prefect import flow
+
+    from flows import artifacts as prefect_artifacts
+
+    monkeypatch.setattr(prefect_artifacts, "api_answers", lambda: "ConnectError: [Errno 111] Connection refused")
+    calls: list[str] = []
+
+    @flow
+    def artifacts():
+        prefect_artifacts.new_run()
+        return [prefect_artifacts.make_artifact(name, lambda: calls.append(name)) for name in ("a", "b")]
+
+    assert artifacts() == [False, False]
+    assert calls == []
+    assert "the Prefect API is gone (ConnectError" in caplog.text
