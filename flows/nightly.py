@@ -93,6 +93,7 @@ def publish_nightly(options: RunOptions, run_id: str, recorded) -> dict:
             recorded()
             fits = FitCache()  # the splits and baseline fits the evaluation and the model share
             status, reason, fallback, model = decide(interactions, options, metrics, watch, fits, run_id)
+            fits.keep_only(interactions)  # the splits' fits are done with: scoring gets their memory
             cost = rules_cost(model, setup.rules, options)
             if fallback is None:
                 try:

@@ -271,3 +271,23 @@ def test_an_opinions_top_items_are_the_models_own_list(synthetic, make) -> None:
     assert full.mean() > 0.5
     np.testing.assert_array_equal(top[full], lists.items[full])
     np.testing.assert_allclose(opinion.at(lists.items)[full], lists.scores[full], rtol=1e-9)
+
+
+def test_a_fit_cache_keeps_only_the_whole_exports_fits_for_scoring(tiny):
+    """After the evaluation and the training sequence, the run keeps the fits on the whole export
+    (the model's final sources, a fallback) and frees the splits and the fits on their rows."""
+    import gc
+    import weakref
+
+    from recsys.models.fits import FitCache
+
+    fits = FitCache()
+    split = fits.holdout(tiny)
+    on_split = fits.fitted("popularity", None, split.train, Popularity)
+    on_all = fits.fitted("popularity", None, tiny, Popularity)
+    gone = weakref.ref(on_split)
+    del on_split, split
+    assert fits.keep_only(tiny) == 2  # the split and the fit on its training rows
+    gc.collect()
+    assert gone() is None
+    assert fits.fitted("popularity", None, tiny, lambda: pytest.fail("refitted")) is on_all

@@ -38,3 +38,14 @@ class FitCache:
             known = (data, make().fit(data))
             self._fitted[key] = known
         return known[1]
+
+    def keep_only(self, data: Interactions) -> int:
+        """Forget every split, and every fit on rows other than ``data``: once the evaluation and the
+        training sequence are done, only fits on the whole export are asked for again (the model's
+        final sources, a fallback baseline). Their memory (at a million customers, splits of 40
+        million rows and the baselines fitted on them) is freed before scoring. Returns how many
+        entries were dropped."""
+        before = len(self._splits) + len(self._fitted)
+        self._splits.clear()
+        self._fitted = {key: known for key, known in self._fitted.items() if known[0] is data}
+        return before - len(self._fitted)
