@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import subprocess
 import sys
 import tempfile
@@ -32,8 +33,6 @@ def movielens_export(path: Path = EXPORT) -> Path:
     """Write MovieLens 100k to ``path`` in the export's format (kept when it is there already)."""
     if path.is_file():
         return path
-    import io
-
     import pandas as pd
 
     with tempfile.TemporaryDirectory() as folder:

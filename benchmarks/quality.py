@@ -30,14 +30,6 @@ import movielens
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared/data/valoraciones_usuarios_2021_2022.csv"
 SYNTHETIC = Path("/tmp/recsys-quality/export_200000.csv")
-MOVIELENS_TITLE = "MovieLens 100k (public ratings, benchmarks/movielens.py)"
-# name: (path, target ratio of the two-stage model to the best baseline; None: no target)
-DATASETS = {
-    "sample (data/interactions_sample.csv)": (ROOT / "data/interactions_sample.csv", 1.25),
-    "real export (2021-2022)": (REAL, 1.05),
-    "synthetic, 200,000 customers, 20,000 items": (SYNTHETIC, 1.10),
-    MOVIELENS_TITLE: (movielens.EXPORT, None),
-}
 COLD_START_TARGET = 1.3
 
 
@@ -49,6 +41,19 @@ def synthetic_export(path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_export(generate_export(200_000, 20_000, 20, seed=7), path)
     return path
+
+
+def as_is(path: Path) -> Path:
+    return path
+
+
+# name: (path, target ratio of the two-stage model to the best baseline or None, what makes the file)
+DATASETS = {
+    "sample (data/interactions_sample.csv)": (ROOT / "data/interactions_sample.csv", 1.25, as_is),
+    "real export (2021-2022)": (REAL, 1.05, as_is),
+    "synthetic, 200,000 customers, 20,000 items": (SYNTHETIC, 1.10, synthetic_export),
+    "MovieLens 100k (public ratings, benchmarks/movielens.py)": (movielens.EXPORT, None, movielens.movielens_export),
+}
 
 
 def dataset_section(title: str, path: Path, target: float | None, seeds: list[int], lines: list[str]) -> dict:
@@ -144,9 +149,8 @@ def main() -> None:
     args = parser.parse_args()
 
     datasets = dict(DATASETS)
-    datasets["real export (2021-2022)"] = (args.real, 1.05)
-    title = "synthetic, 200,000 customers, 20,000 items"
-    datasets[title] = (args.synthetic, 1.10)
+    for name, path in (("real export (2021-2022)", args.real), ("synthetic, 200,000 customers, 20,000 items", args.synthetic)):
+        datasets[name] = (path, *datasets[name][1:])
     lines = [
         "# Quality benchmark",
         "",
@@ -157,13 +161,10 @@ def main() -> None:
         "Metrics @12, NDCG with its 95% bootstrap interval over customers; `seconds` = fit + recommend.",
         "",
     ]
-    for name, (path, target) in datasets.items():
+    for name, (path, target, make) in datasets.items():
         if args.only and not any(part in name for part in args.only):
             continue
-        if name == title:
-            path = synthetic_export(path)
-        elif name == MOVIELENS_TITLE:
-            path = movielens.movielens_export(path)
+        path = make(path)
         if not path.is_file():
             lines += [f"## {name}", "", f"skipped: {path} not found", ""]
             continue

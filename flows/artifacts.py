@@ -57,7 +57,7 @@ def make_artifact(name: str, create) -> bool:
     """Create one Prefect artifact with ``create()``. An artifact is a report for the UI: failing
     to create one is a warning, never a failed run. Returns whether it was created.
 
-    Each artifact asks the API's health first (``api_answers``, a millisecond), so a server that
+    Each artifact asks the API's health first (``api_answers``, one request), so a server that
     went away during the run costs no retries here."""
     if _Artifacts.api_gone:
         return False

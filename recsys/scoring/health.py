@@ -63,27 +63,26 @@ def check_lists(
     ``cold_start``: the cold-start list as (item codes, scores); ``rules``: the run's
     ``recsys.scoring.rules.ItemRules``, which bound how long a list can be.
     """
-    items = lists.items
     n_users, n_items = interactions.n_users, interactions.n_items
-    problems: list[str] = []
-    if items.shape[0] != n_users:
-        return Health({"recommender": recommender}, (f"{items.shape[0]:,} lists for {n_users:,} customers",))
+    if lists.items.shape[0] != n_users:
+        return Health({"recommender": recommender}, (f"{lists.items.shape[0]:,} lists for {n_users:,} customers",))
     rows = _RowChecks.of(lists, n_items)
     names = interactions.users
     count = rows.count
-    for mask, what in (
+
+    def flagged(*checks: tuple[np.ndarray, str]) -> list[str]:
+        return [_customers(mask, names, what) for mask, what in checks if mask.any()]
+
+    problems = flagged(
         (rows.outside, "an item code outside the catalogue"),
         (rows.gaps, "an empty slot before a filled one"),
         (rows.twice, "the same item twice"),
-        (None, "the lists carry no reasons"),
-        (rows.bad_reasons, "a reason code outside the vocabulary"),
-        (rows.bad_scores, "a NaN or infinite score"),
-    ):
-        if mask is None:
-            if lists.reasons is None:
-                problems.append(what)
-        elif mask.any():
-            problems.append(_customers(mask, names, what))
+    )
+    if lists.reasons is None:
+        problems.append("the lists carry no reasons")
+    problems += flagged(
+        (rows.bad_reasons, "a reason code outside the vocabulary"), (rows.bad_scores, "a NaN or infinite score")
+    )
 
     room = np.full(n_users, min(length, n_items), dtype=np.int64)
     short = np.flatnonzero(count < room)
