@@ -273,6 +273,23 @@ def test_an_opinions_top_items_are_the_models_own_list(synthetic, make) -> None:
     np.testing.assert_allclose(opinion.at(lists.items)[full], lists.scores[full], rtol=1e-9)
 
 
+@pytest.mark.parametrize("make", [ItemKNN, lambda: RP3Beta(0.5, 0.3), NextItem, lambda: ItemKNN(neighbours=3)])
+def test_item_item_lists_from_the_sparse_product_are_the_dense_ones(synthetic, make) -> None:
+    """The item-item models rank from their sparse product: the lists are those of the dense scores
+    (``_scores``, every item scored) through the dense top-k, item for item and score for score."""
+    from conftest import interactions_of
+
+    data = interactions_of(synthetic.frame)
+    model = make().fit(data)
+    users = np.arange(data.n_users)
+    for exclude_seen in (True, False):
+        seen = model._seen[users][:, model.columns] if exclude_seen else None
+        picked, scores = blockwise_top_k(lambda block: model._scores(users[block]), len(users), len(model.columns), 15, seen)
+        lists = model.recommend(users, 15, exclude_seen=exclude_seen)
+        np.testing.assert_array_equal(lists.items, np.where(picked >= 0, model.columns[np.maximum(picked, 0)], -1))
+        np.testing.assert_array_equal(lists.scores, scores)
+
+
 def test_a_fit_cache_keeps_only_the_whole_exports_fits_for_scoring(tiny):
     """After the evaluation and the training sequence, the run keeps the fits on the whole export
     (the model's final sources, a fallback) and frees the splits and the fits on their rows."""

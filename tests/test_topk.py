@@ -96,3 +96,25 @@ def test_the_shared_top_k_keeps_every_block_within_its_budget(monkeypatch):
     assert max(blocks[1:]) <= budget, max(blocks[1:])  # blocks[0]: the one ranking of the items
     want = topk.top_k_excluding(np.broadcast_to(scores, (n_rows, n_items)).copy(), seen, k)
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_the_sparse_top_k_is_the_dense_one_on_random_blocks():
+    """``sparse_top_k(product, base, seen, k)`` against ``top_k_excluding`` of the dense block
+    ``product.toarray() + base``: the same items and scores, with ties, explicit zeros, negative
+    and NaN cells, -inf and NaN bases, seen masks, rows that reach nothing and k past the catalogue."""
+    from recsys.scoring.topk import sparse_top_k, top_k_excluding
+
+    rng = np.random.default_rng(7)
+    for _ in range(1500):
+        rows, n = int(rng.integers(0, 10)), int(rng.integers(1, 40))
+        values = rng.choice([0.0, 0.5, 1.0, 2.0, -1.0, np.nan], size=(rows, n))
+        stored = rng.random((rows, n)) < rng.choice([0.0, 0.1, 0.5, 0.95])
+        r, c = np.nonzero(stored)
+        product = sp.csr_matrix((values[r, c], (r, c)), shape=(rows, n))  # explicit zeros kept
+        base = rng.choice([0.0, 1e-9, 2e-9, -np.inf, np.nan], size=n) if rng.random() < 0.5 else rng.integers(0, 3, n) * 1e-9
+        seen = sp.csr_matrix((rng.random((rows, n)) < rng.choice([0.0, 0.3, 0.8])).astype(float)) if rng.random() < 0.7 else None
+        k = int(rng.integers(1, 45))
+        want = top_k_excluding(product.toarray() + base[None, :], seen, k)
+        got = sparse_top_k(product, base, seen, k)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

@@ -22,8 +22,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
+from recsys.models.item_item import gather
 from recsys.scoring.lists import Lists
-from recsys.scoring.topk import blockwise_top_k, top_k_excluding, top_k_shared_excluding
+from recsys.scoring.topk import blockwise_sparse_top_k, blockwise_top_k, top_k_excluding, top_k_shared_excluding
 
 
 @runtime_checkable
@@ -52,11 +53,16 @@ class MatrixRecommender:
     the tie-break) and ``_scores`` (dense scores of a block of customer codes over the item codes
     in ``self._columns``: by default every item the fitted interactions mention; a model may
     cover fewer). Non-personal models set ``non_personal`` and get the fast path that reads only
-    the global top ``k + |seen|``.
+    the global top ``k + |seen|``. Item-item models set ``sparse`` and implement ``_product``
+    instead of ``_scores`` (the sparse product of a block of customers' rows with an items × items
+    matrix; the dense scores are it plus the popularity tie-break): their lists and opinions are
+    read from the sparse product, never a dense row per customer
+    (:func:`recsys.scoring.topk.sparse_top_k`: the same lists as the dense top-k).
     """
 
     name: str = "base"
     non_personal: bool = False
+    sparse: bool = False  # scores are ``_product`` plus the tie-break
 
     def __init__(self) -> None:
         self._seen: sp.csr_matrix | None = None
@@ -67,7 +73,16 @@ class MatrixRecommender:
         raise NotImplementedError
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
+        if self.sparse:
+            return self._product(users).toarray() + self._tie()[None, :]
         raise NotImplementedError
+
+    def _product(self, users: np.ndarray) -> sp.csr_matrix:
+        raise NotImplementedError
+
+    def _tie(self) -> np.ndarray:
+        """The popularity tie-break of every item the model scores."""
+        return tie_break(self._fallback)[self._columns]
 
     def fit(self, interactions: Interactions) -> "MatrixRecommender":
         """Learn from ``interactions``; returns ``self``."""
@@ -107,6 +122,8 @@ class MatrixRecommender:
             if seen is None:
                 seen = sp.csr_matrix((len(users), len(columns)), dtype=np.float32)
             picked, scores = top_k_shared_excluding(self._fallback[columns], seen, k)
+        elif self.sparse:
+            picked, scores = blockwise_sparse_top_k(lambda block: self._product(users[block]), len(users), self._tie(), k, seen)
         else:
             picked, scores = blockwise_top_k(lambda block: self._scores(users[block]), len(users), len(columns), k, seen)
         items = np.where(picked >= 0, columns[np.maximum(picked, 0)] if len(columns) else -1, -1)
@@ -123,11 +140,13 @@ class MatrixRecommender:
         """Scores of the item codes ``items`` ``(len(users), m)`` for customer codes ``users``."""
         return self.opinion(users).at(items)
 
-    def opinion(self, users: np.ndarray) -> Opinion:
+    def opinion(self, users: np.ndarray) -> Opinion | SparseOpinion:
         """The model's scores of every item it covers for customer codes ``users``, to read its top
         items and its scores of candidates from (one computation for a block of customers)."""
         self._require_fit()
         users = np.asarray(users, dtype=np.int64)
+        if self.sparse:
+            return SparseOpinion(self, users, self._product(users))
         if self.non_personal:
             dense = np.broadcast_to(self._fallback[self._columns], (len(users), len(self._columns)))
         else:
@@ -153,6 +172,43 @@ class Opinion:
         where = self.model.positions(items)
         picked = np.take_along_axis(self.dense, np.maximum(where, 0), axis=1) if self.dense.shape[1] else np.zeros(where.shape)
         return np.where(where >= 0, picked, -np.inf)
+
+
+class SparseOpinion:
+    """The opinion of an item-item model for a block of customers: their sparse ``product`` rows
+    (``MatrixRecommender._product``; an item none of the customer's items points to scores only the
+    popularity tie-break)."""
+
+    def __init__(self, model: MatrixRecommender, users: np.ndarray, product: sp.csr_matrix):
+        self.model, self.users = model, users
+        self.product = product
+        self.tie = model._tie()
+
+    def at(self, items: np.ndarray) -> np.ndarray:
+        """The model's scores of item codes ``items`` (len(users), m); ``-inf`` where it has none."""
+        where = self.model.positions(items)
+        values = gather(self.product, np.maximum(where, 0)).astype(np.float64) + self.tie[np.maximum(where, 0)]
+        return np.where(where >= 0, values, -np.inf)
+
+    def top(self, n: int, exclude_seen: bool = True) -> np.ndarray:
+        """The model's top ``n`` item codes among the items its matrix reaches from each customer's
+        items (-1 padding: a customer reaching fewer items gets a shorter list), own items left out."""
+        product = self.product
+        if exclude_seen:
+            seen = self.model._seen[self.users][:, self.model.columns]
+            product = (product - product.multiply(seen)).tocsr()
+            product.eliminate_zeros()
+        counts = np.diff(product.indptr)
+        width = max(int(counts.max(initial=0)), 1)
+        values = np.full((len(self.users), width), -np.inf)
+        columns = np.full((len(self.users), width), -1, dtype=np.int64)
+        rows = np.repeat(np.arange(len(self.users)), counts)
+        slots = np.arange(len(product.indices)) - np.repeat(product.indptr[:-1], counts)
+        values[rows, slots] = product.data + self.tie[product.indices]
+        columns[rows, slots] = product.indices
+        picked, _ = top_k_excluding(values, None, min(n, width))
+        chosen = np.where(picked >= 0, np.take_along_axis(columns, np.maximum(picked, 0), axis=1), -1)
+        return np.where(chosen >= 0, self.model.columns[np.maximum(chosen, 0)], -1).astype(np.int64)
 
 
 def _codes(columns: np.ndarray, picked: np.ndarray) -> np.ndarray:

@@ -12,8 +12,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions, PairTimes, distinct_pairs, item_popularity, pair_times, recent_popularity, user_histories
 from recsys.models.base import MatrixRecommender, tie_break
-from recsys.models.item_item import cosine_neighbours, gather, item_item_scaled, next_item_shares
-from recsys.scoring.topk import top_k_excluding
+from recsys.models.item_item import cosine_neighbours, item_item_scaled, next_item_shares
 
 
 class Popularity(MatrixRecommender):
@@ -66,6 +65,7 @@ class ItemKNN(MatrixRecommender):
     """
 
     name = "item_knn"
+    sparse = True
 
     def __init__(self, neighbours: int | None = None) -> None:
         super().__init__()
@@ -79,14 +79,8 @@ class ItemKNN(MatrixRecommender):
         self._similarity = cosine_neighbours(seen, neighbours, dtype=np.float64)[:, self._columns].tocsr()
         return item_popularity(interactions)
 
-    def _scores(self, users: np.ndarray) -> np.ndarray:
-        scores = (self._seen[users].astype(np.float64) @ self._similarity).toarray()
-        return scores + tie_break(self._fallback)[self._columns][None, :]
-
-    def opinion(self, users: np.ndarray) -> "SparseOpinion":
-        """Read from the sparse product (no dense row per customer)."""
-        self._require_fit()
-        return SparseOpinion(self, np.asarray(users, dtype=np.int64), self._similarity)
+    def _product(self, users: np.ndarray) -> sp.csr_matrix:
+        return (self._seen[users].astype(np.float64) @ self._similarity).tocsr()
 
 
 class EASE(MatrixRecommender):
@@ -172,6 +166,8 @@ class RP3Beta(MatrixRecommender):
     20,000-item catalogue).
     """
 
+    sparse = True
+
     def __init__(self, alpha: float = 0.5, beta: float = 0.0, neighbours: int | None = None) -> None:
         """``neighbours`` per item kept (None: the rule in the class docstring)."""
         super().__init__()
@@ -199,14 +195,8 @@ class RP3Beta(MatrixRecommender):
             models.append(model)
         return models
 
-    def _scores(self, users: np.ndarray) -> np.ndarray:
-        scores = (self._seen[users].astype(np.float64) @ self._walk).toarray()
-        return scores + tie_break(self._fallback)[self._columns][None, :]
-
-    def opinion(self, users: np.ndarray) -> "SparseOpinion":
-        """Read from the sparse product (no dense row per customer)."""
-        self._require_fit()
-        return SparseOpinion(self, np.asarray(users, dtype=np.int64), self._walk)
+    def _product(self, users: np.ndarray) -> sp.csr_matrix:
+        return (self._seen[users].astype(np.float64) @ self._walk).tocsr()
 
 
 def _rp3_walks(seen: sp.csr_matrix, popularity: np.ndarray, alpha: float, betas: list[float], neighbours: int | None):
@@ -232,6 +222,7 @@ class NextItem(MatrixRecommender):
     """
 
     name = "next_item"
+    sparse = True
 
     def __init__(self, times: PairTimes | None = None) -> None:
         """``times``: ``pair_times`` of the rows it is about to be fitted on, when the caller has
@@ -256,53 +247,8 @@ class NextItem(MatrixRecommender):
         )
         return item_popularity(interactions, pairs=pairs)
 
-    def _scores(self, users: np.ndarray) -> np.ndarray:
-        scores = (self._latest[users] @ self._next).toarray()
-        return scores + tie_break(self._fallback)[self._columns][None, :]
-
-    def opinion(self, users: np.ndarray) -> "SparseOpinion":
-        """Read from the sparse product (no dense row per customer)."""
-        self._require_fit()
-        users = np.asarray(users, dtype=np.int64)
-        return SparseOpinion(self, users, self._next, rows=self._latest[users])
-
-
-class SparseOpinion:
-    """The opinion of an item-item model for a block of customers: their rows of ``seen @ matrix``
-    (sparse: an item none of the customer's items points to scores only the popularity tie-break).
-    ``rows``: the customers' rows to multiply instead of ``seen`` (the Markov chain's latest item)."""
-
-    def __init__(self, model: MatrixRecommender, users: np.ndarray, matrix: sp.csr_matrix, rows: sp.csr_matrix | None = None):
-        self.model, self.users = model, users
-        rows = model._seen[users] if rows is None else rows
-        self.product = (rows.astype(np.float64) @ matrix).tocsr()
-        self.tie = tie_break(model._fallback)[model._columns]
-
-    def at(self, items: np.ndarray) -> np.ndarray:
-        """The model's scores of item codes ``items`` (len(users), m); ``-inf`` where it has none."""
-        where = self.model.positions(items)
-        values = gather(self.product, np.maximum(where, 0)).astype(np.float64) + self.tie[np.maximum(where, 0)]
-        return np.where(where >= 0, values, -np.inf)
-
-    def top(self, n: int, exclude_seen: bool = True) -> np.ndarray:
-        """The model's top ``n`` item codes among the items its matrix reaches from each customer's
-        items (-1 padding: a customer reaching fewer items gets a shorter list), own items left out."""
-        product = self.product
-        if exclude_seen:
-            seen = self.model._seen[self.users][:, self.model.columns]
-            product = (product - product.multiply(seen)).tocsr()
-            product.eliminate_zeros()
-        counts = np.diff(product.indptr)
-        width = max(int(counts.max(initial=0)), 1)
-        values = np.full((len(self.users), width), -np.inf)
-        columns = np.full((len(self.users), width), -1, dtype=np.int64)
-        rows = np.repeat(np.arange(len(self.users)), counts)
-        slots = np.arange(len(product.indices)) - np.repeat(product.indptr[:-1], counts)
-        values[rows, slots] = product.data + self.tie[product.indices]
-        columns[rows, slots] = product.indices
-        picked, _ = top_k_excluding(values, None, min(n, width))
-        chosen = np.where(picked >= 0, np.take_along_axis(columns, np.maximum(picked, 0), axis=1), -1)
-        return np.where(chosen >= 0, self.model.columns[np.maximum(chosen, 0)], -1).astype(np.int64)
+    def _product(self, users: np.ndarray) -> sp.csr_matrix:
+        return (self._latest[users] @ self._next).tocsr()
 
 
 def _power(values: np.ndarray, exponent: float) -> np.ndarray:

@@ -124,6 +124,119 @@ def blockwise_top_k(
     return idx, vals
 
 
+def sparse_top_k(
+    product: sp.spmatrix | sp.sparray, base: np.ndarray, seen: sp.spmatrix | sp.sparray | None, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k_excluding` of the scores ``product.toarray() + base`` (``base``: one score per
+    column, added to every row), without the dense block: the same items, scores, ties and padding.
+
+    An item-item model's product reaches a few thousand of a large catalogue's items per customer;
+    every other item scores just its ``base``. So the ``k`` best of a row are among its stored cells
+    and the ``k`` best of its other eligible items by ``base`` (ties to the lower item), and only
+    those are ranked. ``seen`` (CSR, the product's shape) marks cells to exclude.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    product = sp.csr_matrix(product, dtype=np.float64, copy=True)
+    product.sum_duplicates()  # sorted columns, one cell per (row, column), as ``toarray`` would add them
+    n_rows, n_items = product.shape
+    base = np.asarray(base, dtype=np.float64).ravel()
+    if base.shape != (n_items,):
+        raise ValueError(f"base must have {n_items} values, got {base.shape}")
+    if n_rows == 0 or n_items == 0:
+        return np.full((n_rows, k), -1, dtype=np.int64), np.full((n_rows, k), -np.inf)
+    cell_rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(product.indptr))
+    cell_keys = cell_rows * n_items + product.indices
+    seen_keys = _cell_keys(seen, n_items) if seen is not None else np.empty(0, dtype=np.int64)
+    stored = ~_member(cell_keys, seen_keys)
+    # The other items by base, best first, ties to the lower item; NaN and -inf are never eligible.
+    eligible = np.flatnonzero(~np.isnan(base) & (base > -np.inf))
+    order = eligible[np.lexsort((eligible, -base[eligible]))]
+    # A row with k stored cells above every base needs no other item (the usual case).
+    cell_values = product.data + base[product.indices]
+    best_base = base[order[0]] if len(order) else -np.inf
+    above = np.bincount(cell_rows[stored & (cell_values > best_base)], minlength=n_rows)
+    needy = np.flatnonzero(above < k)
+    rows, items, values = cell_rows[stored], product.indices[stored].astype(np.int64), cell_values[stored]
+    if len(needy):
+        excluded = np.sort(np.concatenate([cell_keys, seen_keys]))
+        fill_rows, fill_items = _first_free(order, excluded, needy, n_items, k)
+        rows = np.concatenate([rows, fill_rows])
+        items = np.concatenate([items, fill_items])
+        values = np.concatenate([values, base[fill_items]])
+        by_item = np.lexsort((items, rows))  # each row's candidates in item order: ties go to the lower item
+        rows, items, values = rows[by_item], items[by_item], values[by_item]
+    counts = np.bincount(rows, minlength=n_rows)
+    width = max(int(counts.max(initial=0)), 1)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    block = np.full((n_rows, width), -np.inf)
+    columns = np.full((n_rows, width), -1, dtype=np.int64)
+    block[rows, slot], columns[rows, slot] = values, items
+    picked, out = top_k_excluding(block, None, k)
+    chosen = np.where(picked >= 0, np.take_along_axis(columns, np.maximum(picked, 0), axis=1), -1)
+    return chosen, out
+
+
+def _cell_keys(matrix: sp.spmatrix | sp.sparray, n_columns: int) -> np.ndarray:
+    """``row * n_columns + column`` of each non-zero cell, sorted."""
+    csr = sp.csr_matrix(matrix, copy=True)
+    csr.sum_duplicates()
+    csr.eliminate_zeros()
+    return np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr)) * n_columns + csr.indices
+
+
+def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Which of ``keys`` are in ``sorted_keys``."""
+    if len(sorted_keys) == 0:
+        return np.zeros(keys.shape, dtype=bool)
+    position = np.clip(np.searchsorted(sorted_keys, keys), 0, len(sorted_keys) - 1)
+    return sorted_keys[position] == keys
+
+
+def _first_free(
+    order: np.ndarray, excluded: np.ndarray, rows: np.ndarray, n_items: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``rows``, the first ``k`` items of ``order`` whose cell is not in ``excluded``
+    (sorted keys), as (rows, items). Reads a prefix of ``order``, longer only for the rows that need it."""
+    out_rows, out_items = [], []
+    todo = np.asarray(rows, dtype=np.int64)
+    length = min(len(order), k + 16)
+    while len(todo) and length:
+        prefix = order[:length]
+        free = ~_member(todo[:, None] * n_items + prefix[None, :], excluded)
+        counts = free.sum(axis=1)
+        done = (counts >= k) | (length == len(order))
+        take = free[done] & (np.cumsum(free[done], axis=1) <= k)
+        where_rows, where_slots = np.nonzero(take)
+        out_rows.append(todo[done][where_rows])
+        out_items.append(prefix[where_slots])
+        todo = todo[~done]
+        length = min(len(order), 2 * length)
+    if not out_rows:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(out_rows), np.concatenate(out_items).astype(np.int64)
+
+
+def blockwise_sparse_top_k(
+    product_block: Callable[[slice], sp.spmatrix],
+    n_rows: int,
+    base: np.ndarray,
+    k: int,
+    seen: sp.spmatrix | sp.sparray | None = None,
+    block_cells: int = DEFAULT_BLOCK_CELLS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`blockwise_top_k` for scores ``product + base`` whose ``product`` is sparse
+    (``product_block(rows)``: the rows' CSR product), one block of rows at a time, through
+    :func:`sparse_top_k`: the same lists without a dense block."""
+    idx = np.full((n_rows, k), -1, dtype=np.int64)
+    vals = np.full((n_rows, k), -np.inf)
+    seen_csr = sp.csr_matrix(seen) if seen is not None else None
+    for rows in iter_blocks(n_rows, block_rows(len(base), block_cells)):
+        block_seen = seen_csr[rows] if seen_csr is not None else None
+        idx[rows], vals[rows] = sparse_top_k(product_block(rows), base, block_seen, k)
+    return idx, vals
+
+
 def top_k_shared_excluding(
     item_scores: np.ndarray,
     seen: sp.spmatrix | sp.sparray,
