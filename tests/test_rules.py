@@ -214,10 +214,16 @@ def test_the_cold_start_list_obeys_the_rules(sample):
     assert (np.diff(scores) <= 0).all()
 
 
-def test_reasons_name_the_past_item_most_similar_to_each_recommended_one(sample):
+@pytest.mark.parametrize("cells", [None, 50])
+def test_reasons_name_the_past_item_most_similar_to_each_recommended_one(sample, monkeypatch, cells):
+    """The rule, checked one customer at a time; ``cells``: a budget small enough that the
+    customers are taken a few at a time (a block of a million lists is, at the default budget)."""
+    import recsys.scoring.reasons
     from recsys.models.context import cooccurrence_similarity
     from recsys.scoring.reasons import HISTORY, POPULAR, reason_codes
 
+    if cells:
+        monkeypatch.setattr(recsys.scoring.reasons, "SIMILARITY_CELLS", cells)
     data, _ = sample
     similarity = cooccurrence_similarity(data.seen())
     rows = np.arange(300)
