@@ -276,7 +276,8 @@ def test_an_opinions_top_items_are_the_models_own_list(synthetic, make) -> None:
 @pytest.mark.parametrize("make", [ItemKNN, lambda: RP3Beta(0.5, 0.3), NextItem, lambda: ItemKNN(neighbours=3)])
 def test_item_item_lists_from_the_sparse_product_are_the_dense_ones(synthetic, make) -> None:
     """The item-item models rank from their sparse product: the lists are those of the dense scores
-    (``_scores``, every item scored) through the dense top-k, item for item and score for score."""
+    (the product plus the popularity tie-break, every item scored) through the dense top-k, item for
+    item and score for score."""
     from conftest import interactions_of
 
     data = interactions_of(synthetic.frame)
@@ -284,7 +285,10 @@ def test_item_item_lists_from_the_sparse_product_are_the_dense_ones(synthetic, m
     users = np.arange(data.n_users)
     for exclude_seen in (True, False):
         seen = model._seen[users][:, model.columns] if exclude_seen else None
-        picked, scores = blockwise_top_k(lambda block: model._scores(users[block]), len(users), len(model.columns), 15, seen)
+        def dense(block):
+            return model._product(users[block]).toarray() + model._tie()[None, :]
+
+        picked, scores = blockwise_top_k(dense, len(users), len(model.columns), 15, seen)
         lists = model.recommend(users, 15, exclude_seen=exclude_seen)
         np.testing.assert_array_equal(lists.items, np.where(picked >= 0, model.columns[np.maximum(picked, 0)], -1))
         np.testing.assert_array_equal(lists.scores, scores)

@@ -24,7 +24,13 @@ import scipy.sparse as sp
 from recsys.data.interactions import Interactions
 from recsys.models.item_item import gather
 from recsys.scoring.lists import Lists
-from recsys.scoring.topk import blockwise_sparse_top_k, blockwise_top_k, top_k_excluding, top_k_shared_excluding
+from recsys.scoring.topk import (
+    blockwise_sparse_top_k,
+    blockwise_top_k,
+    ragged_top_k,
+    top_k_excluding,
+    top_k_shared_excluding,
+)
 
 
 @runtime_checkable
@@ -73,8 +79,6 @@ class MatrixRecommender:
         raise NotImplementedError
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
-        if self.sparse:
-            return self._product(users).toarray() + self._tie()[None, :]
         raise NotImplementedError
 
     def _product(self, users: np.ndarray) -> sp.csr_matrix:
@@ -199,16 +203,10 @@ class SparseOpinion:
             product = (product - product.multiply(seen)).tocsr()
             product.eliminate_zeros()
         counts = np.diff(product.indptr)
-        width = max(int(counts.max(initial=0)), 1)
-        values = np.full((len(self.users), width), -np.inf)
-        columns = np.full((len(self.users), width), -1, dtype=np.int64)
         rows = np.repeat(np.arange(len(self.users)), counts)
-        slots = np.arange(len(product.indices)) - np.repeat(product.indptr[:-1], counts)
-        values[rows, slots] = product.data + self.tie[product.indices]
-        columns[rows, slots] = product.indices
-        picked, _ = top_k_excluding(values, None, min(n, width))
-        chosen = np.where(picked >= 0, np.take_along_axis(columns, np.maximum(picked, 0), axis=1), -1)
-        return np.where(chosen >= 0, self.model.columns[np.maximum(chosen, 0)], -1).astype(np.int64)
+        width = max(int(counts.max(initial=0)), 1)
+        chosen, _ = ragged_top_k(rows, product.indices, product.data + self.tie[product.indices], len(self.users), min(n, width))
+        return _codes(self.model.columns, chosen)
 
 
 def _codes(columns: np.ndarray, picked: np.ndarray) -> np.ndarray:

@@ -42,12 +42,12 @@ def reason_codes(
         similarity = sp.csr_matrix(similarity)
         # Customers in groups whose past items' similarity rows hold at most about SIMILARITY_CELLS
         # values: a block of a million customers' lists would otherwise copy every row at once.
-        width = np.diff(similarity.indptr)
-        cost = np.add.reduceat(np.r_[width[seen.indices], 0], seen.indptr[:-1]) * (np.diff(seen.indptr) > 0)
+        owner = np.repeat(np.arange(b), np.diff(seen.indptr))
+        cost = np.bincount(owner, weights=np.diff(similarity.indptr)[seen.indices], minlength=b)
         group = np.cumsum(cost) // SIMILARITY_CELLS
         bounds = np.r_[0, np.flatnonzero(np.diff(group)) + 1, b]
         for start, stop in zip(bounds[:-1], bounds[1:]):
-            codes[start:stop] = _personal(items[start:stop], seen[start:stop], similarity, codes[start:stop])
+            _personal(items[start:stop], seen[start:stop], similarity, codes[start:stop])
     if new is not None:
         codes[(items >= 0) & new[np.maximum(items, 0)]] = NEW
     if pinned is not None:
@@ -60,13 +60,13 @@ def reason_codes(
 SIMILARITY_CELLS = 1 << 23
 
 
-def _personal(items: np.ndarray, seen: sp.csr_matrix, similarity: sp.csr_matrix, codes: np.ndarray) -> np.ndarray:
-    """``codes`` with each list item's most similar past item (``HISTORY + j``) where there is one."""
-    codes = codes.copy()
+def _personal(items: np.ndarray, seen: sp.csr_matrix, similarity: sp.csr_matrix, codes: np.ndarray) -> None:
+    """Set ``codes`` (in place) to each list item's most similar past item (``HISTORY + j``) where
+    there is one."""
     counts = np.diff(seen.indptr)
     history = seen.indices.astype(np.int64)
     if not len(history):
-        return codes
+        return
     owner = np.repeat(np.arange(len(items)), counts)
     # One row per (customer, past item): that item's similarity to each of the list's items.
     values = gather(similarity[history], np.maximum(items[owner], 0)).astype(np.float64)
@@ -77,4 +77,3 @@ def _personal(items: np.ndarray, seen: sp.csr_matrix, similarity: sp.csr_matrix,
     position = np.arange(len(history))[:, None]
     first = np.minimum.reduceat(np.where((values == best[segment]) & (values > 0), position, len(history)), starts, axis=0)
     codes[has] = np.where(first < len(history), HISTORY + history[np.minimum(first, len(history) - 1)], POPULAR)
-    return codes

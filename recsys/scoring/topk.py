@@ -137,8 +137,10 @@ def sparse_top_k(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    product = sp.csr_matrix(product, dtype=np.float64, copy=True)
-    product.sum_duplicates()  # sorted columns, one cell per (row, column), as ``toarray`` would add them
+    product = sp.csr_matrix(product, dtype=np.float64)
+    if not product.has_canonical_format:  # sorted columns, one cell per (row, column), as ``toarray`` adds them
+        product = product.copy()
+        product.sum_duplicates()
     n_rows, n_items = product.shape
     base = np.asarray(base, dtype=np.float64).ravel()
     if base.shape != (n_items,):
@@ -166,15 +168,23 @@ def sparse_top_k(
         values = np.concatenate([values, base[fill_items]])
         by_item = np.lexsort((items, rows))  # each row's candidates in item order: ties go to the lower item
         rows, items, values = rows[by_item], items[by_item], values[by_item]
+    return ragged_top_k(rows, items, values, n_rows, k)
+
+
+def ragged_top_k(
+    rows: np.ndarray, columns: np.ndarray, values: np.ndarray, n_rows: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of rows given as candidate cells (``rows`` ascending, each row's ``columns``
+    ascending): (columns, values), both ``(n_rows, k)``, as :func:`top_k_excluding` orders and pads
+    them (ties to the lower column). Each row's candidates are laid side by side in one block."""
     counts = np.bincount(rows, minlength=n_rows)
     width = max(int(counts.max(initial=0)), 1)
     slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
     block = np.full((n_rows, width), -np.inf)
-    columns = np.full((n_rows, width), -1, dtype=np.int64)
-    block[rows, slot], columns[rows, slot] = values, items
+    placed = np.full((n_rows, width), -1, dtype=np.int64)
+    block[rows, slot], placed[rows, slot] = values, columns
     picked, out = top_k_excluding(block, None, k)
-    chosen = np.where(picked >= 0, np.take_along_axis(columns, np.maximum(picked, 0), axis=1), -1)
-    return chosen, out
+    return np.where(picked >= 0, np.take_along_axis(placed, np.maximum(picked, 0), axis=1), -1), out
 
 
 def _cell_keys(matrix: sp.spmatrix | sp.sparray, n_columns: int) -> np.ndarray:
