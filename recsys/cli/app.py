@@ -46,6 +46,10 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Seconds a run waits for its temporary Prefect server to answer (Prefect's own default is 20).
+EPHEMERAL_STARTUP_SECONDS = 180
+
+
 @app.callback()
 def _every_command(
     show_version: Annotated[
@@ -57,6 +61,11 @@ def _every_command(
     # analytics are not the operator's concern (set them to opt in).
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary Prefect server of a run without PREFECT_API_URL creates and migrates its
+    # database on a machine's first run, which took more than Prefect's 20 s on a fresh 2-core
+    # machine (the README's first command failed there); set it lower to fail sooner.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_SECONDS))
+
 
 OutputOption = Annotated[Path, typer.Option("--output", "-o", help="Folder of the published store.")]
 DbUrlOption = Annotated[
