@@ -197,12 +197,11 @@ def unrecorded_failures_kept(options: RunOptions, run_id: str):
 def load(options: RunOptions) -> tuple[Interactions, LoadReport]:
     """Read, validate and encode the export."""
     started = time.perf_counter()
-    arguments = (options.data, options.columns, options.date_format, options.delimiter)
-    loaded = read_before(*arguments)  # `recsys run` read and validated it before starting Prefect
+    loaded = read_before(options.data, options.export_format)  # `recsys run` read and validated it before starting Prefect
     how = "(read before the run started)"
     if loaded is None:
         with step("Reading the export"):
-            loaded = load_interactions(*arguments)
+            loaded = load_interactions(options.data, *options.export_format)
         how = f"in {time.perf_counter() - started:.1f}s"
     interactions, report = loaded
     log = get_run_logger()

@@ -6,6 +6,7 @@ No ``from __future__ import annotations`` here: the command line and Prefect rea
 """
 
 import enum
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -50,6 +51,20 @@ class ColumnMap:
         return (self.user, self.timestamp, self.item, self.rating)
 
 
+def rating_range(scale: str | None) -> tuple[float, float] | None:
+    """``--rating-scale`` ("0.5-5") as (lowest, highest); None for the export's whole numbers 1-5."""
+    if scale is None:
+        return None
+    low, dash, high = str(scale).strip().partition("-")
+    try:
+        bounds = (float(low), float(high)) if dash else None
+    except ValueError:
+        bounds = None
+    if bounds is None or not all(map(math.isfinite, bounds)) or bounds[0] >= bounds[1]:
+        raise OptionError(f"--rating-scale must be LOW-HIGH with LOW below HIGH (e.g. 0.5-5), not {scale!r}")
+    return bounds
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Everything one nightly run can be told: each field is an option of ``recsys run`` (same name,
@@ -81,7 +96,14 @@ class RunOptions:
     time_column: str = option(ColumnMap.timestamp, "Column holding the interaction time.")
     item_column: str = option(ColumnMap.item, "Column holding the item name.")
     rating_column: str = option(ColumnMap.rating, "Column holding the 1-5 rating.")
-    date_format: str = option("%m/%d/%Y %H:%M", "strftime format of the time column.")
+    rating_scale: str | None = option(
+        None,
+        "Scale of another export's ratings, LOW-HIGH (e.g. 0.5-5, 1-10): any number in it is read and "
+        "mapped onto 1-5 [default: whole numbers 1-5].",
+    )
+    date_format: str = option(
+        "%m/%d/%Y %H:%M", "strftime format of the time column, or 'unix' for seconds since 1970 (UTC)."
+    )
     delimiter: str = option(",", "CSV field separator ('tab' for a tab).")
     epochs: int | None = option(None, "Retrieval epochs [default: derived from the data size].", low=1)
     ranking_epochs: int | None = option(None, "Ranking epochs [default: derived from the data size].", low=1)
@@ -127,11 +149,17 @@ class RunOptions:
                 raise OptionError(f"{flag} must be at most {high}, not {value}")
         if self.dask_address and self.task_runner is not TaskRunner.dask:
             raise OptionError("--dask-address needs --task-runner dask")
+        rating_range(self.rating_scale)  # a scale that cannot be read is refused before anything starts
 
     @property
     def columns(self) -> ColumnMap:
         """The export's column names."""
         return ColumnMap(self.user_column, self.time_column, self.item_column, self.rating_column)
+
+    @property
+    def export_format(self) -> tuple:
+        """How to read the export: the arguments after ``data`` of ``load_interactions``."""
+        return (self.columns, self.date_format, self.delimiter, rating_range(self.rating_scale))
 
     @property
     def field_delimiter(self) -> str:

@@ -166,6 +166,75 @@ def test_column_map_and_other_date_format(write_csv):
     assert frame["rating"].tolist() == [5, 2]
 
 
+# --- a public ratings dataset as it comes (MovieLens's ratings.csv: seconds since 1970, half stars) ---
+
+ML_HEADER = ("userId", "movieId", "rating", "timestamp")
+ML_COLUMNS = ColumnMap(user="userId", timestamp="timestamp", item="movieId", rating="rating")
+
+
+def test_unix_times_and_half_star_ratings_read_with_two_options(write_csv):
+    rows = [("1", "31", "2.5", "1260759144"), ("1", "1029", "0.5", "1260759179.9"), ("7", "31", "5.0", " 1260759205 "),
+            ("7", "10", "3.5", "0"), ("8", "10", "1.5", "1260759144")]
+    path = write_csv(rows, header=ML_HEADER)
+    frame, _ = load_frame(path, columns=ML_COLUMNS, date_format="unix", rating_scale=(0.5, 5.0))
+    assert frame["user_id"].tolist() == ["1", "1", "7", "7", "8"]
+    assert frame["item"].tolist() == ["31", "1029", "31", "10", "10"]
+    assert frame["timestamp"].tolist() == [
+        pd.Timestamp("2009-12-14 02:52:24"), pd.Timestamp("2009-12-14 02:52:59"),  # the fraction dropped
+        pd.Timestamp("2009-12-14 02:53:25"), pd.Timestamp("1970-01-01"), pd.Timestamp("2009-12-14 02:52:24"),
+    ]
+    # 1 + 4 (r - 0.5) / 4.5, rounded half up: 2.5 -> 2.78, 0.5 -> 1, 5 -> 5, 3.5 -> 3.67, 1.5 -> 1.89
+    assert frame["rating"].dtype == np.int8 and frame["rating"].tolist() == [3, 1, 5, 4, 2]
+
+
+def test_a_ten_point_scale_maps_onto_five_stars(write_csv):
+    rows = [(str(k), "01/05/2021 10:00", "Spa", str(k)) for k in range(1, 11)]
+    frame, _ = load_frame(write_csv(rows), rating_scale=(1.0, 10.0))
+    assert frame.sort_values("user_id", key=lambda u: u.astype(int))["rating"].tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
+def test_a_public_dataset_without_the_options_is_told_which_options_read_it(write_csv):
+    path = write_csv([("1", "31", "2.5", "1260759144")], header=ML_HEADER)
+    message = load_error(path, columns=ML_COLUMNS)
+    assert "line 2, column timestamp: date '1260759144' does not match" in message and "--date-format unix" in message
+    message = load_error(path, columns=ML_COLUMNS, date_format="unix")
+    assert "line 2, column rating: rating '2.5' is not a whole number from 1 to 5" in message
+    assert "--rating-scale" in message
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expect"),
+    [
+        ("timestamp", "2009-12-14", "time '2009-12-14' is not a number of seconds since 1970"),
+        ("timestamp", "1260759144000", "time '1260759144000' is not a number of seconds"),  # milliseconds
+        ("timestamp", "", "time ''"),
+        ("rating", "5.5", "rating '5.5' is not a number from 0.5 to 5 (--rating-scale)"),
+        ("rating", "0", "rating '0' is not a number from 0.5 to 5"),
+        ("rating", "good", "rating 'good'"),
+    ],
+)
+def test_bad_unix_times_and_ratings_outside_the_scale_are_refused(write_csv, column, value, expect):
+    rows = [["1", "31", "2.5", "1260759144"], ["2", "32", "4", "1260759145"]]
+    rows[1][ML_HEADER.index(column)] = value
+    message = load_error(write_csv([tuple(r) for r in rows], header=ML_HEADER), columns=ML_COLUMNS, date_format="unix",
+                         rating_scale=(0.5, 5.0))
+    assert f"line 3, column {column}: {expect}" in message, message
+
+
+def test_a_parquet_export_with_integer_ids_and_unix_times(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"userId": pa.array([1, 1, 2], pa.int64()), "movieId": pa.array([31, 1029, 31], pa.int32()),
+                      "rating": pa.array([4.0, 0.5, 5.0]), "timestamp": pa.array([1260759144, 1260759179, 1260759205])})
+    pq.write_table(table, tmp_path / "ratings.parquet")
+    frame, _ = load_frame(tmp_path / "ratings.parquet", columns=ML_COLUMNS, date_format="unix", rating_scale=(0.5, 5.0))
+    assert frame["item"].tolist() == ["31", "1029", "31"] and frame["rating"].tolist() == [4, 1, 5]
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2009-12-14 02:52:24")
+    message = load_error(tmp_path / "ratings.parquet", columns=ML_COLUMNS, rating_scale=(0.5, 5.0))
+    assert "column 'timestamp' holds numbers, not dates: pass --date-format unix" in message
+
+
 def test_semicolon_file_reads_with_the_delimiter_option(write_csv):
     path = write_csv(GOOD, delimiter=";")
     frame, _ = load_frame(path, delimiter=";")
@@ -342,9 +411,9 @@ def test_binary_file(tmp_path):
 @pytest.mark.parametrize(
     ("column", "array", "expect"),
     [
-        ("NOMBRE_CORTO_DE_EXPERIENCIA", pa.array([1, 2], pa.int64()), "NOMBRE_CORTO_DE_EXPERIENCIA"),
+        ("NOMBRE_CORTO_DE_EXPERIENCIA", pa.array([1.5, 2.5], pa.float64()), "NOMBRE_CORTO_DE_EXPERIENCIA"),
         ("CALIFICACION", pa.array([[5], [4]], pa.list_(pa.int64())), "CALIFICACION"),
-        ("FECHA_INTERACCION", pa.array([1.5, 2.5], pa.float64()), "FECHA_INTERACCION"),
+        ("FECHA_INTERACCION", pa.array([True, False]), "FECHA_INTERACCION"),
     ],
 )
 def test_parquet_with_wrong_column_types(tmp_path, column, array, expect):

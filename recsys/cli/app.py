@@ -73,11 +73,12 @@ DbUrlOption = Annotated[
     typer.Option("--db-url", envvar="RECSYS_DB_URL", help="SQLAlchemy URL of the SQL store [default: SQLite in --output]."),
 ]
 
-# The options of `recsys evaluate`: what reading an export and training the model need.
-EVALUATE_OPTIONS = (
-    "data", "top_k", "candidates", "cold_start_days", "user_column", "time_column", "item_column",
-    "rating_column", "date_format", "delimiter", "epochs", "ranking_epochs", "seed",
+# The options that say how to read an export (`recsys families`), and those of `recsys evaluate`:
+# reading it and training the model.
+READ_OPTIONS = (
+    "data", "user_column", "time_column", "item_column", "rating_column", "rating_scale", "date_format", "delimiter",
 )
+EVALUATE_OPTIONS = READ_OPTIONS + ("top_k", "candidates", "cold_start_days", "epochs", "ranking_epochs", "seed")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -336,7 +337,7 @@ def evaluate_command(
     if as_json and as_csv:
         _fail("--json and --csv: choose one")
     try:
-        interactions, _ = load_interactions(options.data, options.columns, options.date_format, options.delimiter)
+        interactions, _ = load_interactions(options.data, *options.export_format)
         report = evaluation_report(interactions, options, split)
     except RecsysError as exc:
         _fail(str(exc))
@@ -344,17 +345,12 @@ def evaluate_command(
 
 
 @app.command()
+@with_run_options(only=READ_OPTIONS)
 def families(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Interactions export (CSV or Parquet).")] = RunOptions.data,
+    options: RunOptions,
     catalogue: Annotated[
         Optional[Path], typer.Option(help="Catalogue whose family column overrides the name rule.")
     ] = None,
-    item_column: Annotated[str, typer.Option(help="Column holding the item name.")] = RunOptions.item_column,
-    user_column: Annotated[str, typer.Option(help="Column holding the customer id.")] = RunOptions.user_column,
-    time_column: Annotated[str, typer.Option(help="Column holding the interaction time.")] = RunOptions.time_column,
-    rating_column: Annotated[str, typer.Option(help="Column holding the 1-5 rating.")] = RunOptions.rating_column,
-    date_format: Annotated[str, typer.Option(help="strftime format of the time column.")] = RunOptions.date_format,
-    delimiter: Annotated[str, typer.Option(help="CSV field separator ('tab' for a tab).")] = RunOptions.delimiter,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Print the families of an export's items (family, how many items, their names).
@@ -367,10 +363,9 @@ def families(
     from recsys.data.catalogue import read_catalogue
     from recsys.data.export import load_interactions
     from recsys.scoring.rules import family_table
-    from recsys.settings import ColumnMap
 
     try:
-        interactions, _ = load_interactions(data, ColumnMap(user_column, time_column, item_column, rating_column), date_format, delimiter)
+        interactions, _ = load_interactions(options.data, *options.export_format)
         table = family_table(interactions, read_catalogue(catalogue) if catalogue else None)
     except RecsysError as exc:
         _fail(str(exc))

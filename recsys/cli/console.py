@@ -91,7 +91,7 @@ def run_with_progress(options, verbose: bool = False) -> dict:
     from recsys.store.lock import check_writable
 
     with _progress_display() as reporter, reporting(reporter):
-        arguments = (options.data, options.columns, options.date_format, options.delimiter)
+        arguments = (options.data, *options.export_format)
         started = time.perf_counter()
         with step("Reading the export"):
             try:
@@ -106,7 +106,7 @@ def run_with_progress(options, verbose: bool = False) -> dict:
         from flows.nightly import nightly
         from flows.runners import flow_for
 
-        already_read = read_once(*arguments, loaded) if loaded is not None else nullcontext()
+        already_read = read_once(options.data, options.export_format, loaded) if loaded is not None else nullcontext()
         with already_read, (nullcontext() if verbose else prefect_logs_to(log_path(options.output))) as log:
             summary = flow_for(nightly, options)(options)
     seconds = summary["seconds"]

@@ -4,11 +4,16 @@ This is the only module that knows the export's column names. It returns the one
 everything downstream takes, :class:`recsys.data.interactions.Interactions`: one row per
 redemption (exact duplicate rows are kept: several units redeemed at once) as customer and item
 codes against sorted vocabularies, a time in whole seconds and a 1-5 rating.
+
+Public ratings datasets read as they come with two options: ``date_format="unix"`` for times in
+seconds since 1970 (MovieLens, Amazon reviews) and ``rating_scale=(low, high)`` for ratings on
+another scale (half stars 0.5-5, 1-10), mapped linearly onto 1-5 and rounded to whole stars.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -63,11 +68,14 @@ def load_interactions(
     columns: ColumnMap = ColumnMap(),
     date_format: str = "%m/%d/%Y %H:%M",
     delimiter: str = ",",
+    rating_scale: tuple[float, float] | None = None,
     now: datetime | None = None,
 ) -> tuple[Interactions, LoadReport]:
     """Read a CSV or Parquet export into :class:`Interactions`, or raise ``DataError`` saying why not.
 
-    ``delimiter`` may be ``"tab"``. A file replaced or rewritten while it is read (a new night's
+    ``delimiter`` may be ``"tab"``; ``date_format`` may be ``"unix"`` (seconds since 1970, UTC);
+    ``rating_scale`` (lowest, highest) reads any rating in it and maps it onto 1-5 (None: whole
+    numbers 1-5, the company's export). A file replaced or rewritten while it is read (a new night's
     export landing) raises ``ExportChanged``, which is worth reading again. Rows dated far
     outside the export's own span, or after ``now`` (default: the current time) plus a day, are
     set aside and reported (:func:`dates_outside`).
@@ -77,7 +85,7 @@ def load_interactions(
     _check_readable(path)
     before = _identity(path)
     try:
-        loaded = _read_export(path, columns, date_format, delimiter, now or datetime.now(timezone.utc))
+        loaded = _read_export(path, columns, date_format, delimiter, rating_scale, now or datetime.now(timezone.utc))
     except DataError:
         _check_unchanged(path, before)  # a half-written file reads as bad input: say what happened
         raise
@@ -92,10 +100,11 @@ _already_read: ContextVar[tuple | None] = ContextVar("recsys_export_already_read
 
 
 @contextmanager
-def read_once(path: Path | str, columns: ColumnMap, date_format: str, delimiter: str, loaded) -> Iterator[None]:
+def read_once(path: Path | str, export_format: tuple, loaded) -> Iterator[None]:
     """For the block, :func:`read_before` returns ``loaded`` ((interactions, report), what
-    :func:`load_interactions` returned for these arguments) instead of nothing."""
-    key = (str(Path(path)), columns, date_format, delimiter, _identity(Path(path)))
+    :func:`load_interactions` returned for ``path`` read as ``export_format``, the arguments after
+    the path) instead of nothing."""
+    key = (str(Path(path)), tuple(export_format), _identity(Path(path)))
     token = _already_read.set((key, loaded))
     try:
         yield
@@ -103,13 +112,13 @@ def read_once(path: Path | str, columns: ColumnMap, date_format: str, delimiter:
         _already_read.reset(token)
 
 
-def read_before(path: Path | str, columns: ColumnMap, date_format: str, delimiter: str):
+def read_before(path: Path | str, export_format: tuple):
     """What :func:`read_once` holds for these arguments, if the file is still the one read; else None."""
     held = _already_read.get()
     if held is None:
         return None
     key, loaded = held
-    return loaded if key == (str(Path(path)), columns, date_format, delimiter, _identity(Path(path))) else None
+    return loaded if key == (str(Path(path)), tuple(export_format), _identity(Path(path))) else None
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:
@@ -130,7 +139,7 @@ def _check_unchanged(path: Path, before: tuple[int, ...] | None) -> None:
 
 
 def _read_export(
-    path: Path, columns: ColumnMap, date_format: str, delimiter: str, now: datetime
+    path: Path, columns: ColumnMap, date_format: str, delimiter: str, rating_scale, now: datetime
 ) -> tuple[Interactions, LoadReport]:
     head = _read_head(path)
     notes: list[str] = []
@@ -140,7 +149,7 @@ def _read_export(
         if b"\x00" in head:
             raise DataError(f"{path}: not a CSV file (it holds binary data)")
         raw = _read_csv(path, head, columns, delimiter, notes)
-    table = _validate(raw, path, columns, date_format, notes)
+    table = _validate(raw, path, columns, date_format, rating_scale, notes)
     del raw
     rows_read = table.num_rows
     seconds = np.asarray(table.column("timestamp").cast(_pa().int64()).to_numpy())
@@ -335,8 +344,11 @@ def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
         raise DataError(f"{path}: has no rows")
     allowed = {
         columns.user: (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer),
-        columns.item: (pa.types.is_string, pa.types.is_large_string),
-        columns.timestamp: (pa.types.is_string, pa.types.is_large_string, pa.types.is_timestamp, pa.types.is_date),
+        columns.item: (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer),
+        columns.timestamp: (
+            pa.types.is_string, pa.types.is_large_string, pa.types.is_timestamp, pa.types.is_date,
+            pa.types.is_integer, pa.types.is_floating,  # seconds since 1970, with date_format="unix"
+        ),
         columns.rating: (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_large_string),
     }
     for name, checks in allowed.items():
@@ -346,7 +358,7 @@ def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
     return table.select(list(columns.required()))
 
 
-def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str, notes: list[str]) -> "pa.Table":
+def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str, rating_scale, notes: list[str]) -> "pa.Table":
     """Turn the raw columns into the canonical frame; the first bad row stops the load.
 
     Everything runs in Arrow compute kernels, so tens of millions of rows never become Python
@@ -374,7 +386,7 @@ def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str,
     if stripped:
         notes.append(f"surrounding spaces stripped from {stripped:,} item names")
     timestamps = _parse_times(raw.column(columns.timestamp), path, columns.timestamp, date_format)
-    ratings = _parse_ratings(raw.column(columns.rating), path, columns.rating)
+    ratings = _parse_ratings(raw.column(columns.rating), path, columns.rating, rating_scale)
     return pa.table({"user_id": users, "item": items, "timestamp": timestamps, "rating": ratings})
 
 
@@ -481,10 +493,22 @@ def _clean_text(values, path: Path, column: str, problem: str):
     return cleaned
 
 
+UNIX = "unix"  # the date format of times in seconds since 1970-01-01 00:00 UTC
+_SECONDS = r"^[+-]?\d+(\.\d*)?$"
+
+
 def _parse_times(values, path: Path, column: str, date_format: str):
     import pyarrow as pa
 
     pc = _pc()
+    numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+    if date_format == UNIX:
+        return _parse_seconds(values, path, column)
+    if numeric:
+        raise DataError(
+            f"{path}: column {column!r} holds numbers, not dates: pass --date-format unix if they count "
+            "seconds since 1970"
+        )
     if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
         if pa.types.is_timestamp(values.type) and values.type.tz is not None:
             values = values.cast(pa.timestamp(values.type.unit))  # UTC wall time, zone dropped
@@ -503,11 +527,41 @@ def _parse_times(values, path: Path, column: str, date_format: str):
     count = _count(bad)
     if count:
         row = _first(bad)
-        _fail(path, row, column, f"date {_text(values, row)!r} does not match the format {date_format!r}", count)
+        text = _text(values, row)
+        hint = " (pass --date-format unix if it counts seconds since 1970)" if re.match(_SECONDS, text.strip()) else ""
+        _fail(path, row, column, f"date {text!r} does not match the format {date_format!r}{hint}", count)
     return parsed
 
 
-def _parse_ratings(values, path: Path, column: str):
+def _parse_seconds(values, path: Path, column: str):
+    """Times in seconds since 1970 (UTC): integers, or numbers with a fraction (dropped)."""
+    import pyarrow as pa
+
+    pc = _pc()
+
+    def seconds(v):
+        if pa.types.is_integer(v.type) or pa.types.is_floating(v.type):
+            number = v.cast(pa.float64())
+        else:
+            text = pc.utf8_trim_whitespace(v.cast(pa.string()))
+            number = pc.if_else(pc.match_substring_regex(text, _SECONDS), text, pa.scalar(None, pa.string())).cast(pa.float64())
+        # Beyond +-10^11 s (years -1200 to 5100) a number is no time a redemption can have
+        # (milliseconds, most likely): refused rather than misread.
+        sane = pc.less_equal(pc.abs(number), 1e11)
+        return pc.if_else(sane, pc.floor(number), pa.scalar(None, pa.float64())).cast(pa.int64()).cast(pa.timestamp("s"))
+
+    parsed = _per_row(values, seconds)
+    bad = pc.is_null(parsed)
+    count = _count(bad)
+    if count:
+        row = _first(bad)
+        _fail(path, row, column, f"time {_text(values, row)!r} is not a number of seconds since 1970 (--date-format unix)", count)
+    return parsed
+
+
+def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] | None = None):
+    """The ratings as int8 1-5: whole numbers 1-5, or with ``scale`` (low, high) any number in it,
+    mapped linearly onto 1-5 and rounded half up (half stars 0.5-5: 3.5 -> 3.67 -> 4)."""
     import pyarrow as pa
 
     pc = _pc()
@@ -530,12 +584,28 @@ def _parse_ratings(values, path: Path, column: str):
             )
         )
 
+    def is_outside(numbers):
+        low, high = scale
+        return pc.invert(pc.fill_null(pc.and_(pc.greater_equal(numbers, low), pc.less_equal(numbers, high)), False))
+
+    def stars(numbers):
+        low, high = scale
+        return pc.floor(pc.add(pc.multiply(pc.subtract(numbers, low), 4.0 / (high - low)), 1.5))
+
     numbers = _per_value(values, number)
-    bad = _per_row(numbers, is_bad)
+    bad = _per_row(numbers, is_bad if scale is None else is_outside)
     count = _count(bad)
     if count:
         row = _first(bad)
-        _fail(path, row, column, f"rating {_text(values, row)!r} is not a whole number from 1 to 5", count)
+        text = _text(values, row)
+        if scale is not None:
+            problem = f"rating {text!r} is not a number from {scale[0]:g} to {scale[1]:g} (--rating-scale)"
+        else:
+            hint = " (pass --rating-scale LOW-HIGH for another scale, e.g. 0.5-5)" if re.match(_SECONDS, text.strip()) else ""
+            problem = f"rating {text!r} is not a whole number from 1 to 5{hint}"
+        _fail(path, row, column, problem, count)
+    if scale is not None:
+        numbers = _per_value(numbers, stars)
     # Every row holds a whole number from 1 to 5 now (a dictionary entry no row uses may not).
     return _per_row(numbers, lambda v: v.cast(pa.int8(), safe=False))
 
