@@ -870,7 +870,7 @@ def _parquet_wrong_types(tmp_path: Path) -> Path:
             {
                 "ID_CLIENTE": ["1", "2"],
                 "FECHA_INTERACCION": ["1/30/2021 13:30", "1/31/2021 13:30"],
-                "NOMBRE_CORTO_DE_EXPERIENCIA": pa.array([1, 2], pa.int64()),
+                "NOMBRE_CORTO_DE_EXPERIENCIA": pa.array([1.5, 2.5], pa.float64()),
                 "CALIFICACION": ["5", "4"],
             }
         ),
@@ -911,7 +911,7 @@ BAD_INPUTS = {
         lambda t: _write(t, "item.csv", csv_text(with_bad("NOMBRE_CORTO_DE_EXPERIENCIA", "  "))),
         r": line 3, column NOMBRE_CORTO_DE_EXPERIENCIA: empty item name",
     ),
-    "parquet wrong types": (_parquet_wrong_types, r"column 'NOMBRE_CORTO_DE_EXPERIENCIA' has type int64"),
+    "parquet wrong types": (_parquet_wrong_types, r"column 'NOMBRE_CORTO_DE_EXPERIENCIA' has type double"),
     "binary file": (
         lambda t: _write(t, "binary.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8),
         r": not a CSV file \(it holds binary data\)",
