@@ -63,7 +63,7 @@ def _every_command(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary Prefect server of a run without PREFECT_API_URL creates and migrates its
     # database on a machine's first run, which took more than Prefect's 20 s on a fresh 2-core
-    # machine (the README's first command failed there); set it lower to fail sooner.
+    # machine (the README's first command failed there). An operator's own value wins.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_SECONDS))
 
 

@@ -104,7 +104,7 @@ def read_once(path: Path | str, export_format: tuple, loaded) -> Iterator[None]:
     """For the block, :func:`read_before` returns ``loaded`` ((interactions, report), what
     :func:`load_interactions` returned for ``path`` read as ``export_format``, the arguments after
     the path) instead of nothing."""
-    key = (str(Path(path)), tuple(export_format), _identity(Path(path)))
+    key = (str(Path(path)), export_format, _identity(Path(path)))
     token = _already_read.set((key, loaded))
     try:
         yield
@@ -118,7 +118,7 @@ def read_before(path: Path | str, export_format: tuple):
     if held is None:
         return None
     key, loaded = held
-    return loaded if key == (str(Path(path)), tuple(export_format), _identity(Path(path))) else None
+    return loaded if key == (str(Path(path)), export_format, _identity(Path(path))) else None
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:
@@ -494,17 +494,27 @@ def _clean_text(values, path: Path, column: str, problem: str):
 
 
 UNIX = "unix"  # the date format of times in seconds since 1970-01-01 00:00 UTC
-_SECONDS = r"^[+-]?\d+(\.\d*)?$"
+_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)$"
+
+
+def _number(values):
+    """Numbers as float64: numeric columns cast, text parsed where it is a plain number (else null)."""
+    import pyarrow as pa
+
+    pc = _pc()
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+        return values.cast(pa.float64())
+    text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+    return pc.if_else(pc.match_substring_regex(text, _NUMBER), text, pa.scalar(None, pa.string())).cast(pa.float64())
 
 
 def _parse_times(values, path: Path, column: str, date_format: str):
     import pyarrow as pa
 
     pc = _pc()
-    numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
     if date_format == UNIX:
         return _parse_seconds(values, path, column)
-    if numeric:
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         raise DataError(
             f"{path}: column {column!r} holds numbers, not dates: pass --date-format unix if they count "
             "seconds since 1970"
@@ -528,7 +538,7 @@ def _parse_times(values, path: Path, column: str, date_format: str):
     if count:
         row = _first(bad)
         text = _text(values, row)
-        hint = " (pass --date-format unix if it counts seconds since 1970)" if re.match(_SECONDS, text.strip()) else ""
+        hint = " (pass --date-format unix if it counts seconds since 1970)" if re.match(_NUMBER, text.strip()) else ""
         _fail(path, row, column, f"date {text!r} does not match the format {date_format!r}{hint}", count)
     return parsed
 
@@ -540,11 +550,7 @@ def _parse_seconds(values, path: Path, column: str):
     pc = _pc()
 
     def seconds(v):
-        if pa.types.is_integer(v.type) or pa.types.is_floating(v.type):
-            number = v.cast(pa.float64())
-        else:
-            text = pc.utf8_trim_whitespace(v.cast(pa.string()))
-            number = pc.if_else(pc.match_substring_regex(text, _SECONDS), text, pa.scalar(None, pa.string())).cast(pa.float64())
+        number = _number(v)
         # Beyond +-10^11 s (years -1200 to 5100) a number is no time a redemption can have
         # (milliseconds, most likely): refused rather than misread.
         sane = pc.less_equal(pc.abs(number), 1e11)
@@ -566,13 +572,6 @@ def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] |
 
     pc = _pc()
 
-    def number(v):
-        if pa.types.is_integer(v.type) or pa.types.is_floating(v.type):
-            return v.cast(pa.float64())
-        text = pc.utf8_trim_whitespace(v.cast(pa.string()))
-        numeric = pc.match_substring_regex(text, r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
-        return pc.if_else(numeric, text, pa.scalar(None, pa.string())).cast(pa.float64())
-
     def is_bad(numbers):
         return pc.invert(
             pc.fill_null(
@@ -592,7 +591,7 @@ def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] |
         low, high = scale
         return pc.floor(pc.add(pc.multiply(pc.subtract(numbers, low), 4.0 / (high - low)), 1.5))
 
-    numbers = _per_value(values, number)
+    numbers = _per_value(values, _number)
     bad = _per_row(numbers, is_bad if scale is None else is_outside)
     count = _count(bad)
     if count:
@@ -601,7 +600,7 @@ def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] |
         if scale is not None:
             problem = f"rating {text!r} is not a number from {scale[0]:g} to {scale[1]:g} (--rating-scale)"
         else:
-            hint = " (pass --rating-scale LOW-HIGH for another scale, e.g. 0.5-5)" if re.match(_SECONDS, text.strip()) else ""
+            hint = " (pass --rating-scale LOW-HIGH for another scale, e.g. 0.5-5)" if re.match(_NUMBER, text.strip()) else ""
             problem = f"rating {text!r} is not a whole number from 1 to 5{hint}"
         _fail(path, row, column, problem, count)
     if scale is not None:
