@@ -51,6 +51,11 @@ class ColumnMap:
         return (self.user, self.timestamp, self.item, self.rating)
 
 
+# A file without a header row: its columns are named by position, in the order of MovieLens's
+# ratings files and most public ratings datasets (customer, item, rating, time).
+HEADERLESS_COLUMNS = ColumnMap(user="1", timestamp="4", item="2", rating="3")
+
+
 def rating_range(scale: str | None) -> tuple[float, float] | None:
     """``--rating-scale`` ("0.5-5") as (lowest, highest); None for the export's whole numbers 1-5."""
     if scale is None:
@@ -104,7 +109,14 @@ class RunOptions:
     date_format: str = option(
         "%m/%d/%Y %H:%M", "strftime format of the time column, or 'unix' for seconds since 1970 (UTC)."
     )
-    delimiter: str = option(",", "CSV field separator ('tab' for a tab).")
+    delimiter: str = option(",", "CSV field separator ('tab' for a tab; several characters, e.g. '::', work too).")
+    header: bool = option(
+        True,
+        "The CSV's first line names its columns. With --no-header it holds data, and the columns are "
+        "customer, item, rating, time in that order (MovieLens, Amazon ratings), unless the column "
+        "options give their positions (1 is the first).",
+        "--header/--no-header",
+    )
     epochs: int | None = option(None, "Retrieval epochs [default: derived from the data size].", low=1)
     ranking_epochs: int | None = option(None, "Ranking epochs [default: derived from the data size].", low=1)
     seed: int = option(42, "Random seed: same data and options give the same lists.")
@@ -150,21 +162,28 @@ class RunOptions:
         if self.dask_address and self.task_runner is not TaskRunner.dask:
             raise OptionError("--dask-address needs --task-runner dask")
         rating_range(self.rating_scale)  # a scale that cannot be read is refused before anything starts
+        if not self.delimiter or any(mark in self.delimiter for mark in '\r\n"'):
+            raise OptionError(f"--delimiter must be one or more characters other than line breaks and '\"', not {self.delimiter!r}")
 
     @property
     def columns(self) -> ColumnMap:
-        """The export's column names."""
-        return ColumnMap(self.user_column, self.time_column, self.item_column, self.rating_column)
+        """The export's column names; for a file without a header, the positions ("1" is the first),
+        customer, item, rating, time in that order unless a column option says otherwise."""
+        named = ColumnMap(self.user_column, self.time_column, self.item_column, self.rating_column)
+        if self.header:
+            return named
+        default, positional = ColumnMap(), HEADERLESS_COLUMNS
+        return ColumnMap(
+            *(
+                getattr(positional, name) if getattr(named, name) == getattr(default, name) else getattr(named, name)
+                for name in ("user", "timestamp", "item", "rating")
+            )
+        )
 
     @property
     def export_format(self) -> tuple:
         """How to read the export: the arguments after ``data`` of ``load_interactions``."""
-        return (self.columns, self.date_format, self.delimiter, rating_range(self.rating_scale))
-
-    @property
-    def field_delimiter(self) -> str:
-        """The CSV delimiter as a character (``tab`` means a tab)."""
-        return "\t" if self.delimiter == "tab" else self.delimiter
+        return (self.columns, self.date_format, self.delimiter, rating_range(self.rating_scale), self.header)
 
     def resolved_db_url(self) -> str:
         """The store's database: ``--db-url``, else ``RECSYS_DB_URL``, else SQLite in the output dir."""

@@ -195,6 +195,8 @@ def test_a_ten_point_scale_maps_onto_five_stars(write_csv):
 
 def test_a_public_dataset_without_the_options_is_told_which_options_read_it(write_csv):
     path = write_csv([("1", "31", "2.5", "1260759144")], header=ML_HEADER)
+    message = load_error(path)
+    assert "missing column 'ID_CLIENTE' (found: userId, movieId, rating, timestamp; pass --user-column NAME" in message
     message = load_error(path, columns=ML_COLUMNS)
     assert "line 2, column timestamp: date '1260759144' does not match" in message and "--date-format unix" in message
     message = load_error(path, columns=ML_COLUMNS, date_format="unix")
@@ -233,6 +235,78 @@ def test_a_parquet_export_with_integer_ids_and_unix_times(tmp_path):
     assert frame["timestamp"].iloc[0] == pd.Timestamp("2009-12-14 02:52:24")
     message = load_error(tmp_path / "ratings.parquet", columns=ML_COLUMNS, rating_scale=(0.5, 5.0))
     assert "column 'timestamp' holds numbers, not dates: pass --date-format unix" in message
+
+
+# MovieLens-1M's ratings.dat and MovieLens-100k's u.data: no header row, customer, item, rating, time.
+ML_1M_LINES = ["1::1193::5::978300760", "1::661::3::978302109", "2::1193::4::978298413", "3::3408::4::978300275"]
+
+
+def headerless(tmp_path, delimiter: str, name: str = "ratings.dat", lines=ML_1M_LINES):
+    path = tmp_path / name
+    path.write_text("\n".join(line.replace("::", delimiter) for line in lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("delimiter", ["::", "\t"])
+def test_a_file_without_a_header_reads_its_columns_by_position(tmp_path, delimiter):
+    from recsys.settings import RunOptions
+
+    path = headerless(tmp_path, delimiter)
+    options = RunOptions(data=path, delimiter="tab" if delimiter == "\t" else delimiter, header=False, date_format="unix")
+    interactions, report = load_interactions(path, *options.export_format)
+    frame = interactions.to_frame()
+    assert report.rows == 4 and report.notes == ()  # the first line is a row, not a header
+    assert frame["user_id"].tolist() == ["1", "1", "2", "3"]
+    assert frame["item"].tolist() == ["1193", "661", "1193", "3408"]
+    assert frame["rating"].tolist() == [5, 3, 4, 4]
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2000-12-31 22:12:40")
+
+
+def test_a_headerless_file_s_positions_come_from_the_column_options(tmp_path):
+    from recsys.settings import RunOptions
+
+    # time, customer, item, rating; a fifth column ignored.
+    path = headerless(tmp_path, ",", "shuffled.csv", ["978300760,1,1193,5,x", "978302109,2,661,3,y"])
+    options = RunOptions(data=path, header=False, date_format="unix", time_column="1", user_column="2", item_column="3",
+                         rating_column="4")
+    interactions, report = load_interactions(path, *options.export_format)
+    assert interactions.to_frame()["item"].tolist() == ["1193", "661"] and report.notes == ("extra columns ignored: 5",)
+
+
+def test_a_delimiter_of_several_characters_is_not_split_across_blocks(tmp_path, monkeypatch):
+    import recsys.data.export as export
+    from recsys.settings import RunOptions
+
+    lines = [f"{u}::{u % 97}::{1 + u % 5}::{978300000 + u}" for u in range(3000)]
+    path = headerless(tmp_path, "::", lines=lines)
+    monkeypatch.setattr(export, "_REPLACING_BLOCK_BYTES", 7)  # "::" straddles many of the reads
+    options = RunOptions(data=path, delimiter="::", header=False, date_format="unix")
+    frame = load_interactions(path, *options.export_format)[0].to_frame().sort_values("timestamp")
+    assert frame["user_id"].tolist() == [str(u) for u in range(3000)]
+    assert frame["item"].tolist() == [str(u % 97) for u in range(3000)]
+    assert frame["rating"].tolist() == [1 + u % 5 for u in range(3000)]
+
+
+def test_a_headerless_file_read_with_a_header_or_the_wrong_delimiter_is_told_the_options(tmp_path):
+    path = headerless(tmp_path, "::")
+    message = load_error(path, delimiter="::")
+    assert "missing column 'ID_CLIENTE' (found: 1, 1193, 5, 978300760; the first line looks like data: pass --no-header" in message
+    message = load_error(path)
+    assert "columns are separated by '::', not ','" in message and "--delimiter '::'" in message
+    message = load_error(path, delimiter="::", header=False, columns=ColumnMap(user="7", timestamp="4", item="2", rating="3"))
+    assert "line 1 has 4 columns, so no column 7 for the customer" in message
+    # Without a header the first data line is line 1.
+    message = load_error(path, delimiter="::", header=False, columns=ColumnMap(user="1", timestamp="4", item="2", rating="3"))
+    assert "line 1, column 4: date '978300760' does not match" in message and "--date-format unix" in message
+
+
+@pytest.mark.parametrize("delimiter", ["", "\n", '"'])
+def test_a_delimiter_that_cannot_separate_columns_is_refused(delimiter):
+    from recsys.errors import OptionError
+    from recsys.settings import RunOptions
+
+    with pytest.raises(OptionError, match="--delimiter must be"):
+        RunOptions(delimiter=delimiter)
 
 
 def test_semicolon_file_reads_with_the_delimiter_option(write_csv):

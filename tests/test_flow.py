@@ -321,22 +321,22 @@ def test_cli_run_publishes_and_prints_a_summary(prefect_test_harness, synthetic,
 
 
 def test_a_public_ratings_dataset_read_with_its_options_publishes_the_export_s_lists(prefect_test_harness, synthetic, tmp_path):
-    """The same redemptions shaped as MovieLens's ratings.csv (its own column names, integer ids,
-    seconds since 1970, ratings on a 0-4 scale) and read with --date-format unix --rating-scale 0-4
-    publish the lists the export in the company's format publishes (the same seed)."""
+    """The same redemptions shaped as MovieLens-1M's ratings.dat (no header row; customer, item,
+    rating, time separated by "::"; integer ids, seconds since 1970, ratings on a 0-4 scale) and read
+    with --no-header --delimiter :: --date-format unix --rating-scale 0-4 publish the lists the
+    export in the company's format publishes (the same seed)."""
     from recsys.cli.app import app
 
     frame = synthetic.frame
     seconds = frame["timestamp"].astype("int64") // 10**9
     ids = {name: code for code, name in enumerate(sorted(set(frame["item"])), start=1)}
-    ratings = pd.DataFrame({"userId": frame["user_id"], "movieId": frame["item"].map(ids),
-                            "rating": (frame["rating"] - 1).astype(float), "timestamp": seconds})
-    ratings.to_csv(tmp_path / "ratings.csv", index=False)
+    lines = [f"{u}::{ids[i]}::{float(r - 1)}::{t}" for u, i, r, t in zip(frame["user_id"], frame["item"], frame["rating"], seconds)]
+    (tmp_path / "ratings.dat").write_text("\n".join(lines) + "\n")
     export = tmp_path / "export.csv"
     export.write_text(csv_text([(u, export_date(t), str(ids[i]), str(r)) for u, i, t, r in frame.itertuples(index=False)]))
     common = ["--epochs", "2", "--ranking-epochs", "2", "--no-evaluate"]
-    public = ["--data", str(tmp_path / "ratings.csv"), "--user-column", "userId", "--item-column", "movieId",
-              "--time-column", "timestamp", "--rating-column", "rating", "--date-format", "unix", "--rating-scale", "0-4"]
+    public = ["--data", str(tmp_path / "ratings.dat"), "--no-header", "--delimiter", "::", "--date-format", "unix",
+              "--rating-scale", "0-4"]
     done = CliRunner().invoke(app, ["run", *public, "--output", str(tmp_path / "public"), *common])
     assert done.exit_code == 0, done.output
     assert "published lists for 120 of 120 customers (1,440 rows) over 40 items" in done.stdout

@@ -77,6 +77,7 @@ DbUrlOption = Annotated[
 # reading it and training the model.
 READ_OPTIONS = (
     "data", "user_column", "time_column", "item_column", "rating_column", "rating_scale", "date_format", "delimiter",
+    "header",
 )
 EVALUATE_OPTIONS = READ_OPTIONS + ("top_k", "candidates", "cold_start_days", "epochs", "ranking_epochs", "seed")
 

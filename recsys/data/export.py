@@ -13,6 +13,7 @@ another scale (half stars 0.5-5, 1-10), mapped linearly onto 1-5 and rounded to 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 _SNIFF_BYTES = 64 * 1024
+# The line of the file the table's first row comes from: 2 below a header, else 1 (errors name
+# lines as an editor shows them; set for the length of one read by ``load_interactions``).
+_LINE_OF_FIRST_ROW: ContextVar[int] = ContextVar("recsys_line_of_first_row", default=2)
+# What a delimiter of several characters ("::") is rewritten to, for the CSV reader's single one.
+_UNIT_SEPARATOR = "\x1f"
+_REPLACING_BLOCK_BYTES = 1 << 20
 _BLOCK_BYTES = 1 << 24  # CSV reader block: each block's columns get their own dictionaries
 
 
@@ -69,11 +76,14 @@ def load_interactions(
     date_format: str = "%m/%d/%Y %H:%M",
     delimiter: str = ",",
     rating_scale: tuple[float, float] | None = None,
+    header: bool = True,
     now: datetime | None = None,
 ) -> tuple[Interactions, LoadReport]:
     """Read a CSV or Parquet export into :class:`Interactions`, or raise ``DataError`` saying why not.
 
-    ``delimiter`` may be ``"tab"``; ``date_format`` may be ``"unix"`` (seconds since 1970, UTC);
+    ``delimiter`` may be ``"tab"`` or several characters (``"::"``); ``header=False`` reads a CSV
+    whose first line is data, its columns named by position ("1" is the first, see
+    ``HEADERLESS_COLUMNS``); ``date_format`` may be ``"unix"`` (seconds since 1970, UTC);
     ``rating_scale`` (lowest, highest) reads any rating in it and maps it onto 1-5 (None: whole
     numbers 1-5, the company's export). A file replaced or rewritten while it is read (a new night's
     export landing) raises ``ExportChanged``, which is worth reading again. Rows dated far
@@ -85,7 +95,13 @@ def load_interactions(
     _check_readable(path)
     before = _identity(path)
     try:
-        loaded = _read_export(path, columns, date_format, delimiter, rating_scale, now or datetime.now(timezone.utc))
+        line_of_first_row = _LINE_OF_FIRST_ROW.set(2 if header else 1)
+        try:
+            loaded = _read_export(
+                path, columns, date_format, delimiter, rating_scale, header, now or datetime.now(timezone.utc)
+            )
+        finally:
+            _LINE_OF_FIRST_ROW.reset(line_of_first_row)
     except DataError:
         _check_unchanged(path, before)  # a half-written file reads as bad input: say what happened
         raise
@@ -139,7 +155,7 @@ def _check_unchanged(path: Path, before: tuple[int, ...] | None) -> None:
 
 
 def _read_export(
-    path: Path, columns: ColumnMap, date_format: str, delimiter: str, rating_scale, now: datetime
+    path: Path, columns: ColumnMap, date_format: str, delimiter: str, rating_scale, header: bool, now: datetime
 ) -> tuple[Interactions, LoadReport]:
     head = _read_head(path)
     notes: list[str] = []
@@ -148,7 +164,7 @@ def _read_export(
     else:
         if b"\x00" in head:
             raise DataError(f"{path}: not a CSV file (it holds binary data)")
-        raw = _read_csv(path, head, columns, delimiter, notes)
+        raw = _read_csv(path, head, columns, delimiter, header, notes)
     table = _validate(raw, path, columns, date_format, rating_scale, notes)
     del raw
     rows_read = table.num_rows
@@ -201,10 +217,10 @@ def _set_aside_dates(table: "pa.Table", seconds: np.ndarray, path: Path, column:
     kept_from, kept_to = date_text(int(seconds.min())), date_text(int(seconds.max()))
     notes.append(
         f"{count:,} row{'s' if count > 1 else ''} dated far outside the export's span or in the future set aside "
-        f"(first at line {first + 2}: {first_date}); kept {kept_from} to {kept_to}"
+        f"(first at line {first + _LINE_OF_FIRST_ROW.get()}: {first_date}); kept {kept_from} to {kept_to}"
     )
     return table, seconds, {
-        "rows": count, "first_line": first + 2, "first_date": first_date, "kept_from": kept_from, "kept_to": kept_to,
+        "rows": count, "first_line": first + _LINE_OF_FIRST_ROW.get(), "first_date": first_date, "kept_from": kept_from, "kept_to": kept_to,
     }
 
 
@@ -241,7 +257,7 @@ def _read_head(path: Path) -> bytes:
         return handle.read(_SNIFF_BYTES)
 
 
-def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, notes: list[str]) -> "pa.Table":
+def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, header: bool, notes: list[str]) -> "pa.Table":
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -253,16 +269,21 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, notes
         notes.append("file is not UTF-8: read as Latin-1")
     if b"\r\n" in head:
         notes.append("Windows line endings accepted")
-    header_line = head.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf").rstrip(b"\r")
-    header = _split_header(header_line.decode(encoding, errors="replace"), delimiter)
-    _check_columns(path, header, columns, delimiter, header_line.decode(encoding, errors="replace"))
+    first_line = head.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf").rstrip(b"\r").decode(encoding, errors="replace")
+    fields = _split_line(first_line, delimiter)
+    names = fields if header else [str(position) for position in range(1, len(fields) + 1)]
+    _check_columns(path, names, columns, delimiter, first_line, header)
     try:
         table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(encoding=encoding, block_size=_BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
+            _source(path, delimiter),
+            read_options=pacsv.ReadOptions(
+                encoding=encoding, block_size=_BLOCK_BYTES, column_names=None if header else names
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter if len(delimiter) == 1 else _UNIT_SEPARATOR, newlines_in_values=False
+            ),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: _csv_type(name, columns) for name in header},
+                column_types={name: _csv_type(name, columns) for name in names},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -275,6 +296,45 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, notes
     if extra:
         notes.append("extra columns ignored: " + ", ".join(extra))
     return table.select(list(columns.required()))
+
+
+def _source(path: Path, delimiter: str):
+    """What the CSV reader reads: the file, or for a delimiter of several characters (MovieLens's
+    "::"), the file streamed with each of them rewritten to one the reader takes."""
+    if len(delimiter) == 1:
+        return path
+    return io.BufferedReader(_Replacing(path, delimiter.encode("utf-8"), _UNIT_SEPARATOR.encode()), 1 << 20)
+
+
+class _Replacing(io.RawIOBase):
+    """A binary file read with every ``old`` replaced by ``new``, a whole number of lines at a time
+    (``old`` holds no line break, so it never spans two lines)."""
+
+    def __init__(self, path: Path, old: bytes, new: bytes):
+        super().__init__()
+        self._file, self._old, self._new = open(path, "rb"), old, new
+        self._tail = self._ready = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._ready:
+            block = self._file.read(_REPLACING_BLOCK_BYTES)
+            if not block:
+                self._ready, self._tail = self._tail.replace(self._old, self._new), b""
+                break
+            text = self._tail + block
+            cut = text.rfind(b"\n") + 1
+            self._ready, self._tail = text[:cut].replace(self._old, self._new), text[cut:]
+        size = min(len(buffer), len(self._ready))
+        buffer[:size] = self._ready[:size]
+        self._ready = self._ready[size:]
+        return size
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def _csv_type(name: str, columns: ColumnMap) -> "pa.DataType":
@@ -307,26 +367,39 @@ def _is_utf8(path: Path) -> bool:
     return True
 
 
-def _split_header(line: str, delimiter: str) -> list[str]:
+def _split_line(line: str, delimiter: str) -> list[str]:
+    """The first line's fields, as the CSV reader will split them."""
     import csv
 
-    return [name.strip() for name in next(csv.reader([line], delimiter=delimiter))]
+    if len(delimiter) > 1:
+        line, delimiter = line.replace(delimiter, _UNIT_SEPARATOR), _UNIT_SEPARATOR
+    return [name.strip() for name in next(csv.reader([line], delimiter=delimiter), [])]
 
 
-def _check_columns(path: Path, header: list[str], columns: ColumnMap, delimiter: str, raw_header: str) -> None:
-    missing = [name for name in columns.required() if name not in header]
+def _check_columns(path: Path, names: list[str], columns: ColumnMap, delimiter: str, line: str, header: bool) -> None:
+    missing = [name for name in columns.required() if name not in names]
     if not missing:
         return
-    if len(header) == 1:
-        for other in (";", "\t", "|"):
-            if other != delimiter and other in raw_header:
+    if len(names) == 1:
+        for other in ("::", ";", "\t", "|"):
+            if other != delimiter and other in line:
                 shown = "tab" if other == "\t" else repr(other)
                 raise DataError(
                     f"{path}: line 1: columns are separated by {shown}, not {delimiter!r} "
                     f"(pass --delimiter {shown!s} to read it)"
                 )
-    found = ", ".join(header) if header else "none"
-    raise DataError(f"{path}: line 1: missing column {missing[0]!r} (found: {found})")
+    if not header:
+        role = dict(zip(columns.required(), ("customer", "time", "item", "rating")))[missing[0]]
+        raise DataError(
+            f"{path}: line 1 has {len(names)} columns, so no column {missing[0]} for the {role} "
+            f"(without a header, the column options are positions from 1 to {len(names)})"
+        )
+    found = ", ".join(names) if names else "none"
+    option = dict(zip(columns.required(), ("--user-column", "--time-column", "--item-column", "--rating-column")))
+    hint = f"; pass {option[missing[0]]} NAME if it has another name"
+    if any(re.fullmatch(_NUMBER, name) for name in names):  # a header's names are seldom plain numbers
+        hint = "; the first line looks like data: pass --no-header if the file has no header row"
+    raise DataError(f"{path}: line 1: missing column {missing[0]!r} (found: {found}{hint})")
 
 
 def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
@@ -616,8 +689,8 @@ def _text(values, row: int) -> str:
 
 def _fail(path: Path, row: int, column: str, problem: str, count: int = 1) -> None:
     more = f" ({count - 1:,} more rows like it)" if count > 1 else ""
-    # Line numbers count the header as line 1, as an editor or spreadsheet shows them.
-    raise DataError(f"{path}: line {row + 2}, column {column}: {problem}{more}")
+    # Line numbers are those an editor or spreadsheet shows (a header is line 1).
+    raise DataError(f"{path}: line {row + _LINE_OF_FIRST_ROW.get()}, column {column}: {problem}{more}")
 
 
 def _first_line(text: str) -> str:
