@@ -142,39 +142,3 @@ def test_no_prefect_telemetry_notice_on_a_first_run_in_a_terminal(tmp_path):
     text = _in_a_terminal(["schedule", "--data", str(sample), "--output", str(tmp_path / "out"), "--cron", "every night"], env)
     assert "is not a cron expression" in text, text  # Prefect was imported (its cron check)
     assert "anonymous usage" not in text and "telemetry" not in text, text
-
-
-# --- a machine's first run ------------------------------------------------------------------------
-
-SLOW_SERVER = """
-import os, time
-if os.environ.get("PREFECT__SERVER_EPHEMERAL") == "1":  # only in Prefect's temporary server
-    time.sleep({seconds})
-"""
-
-
-def test_a_first_run_waits_for_a_temporary_prefect_server_slower_than_prefects_default(tmp_path, synthetic):
-    """The README's first command on a fresh 2-core machine: the temporary Prefect server creates
-    and migrates its database before it answers, which took longer than Prefect's 20 s default and
-    failed the run. Here the server is held back 25 s at start-up (a sitecustomize that only
-    Prefect's server process acts on); the run waits for it and succeeds."""
-    from conftest import csv_text
-
-    data = tmp_path / "interactions.csv"
-    data.write_text(csv_text(synthetic.rows))
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SLOW_SERVER.format(seconds=25))
-    drop = ("PREFECT_API_URL", "RECSYS_DB_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(PREFECT_HOME=str(tmp_path / "fresh-home"),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])))
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "recsys.cli", "run", "--data", str(data), "--output", str(tmp_path / "out"),
-         "--epochs", "1", "--ranking-epochs", "1", "--no-evaluate"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "succeeded" in done.stdout
-    assert time.perf_counter() - started > 25  # the server was held back

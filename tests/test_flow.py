@@ -686,6 +686,11 @@ NOISE = re.compile(r"absl::InitializeLog|oneDNN|cudart|cuda drivers|TensorRT|^[I
 
 # What the terminal must not show besides (Prefect's task-state lines, from Dask workers too; its
 # telemetry notice; its temporary server stopping).
+SLOW_SERVER = """
+import os, time
+if os.environ.get("PREFECT__SERVER_EPHEMERAL") == "1":  # only in Prefect's temporary server
+    time.sleep({seconds})
+"""
 PREFECT_NOISE = re.compile(r"Finished in state|anonymous usage|telemetry|Stopping temporary server|temporary server")
 
 
@@ -705,9 +710,18 @@ def test_recsys_run_piped_prints_no_tensorflow_or_prefect_noise(prefect_test_har
     if server in ("session server", "dask workers"):
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     else:
-        # A fresh Prefect home: the temporary server migrates its database first (slow on a busy machine).
-        env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+        # The README's first command on a fresh 2-core machine: the temporary Prefect server creates
+        # and migrates its database before it answers, which took longer than Prefect's 20 s default
+        # and failed the run. Here the server is held back 25 s at start-up (a sitecustomize that
+        # only Prefect's server process acts on); the run waits for it and succeeds.
+        env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(SLOW_SERVER.format(seconds=25))
+        env.update(PREFECT_HOME=str(tmp_path / "fresh-home"),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])))
     output = tmp_path / "out"
+    started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "recsys.cli", "run", "--data", str(data), "--output", str(output), "--epochs", "1",
          "--ranking-epochs", "1", "--no-evaluate", *runner],
@@ -719,6 +733,8 @@ def test_recsys_run_piped_prints_no_tensorflow_or_prefect_noise(prefect_test_har
     assert not PREFECT_NOISE.search(done.stdout), done.stdout[-3000:]
     log = (output / "logs" / "recsys.log").read_text()
     assert "published" in log and not NOISE.search(log), log[:3000]
+    if server == "temporary server":
+        assert time.perf_counter() - started > 25  # the server was held back
 
 
 # --- links between the product's runs and Prefect's -----------------------------------------------------

@@ -151,17 +151,15 @@ def _diverge(monkeypatch, how: str) -> None:
         values = real(self, items, features)
         if how == "nan":
             return np.full_like(values, np.nan)
-        if how == "half nan":
-            return np.where((np.arange(len(values)) % 2 == 0)[:, None], np.nan, values)
-        if how == "inf":
-            return np.where(np.arange(values.shape[1]) == 0, np.inf, values)
         return values * 1e4  # blown up
 
     monkeypatch.setattr(Ranker, "scores", scores)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["nan", "half nan", "inf", "blown up"])
+# NaN through the real scorer, and scores blown far off the previous run's; the other broken
+# shapes (an infinite score, NaN in some lists) are test_broken_lists_fail's.
+@pytest.mark.parametrize("how", ["nan", "blown up"])
 def test_lists_that_fail_the_check_fail_the_run_and_replace_nothing(published, synthetic, tmp_path, monkeypatch, how):
     import shutil
 
