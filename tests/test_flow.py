@@ -686,18 +686,22 @@ NOISE = re.compile(r"absl::InitializeLog|oneDNN|cudart|cuda drivers|TensorRT|^[I
 
 # What the terminal must not show besides (Prefect's task-state lines, from Dask workers too; its
 # telemetry notice; its temporary server stopping).
+PREFECT_NOISE = re.compile(r"Finished in state|anonymous usage|telemetry|Stopping temporary server|temporary server")
+
+
+# A sitecustomize that holds back Prefect's temporary server at start-up (no other process acts on it).
 SLOW_SERVER = """
 import os, time
 if os.environ.get("PREFECT__SERVER_EPHEMERAL") == "1":  # only in Prefect's temporary server
     time.sleep({seconds})
 """
-PREFECT_NOISE = re.compile(r"Finished in state|anonymous usage|telemetry|Stopping temporary server|temporary server")
 
 
 @pytest.mark.parametrize("server", ["session server", "temporary server", "dask workers"])
 def test_recsys_run_piped_prints_no_tensorflow_or_prefect_noise(prefect_test_harness, synthetic, tmp_path, server):
     """`recsys run 2>&1 | cat`: the progress, the summary; no TensorFlow/absl start-up lines (C++
-    code writing to fd 2), in the output or in DIR/logs/recsys.log; no Prefect lines but warnings."""
+    code writing to fd 2), in the output or in DIR/logs/recsys.log; no Prefect lines but warnings.
+    The temporary-server case is also a machine's first run, its server slower than Prefect's default."""
     from prefect.settings import PREFECT_API_URL
 
     data = tmp_path / "interactions.csv"
