@@ -324,6 +324,31 @@ def test_families_prints_the_name_rule_families():
     assert len(oma) >= 2 and all(name.startswith("Bono restaurante Oma ") for name in oma)
 
 
+def test_families_reads_the_export_format_from_the_nightly_config(tmp_path):
+    """An export of another format, described once in the nightly job's config file: `recsys
+    families` (like `recsys evaluate`) reads it by --config alone, and ignores the [rules]."""
+    from recsys.cli.app import app
+
+    export = tmp_path / "export.txt"
+    export.write_text(
+        "shopper|when|what|stars\n"
+        "a|2024-01-02|Bono Oma 10|5\nb|2024-01-03|Bono Oma 20|4\nb|2024-01-04|Cine 2D|3\n"
+    )
+    config = tmp_path / "nightly.toml"
+    config.write_text(
+        f'[run]\ndata = "{export}"\ndelimiter = "|"\nuser-column = "shopper"\ntime-column = "when"\n'
+        'item-column = "what"\nrating-column = "stars"\ndate-format = "%Y-%m-%d"\noutput = "elsewhere"\n'
+        '[rules]\nblocklist = ["Cine 2D"]\n'
+    )
+    result = CliRunner().invoke(app, ["families", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    families = {row["family"]: sorted(row["names"]) for row in json.loads(result.output)}
+    assert families == {"bono oma": ["Bono Oma 10", "Bono Oma 20"], "cine 2d": ["Cine 2D"]}
+    # Without the file the same export is refused, saying which option reads it.
+    result = CliRunner().invoke(app, ["families", "--data", str(export)])
+    assert result.exit_code == 1 and "--delimiter '|'" in result.output
+
+
 # --- the real export, when it is here ---------------------------------------------------------------
 
 

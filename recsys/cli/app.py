@@ -80,6 +80,12 @@ READ_OPTIONS = (
     "header",
 )
 EVALUATE_OPTIONS = READ_OPTIONS + ("top_k", "candidates", "cold_start_days", "epochs", "ranking_epochs", "seed")
+# The same config file as `recsys run` (its [run] section), for the commands that only read an
+# export: the nightly job's column names and formats need not be typed again.
+READ_CONFIG_HELP = (
+    "Config file of `recsys run` (TOML): its [run] options that this command has are used (the command "
+    "line overrides them); [rules] is not applied here."
+)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -112,11 +118,12 @@ def _db_url_in_environment(options: RunOptions):
             os.environ[DB_URL_ENV] = before
 
 
-def with_run_options(only: tuple[str, ...] | None = None):
+def with_run_options(only: tuple[str, ...] | None = None, helps: dict[str, str] | None = None):
     """Give a command every field of :class:`RunOptions` (or those in ``only``) as an option.
 
     The command receives them as one ``options: RunOptions`` argument; its other parameters stay
-    its own. An option given an impossible value is refused in one line.
+    its own. ``helps`` replaces an option's help text for this command. An option given an
+    impossible value is refused in one line.
     """
     hints = typing.get_type_hints(RunOptions)
     specs = [spec for spec in dataclasses.fields(RunOptions) if only is None or spec.name in only]
@@ -138,7 +145,7 @@ def with_run_options(only: tuple[str, ...] | None = None):
             limits = {key: value for key, value in limits.items() if value is not None}
             annotation = Annotated[
                 Optional[kind] if optional else kind,
-                typer.Option(*flags, help=meta["help"], envvar=meta["env"], **limits),
+                typer.Option(*flags, help=(helps or {}).get(spec.name, meta["help"]), envvar=meta["env"], **limits),
             ]
             parameters.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=spec.default, annotation=annotation))
         parameters += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
@@ -317,7 +324,7 @@ def lookup(
 
 
 @app.command("evaluate")
-@with_run_options(only=EVALUATE_OPTIONS)
+@with_run_options(only=EVALUATE_OPTIONS + ("config",), helps={"config": READ_CONFIG_HELP})
 def evaluate_command(
     options: RunOptions,
     split: Annotated[str, typer.Option(help="'test' (the temporal holdout) or 'validation' (carved from its training part).")] = "test",
@@ -346,7 +353,7 @@ def evaluate_command(
 
 
 @app.command()
-@with_run_options(only=READ_OPTIONS)
+@with_run_options(only=READ_OPTIONS + ("config",), helps={"config": READ_CONFIG_HELP})
 def families(
     options: RunOptions,
     catalogue: Annotated[
