@@ -270,6 +270,21 @@ def test_an_ensemble_of_shapes_scores_the_mean_of_their_keras_logits():
     np.testing.assert_allclose(numpy[valid], expected[valid], rtol=1e-4, atol=1e-4)
 
 
+def test_the_ranker_trains_every_epoch_in_one_pass_and_reports_each_one():
+    """The epochs run as one pass over repeated batches: the optimiser takes epochs x batches
+    steps (the last batch of each epoch partial), and progress is reported once per epoch, in order."""
+    from recsys.models.ranking import _fit, ranking_epochs_for
+    from recsys.settings import RankerConfig
+
+    lists = _planted_lists(n=150)  # 3 batches of 64 per epoch, the last one of 22 lists
+    settings = ModelSettings(ranking_steps=40)
+    epochs = ranking_epochs_for(150, 40)
+    calls = []
+    shape = _fit(lists, RankerConfig(None, hidden=0, l2=1e-3), settings, seed=0, epochs=None, progress=lambda *c: calls.append(c))
+    assert epochs == 14 and calls == [(done, epochs) for done in range(1, epochs + 1)]
+    assert int(shape.models[0].optimizer.iterations.numpy()) == epochs * 3
+
+
 def test_the_ranker_is_chosen_among_shapes_and_their_ensemble_on_held_out_lists():
     from recsys.models.ranking import list_ndcg, train_ranking
     from recsys.settings import RankerConfig
