@@ -196,7 +196,10 @@ def test_a_ten_point_scale_maps_onto_five_stars(write_csv):
 def test_a_public_dataset_without_the_options_is_told_which_options_read_it(write_csv):
     path = write_csv([("1", "31", "2.5", "1260759144")], header=ML_HEADER)
     message = load_error(path)
-    assert "missing column 'ID_CLIENTE' (found: userId, movieId, rating, timestamp; pass --user-column NAME" in message
+    assert (
+        "missing column 'ID_CLIENTE' (found: userId, movieId, rating, timestamp; pass --user-column userId "
+        "--time-column timestamp --item-column movieId --rating-column rating to read it)"
+    ) in message
     message = load_error(path, columns=ML_COLUMNS)
     assert "line 2, column timestamp: date '1260759144' does not match" in message and "--date-format unix" in message
     message = load_error(path, columns=ML_COLUMNS, date_format="unix")
@@ -439,6 +442,66 @@ def test_missing_column(write_csv):
     message = load_error(write_csv([r[:3] for r in GOOD], header=header))
     assert "line 1" in message
     assert "CALIFICACION" in message
+
+
+def _given(options: str) -> dict:
+    """The keyword arguments of ``load_interactions`` that a hint's options stand for."""
+    values = dict(re.findall(r"--([a-z-]+) ('[^']*'|\S+)", options))
+    values = {key: value.strip("'") for key, value in values.items()}
+    columns = ColumnMap(
+        user=values.pop("user-column"), timestamp=values.pop("time-column"),
+        item=values.pop("item-column"), rating=values.pop("rating-column"),
+    )
+    return {"columns": columns, **({"date_format": values.pop("date-format")} if "date-format" in values else {})}
+
+
+def test_a_header_of_other_names_is_told_the_column_options_that_read_it(write_csv, tmp_path):
+    """userId/movieId/rating/timestamp (MovieLens) or user_id/item/... : the error gives the four
+    options, and those options read the file (the same hint for Parquet)."""
+    rows = [("7", "1/30/2021 13:30", "Spa", "5"), ("8", "2/3/2021 9:05", "Cine", "4")]
+    path = write_csv([(u, i, r, t) for u, t, i, r in rows], header=("User_ID", "Product", "Stars", "Date"))
+    message = load_error(path)
+    hint = re.search(r"; pass (.*) to read it\)$", message)
+    assert hint and hint.group(1) == "--user-column User_ID --time-column Date --item-column Product --rating-column Stars"
+    frame, _ = load_frame(path, **_given(hint.group(1)))
+    assert frame["user_id"].tolist() == ["7", "8"] and frame["item"].tolist() == ["Spa", "Cine"]
+    parquet = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"customer_id": ["7"], "time": ["1/30/2021 13:30"], "title": ["Spa"], "score": ["5"]}), parquet)
+    assert "pass --user-column customer_id --time-column time --item-column title --rating-column score" in load_error(parquet)
+    # Two columns that could be the customer: no guess, the option to name it.
+    path = write_csv([(u, u, t, i, r) for u, t, i, r in rows], name="two.csv", header=("user", "customer", "time", "item", "rating"))
+    message = load_error(path)
+    assert "pass --user-column NAME if it has another name" in message and "--time-column" not in message
+
+
+@pytest.mark.parametrize(
+    ("dates", "formats"),
+    [
+        (("2021-01-30T13:30:00Z", "2021-02-03T09:05:00Z"), ["%Y-%m-%dT%H:%M:%SZ"]),
+        (("2021-01-30 13:30:00+02:00", "2021-02-03 09:05:00+02:00"), ["%Y-%m-%d %H:%M:%S%z"]),
+        (("30.01.2021", "03.02.2021"), ["%d.%m.%Y"]),
+        (("13/01/2021 10:00", "03/02/2021 09:05"), ["%d/%m/%Y %H:%M"]),  # day 13: day first
+        (("01/02/2021", "03/02/2021"), ["%m/%d/%Y", "%d/%m/%Y"]),  # either: both offered
+        (("yesterday", "today"), []),
+    ],
+)
+def test_dates_in_another_format_are_told_the_date_format_that_reads_them(write_csv, dates, formats):
+    path = write_csv([("1", dates[0], "Spa", "5"), ("2", dates[1], "Cine", "4")])
+    message = load_error(path)
+    offered = re.findall(r"'(%[^']*)'", message.split("(pass --date-format ", 1)[-1]) if formats else []
+    assert offered == formats, message
+    if not formats:
+        assert "--date-format" not in message
+    for date_format in formats:  # each offered format reads the file
+        frame, _ = load_frame(path, date_format=date_format)
+        assert len(frame) == 2
+
+
+def test_one_bad_date_among_good_ones_gets_no_format_hint(write_csv):
+    """The hint must read the good rows too: a typo among dates of the right format is no reason
+    to offer another format."""
+    message = load_error(write_csv(rows_with(4, "FECHA_INTERACCION", "2021-02-03")))
+    assert "does not match the format '%m/%d/%Y %H:%M'" in message and "pass --date-format" not in message
 
 
 def test_semicolon_delimiter(write_csv):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recsys.data.dates import date_text, dates_outside
+from recsys.data.hints import column_options, date_format_hint
 from recsys.data.interactions import Interactions, sorted_codes
 from recsys.errors import DataError, ExportChanged
 from recsys.settings import ColumnMap
@@ -395,11 +396,21 @@ def _check_columns(path: Path, names: list[str], columns: ColumnMap, delimiter: 
             f"(without a header, the column options are positions from 1 to {len(names)})"
         )
     found = ", ".join(names) if names else "none"
-    option = dict(zip(columns.required(), ("--user-column", "--time-column", "--item-column", "--rating-column")))
-    hint = f"; pass {option[missing[0]]} NAME if it has another name"
+    hint = _missing_hint(names, columns, missing)
     if any(re.fullmatch(_NUMBER, name) for name in names):  # a header's names are seldom plain numbers
         hint = "; the first line looks like data: pass --no-header if the file has no header row"
     raise DataError(f"{path}: line 1: missing column {missing[0]!r} (found: {found}{hint})")
+
+
+def _missing_hint(names: list[str], columns: ColumnMap, missing: list[str]) -> str:
+    """"; pass --user-column userId ..." when the header names a column for every missing one,
+    else how to name the first."""
+    roles = dict(zip(columns.required(), ("user", "timestamp", "item", "rating")))
+    options = column_options([name for name in names if name not in columns.required()], [roles[m] for m in missing])
+    if options:
+        return f"; pass {options} to read it"
+    option = dict(zip(columns.required(), ("--user-column", "--time-column", "--item-column", "--rating-column")))
+    return f"; pass {option[missing[0]]} NAME if it has another name"
 
 
 def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
@@ -412,7 +423,8 @@ def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
         raise DataError(f"{path}: not a readable Parquet file: {_first_line(str(exc))}") from None
     missing = [name for name in columns.required() if name not in table.column_names]
     if missing:
-        raise DataError(f"{path}: missing column {missing[0]!r} (found: {', '.join(table.column_names)})")
+        hint = _missing_hint(table.column_names, columns, missing)
+        raise DataError(f"{path}: missing column {missing[0]!r} (found: {', '.join(table.column_names)}{hint})")
     if table.num_rows == 0:
         raise DataError(f"{path}: has no rows")
     allowed = {
@@ -611,7 +623,10 @@ def _parse_times(values, path: Path, column: str, date_format: str):
     if count:
         row = _first(bad)
         text = _text(values, row)
-        hint = " (pass --date-format unix if it counts seconds since 1970)" if re.match(_NUMBER, text.strip()) else ""
+        if re.match(_NUMBER, text.strip()):
+            hint = " (pass --date-format unix if it counts seconds since 1970)"
+        else:
+            hint = date_format_hint(values, bad)
         _fail(path, row, column, f"date {text!r} does not match the format {date_format!r}{hint}", count)
     return parsed
 
