@@ -573,6 +573,42 @@ def test_parquet_missing_column(tmp_path):
     assert "NOMBRE_CORTO_DE_EXPERIENCIA" in load_error(path)
 
 
+@pytest.mark.parametrize("module", ["gzip", "bz2", "lzma"])
+def test_a_compressed_csv_reads_as_the_plain_file(write_csv, tmp_path, module):
+    """gzip, bzip2 and xz exports are known by their first bytes, whatever their name; MovieLens's
+    ratings.dat compressed, with its two-character separator, too."""
+    import importlib
+
+    compress = importlib.import_module(module).compress
+    plain = write_csv(GOOD)
+    packed = tmp_path / "export.csv.packed"
+    packed.write_bytes(compress(plain.read_bytes()))
+    expected, report = load_frame(plain)
+    frame, packed_report = load_frame(packed)
+    pd.testing.assert_frame_equal(frame, expected)
+    assert packed_report.rows == report.rows
+    dat = headerless(tmp_path, "::")
+    packed_dat = tmp_path / "ratings.dat.gz"
+    packed_dat.write_bytes(importlib.import_module(module).compress(dat.read_bytes()))
+    from recsys.settings import HEADERLESS_COLUMNS
+
+    read = {"columns": HEADERLESS_COLUMNS, "header": False, "delimiter": "::", "date_format": "unix"}
+    frame, _ = load_frame(packed_dat, **read)
+    assert len(frame) == 4
+    pd.testing.assert_frame_equal(frame, load_frame(dat, **read)[0])
+
+
+def test_a_truncated_compressed_csv_is_refused_in_one_line(write_csv, tmp_path):
+    import gzip
+
+    rows = [(str(n), "1/30/2021 13:30", f"Experiencia {n % 97}", "5") for n in range(20000)]
+    whole = gzip.compress(write_csv(rows).read_bytes())
+    for cut in (20, len(whole) // 2):  # within the head the reader sniffs, and past it
+        path = tmp_path / f"cut{cut}.csv.gz"
+        path.write_bytes(whole[:cut])
+        assert "a compressed file that cannot be read" in load_error(path)
+
+
 def test_truncated_parquet(tmp_path):
     good = tmp_path / "good.parquet"
     pq.write_table(pa.table({name: pa.array([row[i] for row in GOOD]) for i, name in enumerate(HEADER)}), good)

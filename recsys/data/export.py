@@ -253,9 +253,33 @@ def _check_readable(path: Path) -> None:
         raise DataError(f"{path}: the file is empty")
 
 
-def _read_head(path: Path) -> bytes:
+# Compressed CSV exports, known by their first bytes (whatever the file is called).
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "lzma"}
+
+
+def _compression(path: Path) -> str | None:
+    """The standard-library module that decompresses ``path`` (gzip, bz2, lzma), or None."""
     with open(path, "rb") as handle:
-        return handle.read(_SNIFF_BYTES)
+        start = handle.read(6)
+    return next((module for magic, module in _COMPRESSED.items() if start.startswith(magic)), None)
+
+
+def _open(path: Path):
+    """The file's bytes as a binary file object, decompressed when the file is compressed."""
+    module = _compression(path)
+    if module is None:
+        return open(path, "rb")
+    import importlib
+
+    return importlib.import_module(module).open(path, "rb")
+
+
+def _read_head(path: Path) -> bytes:
+    with _open(path) as handle:
+        try:
+            return handle.read(_SNIFF_BYTES)
+        except (OSError, EOFError) as exc:  # a truncated or corrupt compressed file
+            raise DataError(f"{path}: a compressed file that cannot be read ({exc})") from None
 
 
 def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, header: bool, notes: list[str]) -> "pa.Table":
@@ -303,7 +327,7 @@ def _source(path: Path, delimiter: str):
     """What the CSV reader reads: the file, or for a delimiter of several characters (MovieLens's
     "::"), the file streamed with each of them rewritten to one the reader takes."""
     if len(delimiter) == 1:
-        return path
+        return path if _compression(path) is None else _open(path)
     return io.BufferedReader(_Replacing(path, delimiter.encode("utf-8"), _UNIT_SEPARATOR.encode()), 1 << 20)
 
 
@@ -313,7 +337,7 @@ class _Replacing(io.RawIOBase):
 
     def __init__(self, path: Path, old: bytes, new: bytes):
         super().__init__()
-        self._file, self._old, self._new = open(path, "rb"), old, new
+        self._file, self._old, self._new = _open(path), old, new
         self._tail = self._ready = b""
 
     def readable(self) -> bool:
@@ -358,13 +382,15 @@ def _is_utf8(path: Path) -> bool:
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         try:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 decoder.decode(block)
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return False
+        except (OSError, EOFError) as exc:  # a compressed file truncated or corrupt past its start
+            raise DataError(f"{path}: a compressed file that cannot be read ({exc})") from None
     return True
 
 
