@@ -46,9 +46,17 @@ class ColumnMap:
     item: str = "NOMBRE_CORTO_DE_EXPERIENCIA"
     rating: str = "CALIFICACION"
 
-    def required(self) -> tuple[str, str, str, str]:
-        """The four column names in the order errors report them."""
-        return (self.user, self.timestamp, self.item, self.rating)
+    def required(self) -> tuple[str, ...]:
+        """The column names read, in the order errors report them (customer, time, item, rating;
+        no rating with ``rating=NO_RATING``)."""
+        names = (self.user, self.timestamp, self.item, self.rating)
+        return names[:3] if self.rating == NO_RATING else names
+
+
+# ``--rating-column none``: an export of interactions without ratings (clicks, purchases); every
+# row counts as a rating of ``UNRATED``, so the ratings say nothing and nothing else changes.
+NO_RATING = "none"
+UNRATED = 5
 
 
 # A file without a header row: its columns are named by position, in the order of MovieLens's
@@ -100,7 +108,9 @@ class RunOptions:
     user_column: str = option(ColumnMap.user, "Column holding the customer id.")
     time_column: str = option(ColumnMap.timestamp, "Column holding the interaction time.")
     item_column: str = option(ColumnMap.item, "Column holding the item name.")
-    rating_column: str = option(ColumnMap.rating, "Column holding the 1-5 rating.")
+    rating_column: str = option(
+        ColumnMap.rating, "Column holding the 1-5 rating, or 'none' for an export without ratings (clicks, purchases)."
+    )
     rating_scale: str | None = option(
         None,
         "Scale of another export's ratings, LOW-HIGH (e.g. 0.5-5, 1-10): any number in it is read and "

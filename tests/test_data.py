@@ -504,6 +504,29 @@ def test_one_bad_date_among_good_ones_gets_no_format_hint(write_csv):
     assert "does not match the format '%m/%d/%Y %H:%M'" in message and "pass --date-format" not in message
 
 
+def test_an_export_without_ratings_reads_with_rating_column_none(write_csv, tmp_path):
+    """Clicks or purchases without a rating: refused with the option to type, then read with
+    every row as a rating of 5, from a CSV, a Parquet file and a headerless file."""
+    from recsys.settings import NO_RATING, RunOptions
+
+    path = write_csv([row[:3] for row in GOOD], header=HEADER[:3])
+    message = load_error(path)
+    assert "missing column 'CALIFICACION'" in message and "pass --rating-column none to read it without ratings" in message
+    columns = ColumnMap(rating=NO_RATING)
+    frame, report = load_frame(path, columns=columns)
+    expected, _ = load_frame(write_csv(GOOD, name="rated.csv"))
+    pd.testing.assert_frame_equal(frame.drop(columns="rating"), expected.drop(columns="rating"))
+    assert frame["rating"].tolist() == [5] * len(GOOD) and "no rating column: every row counts as a rating of 5" in report.notes
+    parquet = tmp_path / "clicks.parquet"
+    pq.write_table(pa.table({name: [row[i] for row in GOOD] for i, name in enumerate(HEADER[:3])}), parquet)
+    pd.testing.assert_frame_equal(load_frame(parquet, columns=columns)[0], frame)
+    headerless_clicks = tmp_path / "clicks.txt"
+    headerless_clicks.write_text("u1\tSpa\t1609495200\nu2\tCine\t1609498800\n")
+    options = RunOptions(data=headerless_clicks, header=False, delimiter="tab", date_format="unix", time_column="3", rating_column="none")
+    frame, _ = load_frame(headerless_clicks, **dict(zip(("columns", "date_format", "delimiter", "rating_scale", "header"), options.export_format)))
+    assert frame["item"].tolist() == ["Spa", "Cine"] and frame["rating"].tolist() == [5, 5]
+
+
 def test_semicolon_delimiter(write_csv):
     message = load_error(write_csv(GOOD, delimiter=";"))
     assert "line 1" in message

@@ -29,7 +29,7 @@ from recsys.data.dates import date_text, dates_outside
 from recsys.data.hints import column_options, date_format_hint
 from recsys.data.interactions import Interactions, sorted_codes
 from recsys.errors import DataError, ExportChanged
-from recsys.settings import ColumnMap
+from recsys.settings import NO_RATING, UNRATED, ColumnMap
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -433,6 +433,8 @@ def _missing_hint(names: list[str], columns: ColumnMap, missing: list[str]) -> s
     else how to name the first."""
     roles = dict(zip(columns.required(), ("user", "timestamp", "item", "rating")))
     options = column_options([name for name in names if name not in columns.required()], [roles[m] for m in missing])
+    if options and options.endswith("--rating-column none"):
+        return f"; pass {options} to read it without ratings, or name its rating column with --rating-column NAME"
     if options:
         return f"; pass {options} to read it"
     option = dict(zip(columns.required(), ("--user-column", "--time-column", "--item-column", "--rating-column")))
@@ -463,6 +465,8 @@ def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
         columns.rating: (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_large_string),
     }
     for name, checks in allowed.items():
+        if name not in columns.required():
+            continue
         column = table.column(name)
         if not any(check(column.type) for check in checks):
             raise DataError(f"{path}: column {name!r} has type {column.type}, which cannot hold this field")
@@ -497,7 +501,11 @@ def _validate(raw: "pa.Table", path: Path, columns: ColumnMap, date_format: str,
     if stripped:
         notes.append(f"surrounding spaces stripped from {stripped:,} item names")
     timestamps = _parse_times(raw.column(columns.timestamp), path, columns.timestamp, date_format)
-    ratings = _parse_ratings(raw.column(columns.rating), path, columns.rating, rating_scale)
+    if columns.rating == NO_RATING:
+        ratings = pa.repeat(pa.scalar(UNRATED, pa.int8()), raw.num_rows)
+        notes.append(f"no rating column: every row counts as a rating of {UNRATED}")
+    else:
+        ratings = _parse_ratings(raw.column(columns.rating), path, columns.rating, rating_scale)
     return pa.table({"user_id": users, "item": items, "timestamp": timestamps, "rating": ratings})
 
 

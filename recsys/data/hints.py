@@ -50,11 +50,15 @@ def _key(name: str) -> str:
 
 def column_options(found: list[str], missing_roles: list[str]) -> str | None:
     """The options that name, among ``found``, a column for each role in ``missing_roles``
-    ("--user-column userId --item-column movieId"), or None unless every role has exactly one."""
+    ("--user-column userId --item-column movieId"; "--rating-column none" when no column looks
+    like a rating), or None unless every other role has exactly one."""
     taken: set[str] = set()
     parts = []
     for role in missing_roles:
         matches = [name for name in found if _key(name) in ROLE_NAMES[role] and name not in taken]
+        if role == "rating" and not matches:
+            parts.append(f"{OPTIONS[role]} none")
+            continue
         if len(matches) != 1:
             return None
         taken.add(matches[0])
