@@ -368,7 +368,7 @@ def test_bad_row_in_a_later_reader_block_is_found(write_csv, monkeypatch):
     monkeypatch.setattr(data, "_BLOCK_BYTES", 512)
     message = load_error(write_csv(rows))
     assert "line 302, column CALIFICACION: rating '7'" in message
-    assert "(1 more rows like it)" in message
+    assert "(1 more row like it)" in message
 
 
 # --- accepted quirks ------------------------------------------------------------------------------
@@ -497,6 +497,35 @@ def test_dates_in_another_format_are_told_the_date_format_that_reads_them(write_
         assert len(frame) == 2
 
 
+def test_an_empty_date_is_said_to_be_empty_and_a_compact_day_gets_its_format(write_csv):
+    """An empty date is named as such (no format would read it, and the one in use must not be
+    offered); 20210130 is a day, not seconds since 1970."""
+    message = load_error(write_csv(rows_with(3, "FECHA_INTERACCION", "")))
+    assert "line 3, column FECHA_INTERACCION: empty date" in message and "--date-format" not in message
+    iso = [("1", "2021-01-30 13:30:00", "Spa", "5"), ("2", "", "Cine", "4"), ("3", "2021-02-01 10:00:00", "Spa", "3")]
+    message = load_error(write_csv(iso, name="iso.csv"), date_format="%Y-%m-%d %H:%M:%S")
+    assert "line 3, column FECHA_INTERACCION: empty date" in message and "pass --date-format" not in message
+    compact = write_csv([("1", "20210130", "Spa", "5"), ("2", "20210203", "Cine", "4")], name="compact.csv")
+    assert "(pass --date-format '%Y%m%d' to read it)" in load_error(compact)
+    assert load_frame(compact, date_format="%Y%m%d")[0]["timestamp"].tolist() == [pd.Timestamp("2021-01-30"), pd.Timestamp("2021-02-03")]
+
+
+def test_padded_header_names_read_by_the_names_the_hint_gives(tmp_path):
+    """"userId, movieId, rating, timestamp": the hint's stripped names read the file."""
+    path = tmp_path / "padded.csv"
+    path.write_text("userId, movieId, rating, timestamp\n1, 31, 2.5, 1260759144\n2, 10, 4, 1260759200\n")
+    message = load_error(path)
+    hint = re.search(r"; pass (.*) to read it\)$", message)
+    assert hint, message
+    frame, _ = load_frame(path, **_given(hint.group(1)), date_format="unix", rating_scale=(0.5, 5.0))
+    assert frame["item"].tolist() == ["31", "10"] and frame["rating"].tolist() == [3, 4]
+
+
+def test_a_column_named_twice_in_the_header_is_refused_in_one_line(write_csv):
+    message = load_error(write_csv([r + ("9",) for r in GOOD], header=HEADER + ("ID_CLIENTE",)))
+    assert "line 1: column 'ID_CLIENTE' appears 2 times in the header" in message
+
+
 def test_one_bad_date_among_good_ones_gets_no_format_hint(write_csv):
     """The hint must read the good rows too: a typo among dates of the right format is no reason
     to offer another format."""
@@ -559,7 +588,7 @@ def test_several_bad_rows_report_the_first_and_the_count(write_csv):
     rows[3] = rows[3][:3] + ("9",)  # line 5 too
     message = load_error(write_csv(rows))
     assert "line 3, column CALIFICACION" in message
-    assert "1 more rows like it" in message
+    assert "1 more row like it" in message
 
 
 def test_binary_file(tmp_path):
@@ -630,6 +659,25 @@ def test_a_truncated_compressed_csv_is_refused_in_one_line(write_csv, tmp_path):
         path = tmp_path / f"cut{cut}.csv.gz"
         path.write_bytes(whole[:cut])
         assert "a compressed file that cannot be read" in load_error(path)
+
+
+def test_a_compressed_latin1_csv_corrupt_past_its_head_is_refused_in_one_line(tmp_path):
+    """Latin-1 stops the UTF-8 scan early, so the corruption is met by the CSV reader itself."""
+    import gzip
+
+    lines = ["ID_CLIENTE,FECHA_INTERACCION,NOMBRE_CORTO_DE_EXPERIENCIA,CALIFICACION", "1,1/30/2021 13:30,Café,5"]
+    lines += [f"{n},1/30/2021 13:30,Experiencia {n * 7919 % 100003},5" for n in range(60000)]
+    whole = gzip.compress("\n".join(lines).encode("latin-1"))
+    for name, data in (("cut.csv.gz", whole[: len(whole) * 2 // 3]), ("crc.csv.gz", whole[:-8] + b"\0" * 8)):
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert "a compressed file that cannot be read" in load_error(path)
+
+
+@pytest.mark.parametrize("name", ["export.csv.gz", "export.csv.bz2"])
+def test_a_plain_csv_named_as_compressed_reads_as_plain(write_csv, name):
+    frame, _ = load_frame(write_csv(GOOD, name=name))
+    pd.testing.assert_frame_equal(frame, load_frame(write_csv(GOOD))[0])
 
 
 def test_truncated_parquet(tmp_path):

@@ -344,6 +344,14 @@ def test_families_reads_the_export_format_from_the_nightly_config(tmp_path):
     assert result.exit_code == 0, result.output
     families = {row["family"]: sorted(row["names"]) for row in json.loads(result.output)}
     assert families == {"bono oma": ["Bono Oma 10", "Bono Oma 20"], "cine 2d": ["Cine 2D"]}
+    # The config's catalogue is read too: its family column overrides the name rule.
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text("item,family\nCine 2D,bono oma\n")
+    config.write_text(config.read_text().replace("[rules]", f'catalogue = "{catalogue}"\n[rules]'))
+    result = CliRunner().invoke(app, ["families", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    families = {row["family"]: sorted(row["names"]) for row in json.loads(result.output)}
+    assert families == {"bono oma": ["Bono Oma 10", "Bono Oma 20", "Cine 2D"]}
     # Without the file the same export is refused, saying which option reads it.
     result = CliRunner().invoke(app, ["families", "--data", str(export)])
     assert result.exit_code == 1 and "--delimiter '|'" in result.output

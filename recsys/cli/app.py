@@ -353,12 +353,12 @@ def evaluate_command(
 
 
 @app.command()
-@with_run_options(only=READ_OPTIONS + ("config",), helps={"config": READ_CONFIG_HELP})
+@with_run_options(
+    only=READ_OPTIONS + ("config", "catalogue"),
+    helps={"config": READ_CONFIG_HELP, "catalogue": "Catalogue whose family column overrides the name rule."},
+)
 def families(
     options: RunOptions,
-    catalogue: Annotated[
-        Optional[Path], typer.Option(help="Catalogue whose family column overrides the name rule.")
-    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Print the families of an export's items (family, how many items, their names).
@@ -374,7 +374,7 @@ def families(
 
     try:
         interactions, _ = load_interactions(options.data, *options.export_format)
-        table = family_table(interactions, read_catalogue(catalogue) if catalogue else None)
+        table = family_table(interactions, read_catalogue(options.catalogue) if options.catalogue else None)
     except RecsysError as exc:
         _fail(str(exc))
     if as_json:

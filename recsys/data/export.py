@@ -264,6 +264,13 @@ def _compression(path: Path) -> str | None:
     return next((module for magic, module in _COMPRESSED.items() if start.startswith(magic)), None)
 
 
+def _native(path: Path):
+    """The plain file as Arrow's own input stream (read without the Python layer)."""
+    import pyarrow as pa
+
+    return pa.OSFile(str(path), "rb")
+
+
 def _open(path: Path):
     """The file's bytes as a binary file object, decompressed when the file is compressed."""
     module = _compression(path)
@@ -299,22 +306,13 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, heade
     names = fields if header else [str(position) for position in range(1, len(fields) + 1)]
     _check_columns(path, names, columns, delimiter, first_line, header)
     try:
-        table = pacsv.read_csv(
-            _source(path, delimiter),
-            read_options=pacsv.ReadOptions(
-                encoding=encoding, block_size=_BLOCK_BYTES, column_names=None if header else names
-            ),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter if len(delimiter) == 1 else _UNIT_SEPARATOR, newlines_in_values=False
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: _csv_type(name, columns) for name in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
+        with _source(path, delimiter) as source:
+            table = _read_csv_table(source, names, columns, encoding, delimiter, header)
     except pa.ArrowInvalid as exc:
         raise DataError(f"{path}: not a well-formed CSV file: {_first_line(str(exc))}") from None
+    except (OSError, EOFError) as exc:  # a compressed file corrupt past the part read before
+        what = "a compressed file that cannot be read" if _compression(path) else "cannot be read"
+        raise DataError(f"{path}: {what} ({exc})") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: has a header but no rows")
     extra = [name for name in table.column_names if name not in columns.required()]
@@ -323,11 +321,33 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, heade
     return table.select(list(columns.required()))
 
 
+def _read_csv_table(source, names: list[str], columns: ColumnMap, encoding: str, delimiter: str, header: bool):
+    import pyarrow.csv as pacsv
+
+    # The columns are named as the header check read them (surrounding spaces stripped), so the
+    # names a hint or an option gives are the names the table has; the header line is skipped.
+    return pacsv.read_csv(
+        source,
+        read_options=pacsv.ReadOptions(
+            encoding=encoding, block_size=_BLOCK_BYTES, column_names=names, skip_rows=1 if header else 0
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter if len(delimiter) == 1 else _UNIT_SEPARATOR, newlines_in_values=False
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: _csv_type(name, columns) for name in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
 def _source(path: Path, delimiter: str):
     """What the CSV reader reads: the file, or for a delimiter of several characters (MovieLens's
     "::"), the file streamed with each of them rewritten to one the reader takes."""
     if len(delimiter) == 1:
-        return path if _compression(path) is None else _open(path)
+        # An open file, never the path: the reader would guess a compression from the name.
+        return _native(path) if _compression(path) is None else _open(path)
     return io.BufferedReader(_Replacing(path, delimiter.encode("utf-8"), _UNIT_SEPARATOR.encode()), 1 << 20)
 
 
@@ -404,6 +424,9 @@ def _split_line(line: str, delimiter: str) -> list[str]:
 
 
 def _check_columns(path: Path, names: list[str], columns: ColumnMap, delimiter: str, line: str, header: bool) -> None:
+    twice = next((name for name in columns.required() if names.count(name) > 1), None)
+    if twice is not None:
+        raise DataError(f"{path}: line 1: column {twice!r} appears {names.count(twice)} times in the header")
     missing = [name for name in columns.required() if name not in names]
     if not missing:
         return
@@ -657,10 +680,11 @@ def _parse_times(values, path: Path, column: str, date_format: str):
     if count:
         row = _first(bad)
         text = _text(values, row)
-        if re.match(_NUMBER, text.strip()):
+        if not text.strip():
+            _fail(path, row, column, "empty date", count)
+        hint = date_format_hint(values, bad, exclude=date_format)  # 20210130 reads as %Y%m%d
+        if not hint and re.match(_NUMBER, text.strip()):
             hint = " (pass --date-format unix if it counts seconds since 1970)"
-        else:
-            hint = date_format_hint(values, bad)
         _fail(path, row, column, f"date {text!r} does not match the format {date_format!r}{hint}", count)
     return parsed
 
@@ -737,7 +761,7 @@ def _text(values, row: int) -> str:
 
 
 def _fail(path: Path, row: int, column: str, problem: str, count: int = 1) -> None:
-    more = f" ({count - 1:,} more rows like it)" if count > 1 else ""
+    more = f" ({count - 1:,} more {'row' if count == 2 else 'rows'} like it)" if count > 1 else ""
     # Line numbers are those an editor or spreadsheet shows (a header is line 1).
     raise DataError(f"{path}: line {row + _LINE_OF_FIRST_ROW.get()}, column {column}: {problem}{more}")
 

@@ -98,14 +98,15 @@ def date_formats(values, refused=None) -> list[str]:
     return fitting
 
 
-def date_format_hint(values, refused=None) -> str:
+def date_format_hint(values, refused=None, exclude: str | None = None) -> str:
     """" (pass --date-format '%Y-%m-%d' to read it)" for a text column of dates in another
-    format (``refused``: the mask of the values the given format could not read), naming each
-    reading when the values allow several (day-first and month-first); "" when none fits."""
+    format (``refused``: the mask of the values the given format, ``exclude``, could not read),
+    naming each reading when the values allow several (day-first and month-first); "" when none
+    fits."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    fitting = date_formats(values, refused)
+    fitting = [date_format for date_format in date_formats(values, refused) if date_format != exclude]
     if not fitting:
         return ""
     sample = _sample(values, refused)
