@@ -556,6 +556,16 @@ def test_an_export_without_ratings_reads_with_rating_column_none(write_csv, tmp_
     assert frame["item"].tolist() == ["Spa", "Cine"] and frame["rating"].tolist() == [5, 5]
 
 
+def test_ratings_with_a_decimal_comma_read_as_numbers(write_csv):
+    """A semicolon-separated export from a Spanish spreadsheet writes 4,5 for 4.5."""
+    rows = [("1", "1/30/2021 13:30", "Spa", "4,5"), ("2", "1/31/2021 10:00", "Cine", "3,0"), ("3", "2/1/2021 9:00", "Spa", "0,5")]
+    path = write_csv(rows, delimiter=";")
+    frame, _ = load_frame(path, delimiter=";", rating_scale=(0.5, 5.0))
+    assert frame.sort_values("user_id")["rating"].tolist() == [5, 3, 1]
+    message = load_error(path, delimiter=";")
+    assert "rating '4,5' is not a whole number from 1 to 5 (pass --rating-scale LOW-HIGH" in message
+
+
 def test_semicolon_delimiter(write_csv):
     message = load_error(write_csv(GOOD, delimiter=";"))
     assert "line 1" in message

@@ -711,6 +711,18 @@ def _parse_seconds(values, path: Path, column: str):
     return parsed
 
 
+def _rating_number(values):
+    """A rating as a number: as ``_number``, and a decimal comma read as a point ("4,5", as
+    spreadsheets in Spanish or German write it; a rating has no thousands)."""
+    import pyarrow as pa
+
+    pc = _pc()
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+        return _number(values)
+    text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+    return _number(pc.replace_substring_regex(text, r"^([+-]?\d+),(\d+)$", r"\1.\2"))
+
+
 def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] | None = None):
     """The ratings as int8 1-5: whole numbers 1-5, or with ``scale`` (low, high) any number in it,
     mapped linearly onto 1-5 and rounded half up (half stars 0.5-5: 3.5 -> 3.67 -> 4)."""
@@ -737,7 +749,7 @@ def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] |
         low, high = scale
         return pc.floor(pc.add(pc.multiply(pc.subtract(numbers, low), 4.0 / (high - low)), 1.5))
 
-    numbers = _per_value(values, _number)
+    numbers = _per_value(values, _rating_number)
     bad = _per_row(numbers, is_bad if scale is None else is_outside)
     count = _count(bad)
     if count:
@@ -746,7 +758,8 @@ def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] |
         if scale is not None:
             problem = f"rating {text!r} is not a number from {scale[0]:g} to {scale[1]:g} (--rating-scale)"
         else:
-            hint = " (pass --rating-scale LOW-HIGH for another scale, e.g. 0.5-5)" if re.match(_NUMBER, text.strip()) else ""
+            is_number = _per_row(numbers, lambda v: v)[row].is_valid
+            hint = " (pass --rating-scale LOW-HIGH for another scale, e.g. 0.5-5)" if is_number else ""
             problem = f"rating {text!r} is not a whole number from 1 to 5{hint}"
         _fail(path, row, column, problem, count)
     if scale is not None:
