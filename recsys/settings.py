@@ -83,7 +83,7 @@ class RunOptions:
     """Everything one nightly run can be told: each field is an option of ``recsys run`` (same name,
     dashes for underscores) and a typed parameter of the ``recsys-nightly`` flow and its deployment."""
 
-    data: Path = option(DEFAULT_DATA, "Interactions export (CSV, plain or gzip/bzip2/xz, or Parquet).", "--data", "-d")
+    data: Path = option(DEFAULT_DATA, "Interactions export (CSV, plain, gzip/bzip2/xz or zipped alone, or Parquet).", "--data", "-d")
     output: Path = option(DEFAULT_OUTPUT, "Folder of the published store.", "--output", "-o")
     catalogue: Path | None = option(
         None,

@@ -660,6 +660,30 @@ def test_a_compressed_csv_reads_as_the_plain_file(write_csv, tmp_path, module):
     pd.testing.assert_frame_equal(frame, load_frame(dat, **read)[0])
 
 
+def test_a_zip_of_one_export_reads_it_and_other_archives_are_told_what_to_do(write_csv, tmp_path):
+    import zipfile
+
+    plain = write_csv(GOOD)
+    one = tmp_path / "export.zip"
+    with zipfile.ZipFile(one, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(plain, "exports/2022-12.csv")
+        archive.writestr("__MACOSX/exports/._2022-12.csv", b"\0\1")  # what macOS adds
+    pd.testing.assert_frame_equal(load_frame(one)[0], load_frame(plain)[0])
+    several = tmp_path / "ml-1m.zip"
+    with zipfile.ZipFile(several, "w") as archive:
+        for name in ("ml-1m/ratings.dat", "ml-1m/movies.dat", "ml-1m/users.dat"):
+            archive.writestr(name, "1::2::3::4\n")
+    assert "a zip archive of 3 files (ml-1m/ratings.dat, ml-1m/movies.dat, ml-1m/users.dat): unzip it" in load_error(several)
+    workbook = tmp_path / "export.xlsx"
+    with zipfile.ZipFile(workbook, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+    assert "an Excel workbook, not a CSV file: save its sheet as CSV" in load_error(workbook)
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(one.read_bytes()[:60])
+    assert "a zip archive that cannot be read" in load_error(cut)
+
+
 def test_a_truncated_compressed_csv_is_refused_in_one_line(write_csv, tmp_path):
     import gzip
 

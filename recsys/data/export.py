@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -254,11 +255,13 @@ def _check_readable(path: Path) -> None:
 
 
 # Compressed CSV exports, known by their first bytes (whatever the file is called).
-_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "lzma"}
+# What reading a truncated or corrupt compressed file raises.
+_UNREADABLE = (OSError, EOFError, zipfile.BadZipFile)
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "lzma", b"PK\x03\x04": "zipfile"}
 
 
 def _compression(path: Path) -> str | None:
-    """The standard-library module that decompresses ``path`` (gzip, bz2, lzma), or None."""
+    """The standard-library module that decompresses ``path`` (gzip, bz2, lzma, zipfile), or None."""
     with open(path, "rb") as handle:
         start = handle.read(6)
     return next((module for magic, module in _COMPRESSED.items() if start.startswith(magic)), None)
@@ -276,16 +279,37 @@ def _open(path: Path):
     module = _compression(path)
     if module is None:
         return open(path, "rb")
+    if module == "zipfile":
+        return _zip_member(path)
     import importlib
 
     return importlib.import_module(module).open(path, "rb")
+
+
+def _zip_member(path: Path):
+    """The one file of a zip archive, open; an Excel workbook or an archive of several files is
+    refused, naming what to do."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [info.filename for info in archive.infolist() if not info.is_dir()]
+            if "xl/workbook.xml" in names:
+                raise DataError(f"{path}: an Excel workbook, not a CSV file: save its sheet as CSV (UTF-8) and pass that")
+            files = [name for name in names if not name.startswith("__MACOSX/") and not name.rsplit("/", 1)[-1].startswith(".")]
+            if len(files) != 1:
+                shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+                raise DataError(
+                    f"{path}: a zip archive of {len(files)} files ({shown or 'none'}): unzip it and pass the export's file"
+                )
+            return archive.open(files[0])  # stays readable once the archive object is closed
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{path}: a zip archive that cannot be read ({exc})") from None
 
 
 def _read_head(path: Path) -> bytes:
     with _open(path) as handle:
         try:
             return handle.read(_SNIFF_BYTES)
-        except (OSError, EOFError) as exc:  # a truncated or corrupt compressed file
+        except _UNREADABLE as exc:  # a truncated or corrupt compressed file
             raise DataError(f"{path}: a compressed file that cannot be read ({exc})") from None
 
 
@@ -310,7 +334,7 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, heade
             table = _read_csv_table(source, names, columns, encoding, delimiter, header)
     except pa.ArrowInvalid as exc:
         raise DataError(f"{path}: not a well-formed CSV file: {_first_line(str(exc))}") from None
-    except (OSError, EOFError) as exc:  # a compressed file corrupt past the part read before
+    except _UNREADABLE as exc:  # a compressed file corrupt past the part read before
         what = "a compressed file that cannot be read" if _compression(path) else "cannot be read"
         raise DataError(f"{path}: {what} ({exc})") from None
     if table.num_rows == 0:
@@ -409,7 +433,7 @@ def _is_utf8(path: Path) -> bool:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return False
-        except (OSError, EOFError) as exc:  # a compressed file truncated or corrupt past its start
+        except _UNREADABLE as exc:  # a compressed file truncated or corrupt past its start
             raise DataError(f"{path}: a compressed file that cannot be read ({exc})") from None
     return True
 
