@@ -277,12 +277,12 @@ def test_a_headerless_file_s_positions_come_from_the_column_options(tmp_path):
 
 
 def test_a_delimiter_of_several_characters_is_not_split_across_blocks(tmp_path, monkeypatch):
-    import recsys.data.export as export
+    import recsys.data.files as files
     from recsys.settings import RunOptions
 
     lines = [f"{u}::{u % 97}::{1 + u % 5}::{978300000 + u}" for u in range(3000)]
     path = headerless(tmp_path, "::", lines=lines)
-    monkeypatch.setattr(export, "_REPLACING_BLOCK_BYTES", 7)  # "::" straddles many of the reads
+    monkeypatch.setattr(files, "_REPLACING_BLOCK_BYTES", 7)  # "::" straddles many of the reads
     options = RunOptions(data=path, delimiter="::", header=False, date_format="unix")
     frame = load_interactions(path, *options.export_format)[0].to_frame().sort_values("timestamp")
     assert frame["user_id"].tolist() == [str(u) for u in range(3000)]

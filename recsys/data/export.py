@@ -13,9 +13,7 @@ another scale (half stars 0.5-5, 1-10), mapped linearly onto 1-5 and rounded to 
 from __future__ import annotations
 
 import hashlib
-import io
 import re
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recsys.data.dates import date_text, dates_outside
+from recsys.data.files import UNIT_SEPARATOR, UNREADABLE, compression, csv_source, is_utf8, read_head
 from recsys.data.hints import column_options, date_format_hint
 from recsys.data.interactions import Interactions, sorted_codes
 from recsys.errors import DataError, ExportChanged
@@ -35,13 +34,9 @@ from recsys.settings import NO_RATING, UNRATED, ColumnMap
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_SNIFF_BYTES = 64 * 1024
 # The line of the file the table's first row comes from: 2 below a header, else 1 (errors name
 # lines as an editor shows them; set for the length of one read by ``load_interactions``).
 _LINE_OF_FIRST_ROW: ContextVar[int] = ContextVar("recsys_line_of_first_row", default=2)
-# What a delimiter of several characters ("::") is rewritten to, for the CSV reader's single one.
-_UNIT_SEPARATOR = "\x1f"
-_REPLACING_BLOCK_BYTES = 1 << 20
 _BLOCK_BYTES = 1 << 24  # CSV reader block: each block's columns get their own dictionaries
 
 
@@ -159,7 +154,7 @@ def _check_unchanged(path: Path, before: tuple[int, ...] | None) -> None:
 def _read_export(
     path: Path, columns: ColumnMap, date_format: str, delimiter: str, rating_scale, header: bool, now: datetime
 ) -> tuple[Interactions, LoadReport]:
-    head = _read_head(path)
+    head = read_head(path)
     notes: list[str] = []
     if head.startswith(b"PAR1") or path.suffix.lower() == ".parquet":
         raw = _read_parquet(path, columns)
@@ -255,64 +250,6 @@ def _check_readable(path: Path) -> None:
 
 
 # Compressed CSV exports, known by their first bytes (whatever the file is called).
-# What reading a truncated or corrupt compressed file raises.
-_UNREADABLE = (OSError, EOFError, zipfile.BadZipFile)
-_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "lzma", b"PK\x03\x04": "zipfile"}
-
-
-def _compression(path: Path) -> str | None:
-    """The standard-library module that decompresses ``path`` (gzip, bz2, lzma, zipfile), or None."""
-    with open(path, "rb") as handle:
-        start = handle.read(6)
-    return next((module for magic, module in _COMPRESSED.items() if start.startswith(magic)), None)
-
-
-def _native(path: Path):
-    """The plain file as Arrow's own input stream (read without the Python layer)."""
-    import pyarrow as pa
-
-    return pa.OSFile(str(path), "rb")
-
-
-def _open(path: Path):
-    """The file's bytes as a binary file object, decompressed when the file is compressed."""
-    module = _compression(path)
-    if module is None:
-        return open(path, "rb")
-    if module == "zipfile":
-        return _zip_member(path)
-    import importlib
-
-    return importlib.import_module(module).open(path, "rb")
-
-
-def _zip_member(path: Path):
-    """The one file of a zip archive, open; an Excel workbook or an archive of several files is
-    refused, naming what to do."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [info.filename for info in archive.infolist() if not info.is_dir()]
-            if "xl/workbook.xml" in names:
-                raise DataError(f"{path}: an Excel workbook, not a CSV file: save its sheet as CSV (UTF-8) and pass that")
-            files = [name for name in names if not name.startswith("__MACOSX/") and not name.rsplit("/", 1)[-1].startswith(".")]
-            if len(files) != 1:
-                shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-                raise DataError(
-                    f"{path}: a zip archive of {len(files)} files ({shown or 'none'}): unzip it and pass the export's file"
-                )
-            return archive.open(files[0])  # stays readable once the archive object is closed
-    except zipfile.BadZipFile as exc:
-        raise DataError(f"{path}: a zip archive that cannot be read ({exc})") from None
-
-
-def _read_head(path: Path) -> bytes:
-    with _open(path) as handle:
-        try:
-            return handle.read(_SNIFF_BYTES)
-        except _UNREADABLE as exc:  # a truncated or corrupt compressed file
-            raise DataError(f"{path}: a compressed file that cannot be read ({exc})") from None
-
-
 def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, header: bool, notes: list[str]) -> "pa.Table":
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -320,7 +257,7 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, heade
     encoding = "utf8"
     if head.startswith(b"\xef\xbb\xbf"):
         notes.append("UTF-8 byte-order mark skipped")
-    if not _is_utf8(path):
+    if not is_utf8(path):
         encoding = "latin-1"
         notes.append("file is not UTF-8: read as Latin-1")
     if b"\r\n" in head:
@@ -330,12 +267,12 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, heade
     names = fields if header else [str(position) for position in range(1, len(fields) + 1)]
     _check_columns(path, names, columns, delimiter, first_line, header)
     try:
-        with _source(path, delimiter) as source:
+        with csv_source(path, delimiter) as source:
             table = _read_csv_table(source, names, columns, encoding, delimiter, header)
     except pa.ArrowInvalid as exc:
         raise DataError(f"{path}: not a well-formed CSV file: {_first_line(str(exc))}") from None
-    except _UNREADABLE as exc:  # a compressed file corrupt past the part read before
-        what = "a compressed file that cannot be read" if _compression(path) else "cannot be read"
+    except UNREADABLE as exc:  # a compressed file corrupt past the part read before
+        what = "a compressed file that cannot be read" if compression(path) else "cannot be read"
         raise DataError(f"{path}: {what} ({exc})") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: has a header but no rows")
@@ -356,7 +293,7 @@ def _read_csv_table(source, names: list[str], columns: ColumnMap, encoding: str,
             encoding=encoding, block_size=_BLOCK_BYTES, column_names=names, skip_rows=1 if header else 0
         ),
         parse_options=pacsv.ParseOptions(
-            delimiter=delimiter if len(delimiter) == 1 else _UNIT_SEPARATOR, newlines_in_values=False
+            delimiter=delimiter if len(delimiter) == 1 else UNIT_SEPARATOR, newlines_in_values=False
         ),
         convert_options=pacsv.ConvertOptions(
             column_types={name: _csv_type(name, columns) for name in names},
@@ -364,46 +301,6 @@ def _read_csv_table(source, names: list[str], columns: ColumnMap, encoding: str,
             quoted_strings_can_be_null=False,
         ),
     )
-
-
-def _source(path: Path, delimiter: str):
-    """What the CSV reader reads: the file, or for a delimiter of several characters (MovieLens's
-    "::"), the file streamed with each of them rewritten to one the reader takes."""
-    if len(delimiter) == 1:
-        # An open file, never the path: the reader would guess a compression from the name.
-        return _native(path) if _compression(path) is None else _open(path)
-    return io.BufferedReader(_Replacing(path, delimiter.encode("utf-8"), _UNIT_SEPARATOR.encode()), 1 << 20)
-
-
-class _Replacing(io.RawIOBase):
-    """A binary file read with every ``old`` replaced by ``new``, a whole number of lines at a time
-    (``old`` holds no line break, so it never spans two lines)."""
-
-    def __init__(self, path: Path, old: bytes, new: bytes):
-        super().__init__()
-        self._file, self._old, self._new = _open(path), old, new
-        self._tail = self._ready = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._ready:
-            block = self._file.read(_REPLACING_BLOCK_BYTES)
-            if not block:
-                self._ready, self._tail = self._tail.replace(self._old, self._new), b""
-                break
-            text = self._tail + block
-            cut = text.rfind(b"\n") + 1
-            self._ready, self._tail = text[:cut].replace(self._old, self._new), text[cut:]
-        size = min(len(buffer), len(self._ready))
-        buffer[:size] = self._ready[:size]
-        self._ready = self._ready[size:]
-        return size
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
 
 
 def _csv_type(name: str, columns: ColumnMap) -> "pa.DataType":
@@ -421,29 +318,12 @@ def _csv_type(name: str, columns: ColumnMap) -> "pa.DataType":
     return pa.string()
 
 
-def _is_utf8(path: Path) -> bool:
-    """Whether the whole file decodes as UTF-8 (streamed; a Latin-1 export fails somewhere)."""
-    import codecs
-
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with _open(path) as handle:
-        try:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return False
-        except _UNREADABLE as exc:  # a compressed file truncated or corrupt past its start
-            raise DataError(f"{path}: a compressed file that cannot be read ({exc})") from None
-    return True
-
-
 def _split_line(line: str, delimiter: str) -> list[str]:
     """The first line's fields, as the CSV reader will split them."""
     import csv
 
     if len(delimiter) > 1:
-        line, delimiter = line.replace(delimiter, _UNIT_SEPARATOR), _UNIT_SEPARATOR
+        line, delimiter = line.replace(delimiter, UNIT_SEPARATOR), UNIT_SEPARATOR
     return [name.strip() for name in next(csv.reader([line], delimiter=delimiter), [])]
 
 
