@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recsys.data.dates import date_text, dates_outside
-from recsys.data.files import UNIT_SEPARATOR, UNREADABLE, compression, csv_source, is_utf8, read_head
-from recsys.data.hints import column_options, date_format_hint
+from recsys.data.files import UNIT_SEPARATOR, UNREADABLE, csv_source, is_utf8, read_head, unreadable
+from recsys.data.hints import OPTIONS, column_options, date_format_hint
 from recsys.data.interactions import Interactions, sorted_codes
 from recsys.errors import DataError, ExportChanged
 from recsys.settings import NO_RATING, UNRATED, ColumnMap
@@ -249,7 +249,6 @@ def _check_readable(path: Path) -> None:
         raise DataError(f"{path}: the file is empty")
 
 
-# Compressed CSV exports, known by their first bytes (whatever the file is called).
 def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, header: bool, notes: list[str]) -> "pa.Table":
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -272,8 +271,7 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, heade
     except pa.ArrowInvalid as exc:
         raise DataError(f"{path}: not a well-formed CSV file: {_first_line(str(exc))}") from None
     except UNREADABLE as exc:  # a compressed file corrupt past the part read before
-        what = "a compressed file that cannot be read" if compression(path) else "cannot be read"
-        raise DataError(f"{path}: {what} ({exc})") from None
+        raise unreadable(path, exc) from None
     if table.num_rows == 0:
         raise DataError(f"{path}: has a header but no rows")
     extra = [name for name in table.column_names if name not in columns.required()]
@@ -364,8 +362,7 @@ def _missing_hint(names: list[str], columns: ColumnMap, missing: list[str]) -> s
         return f"; pass {options} to read it without ratings, or name its rating column with --rating-column NAME"
     if options:
         return f"; pass {options} to read it"
-    option = dict(zip(columns.required(), ("--user-column", "--time-column", "--item-column", "--rating-column")))
-    return f"; pass {option[missing[0]]} NAME if it has another name"
+    return f"; pass {OPTIONS[roles[missing[0]]]} NAME if it has another name"
 
 
 def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
@@ -543,14 +540,17 @@ UNIX = "unix"  # the date format of times in seconds since 1970-01-01 00:00 UTC
 _NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)$"
 
 
-def _number(values):
-    """Numbers as float64: numeric columns cast, text parsed where it is a plain number (else null)."""
+def _number(values, decimal_comma: bool = False):
+    """Numbers as float64: numeric columns cast, text parsed where it is a plain number (else null);
+    with ``decimal_comma``, "4,5" reads as 4.5 too."""
     import pyarrow as pa
 
     pc = _pc()
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         return values.cast(pa.float64())
     text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+    if decimal_comma:
+        text = pc.replace_substring_regex(text, r"^([+-]?\d+),(\d+)$", r"\1.\2")
     return pc.if_else(pc.match_substring_regex(text, _NUMBER), text, pa.scalar(None, pa.string())).cast(pa.float64())
 
 
@@ -615,18 +615,6 @@ def _parse_seconds(values, path: Path, column: str):
     return parsed
 
 
-def _rating_number(values):
-    """A rating as a number: as ``_number``, and a decimal comma read as a point ("4,5", as
-    spreadsheets in Spanish or German write it; a rating has no thousands)."""
-    import pyarrow as pa
-
-    pc = _pc()
-    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
-        return _number(values)
-    text = pc.utf8_trim_whitespace(values.cast(pa.string()))
-    return _number(pc.replace_substring_regex(text, r"^([+-]?\d+),(\d+)$", r"\1.\2"))
-
-
 def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] | None = None):
     """The ratings as int8 1-5: whole numbers 1-5, or with ``scale`` (low, high) any number in it,
     mapped linearly onto 1-5 and rounded half up (half stars 0.5-5: 3.5 -> 3.67 -> 4)."""
@@ -653,7 +641,8 @@ def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] |
         low, high = scale
         return pc.floor(pc.add(pc.multiply(pc.subtract(numbers, low), 4.0 / (high - low)), 1.5))
 
-    numbers = _per_value(values, _rating_number)
+    # A decimal comma too ("4,5", as spreadsheets in Spanish or German write it): a rating has no thousands.
+    numbers = _per_value(values, lambda v: _number(v, decimal_comma=True))
     bad = _per_row(numbers, is_bad if scale is None else is_outside)
     count = _count(bad)
     if count:
@@ -662,7 +651,7 @@ def _parse_ratings(values, path: Path, column: str, scale: tuple[float, float] |
         if scale is not None:
             problem = f"rating {text!r} is not a number from {scale[0]:g} to {scale[1]:g} (--rating-scale)"
         else:
-            is_number = _per_row(numbers, lambda v: v)[row].is_valid
+            is_number = _number(_pa().array([text]), decimal_comma=True)[0].is_valid
             hint = " (pass --rating-scale LOW-HIGH for another scale, e.g. 0.5-5)" if is_number else ""
             problem = f"rating {text!r} is not a whole number from 1 to 5{hint}"
         _fail(path, row, column, problem, count)

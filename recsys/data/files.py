@@ -67,12 +67,18 @@ def _zip_member(path: Path):
         raise DataError(f"{path}: a zip archive that cannot be read ({exc})") from None
 
 
+def unreadable(path: Path, exc: BaseException) -> DataError:
+    """The one-line error for a file whose reading failed with ``exc`` (one of ``UNREADABLE``)."""
+    what = "a compressed file that cannot be read" if compression(path) else "cannot be read"
+    return DataError(f"{path}: {what} ({exc})")
+
+
 def read_head(path: Path) -> bytes:
     with open_bytes(path) as handle:
         try:
             return handle.read(SNIFF_BYTES)
         except UNREADABLE as exc:  # a truncated or corrupt compressed file
-            raise DataError(f"{path}: a compressed file that cannot be read ({exc})") from None
+            raise unreadable(path, exc) from None
 
 
 def csv_source(path: Path, delimiter: str):
@@ -128,5 +134,5 @@ def is_utf8(path: Path) -> bool:
         except UnicodeDecodeError:
             return False
         except UNREADABLE as exc:  # a compressed file truncated or corrupt past its start
-            raise DataError(f"{path}: a compressed file that cannot be read ({exc})") from None
+            raise unreadable(path, exc) from None
     return True

@@ -81,42 +81,31 @@ def _sample(values, refused=None):
     return text.filter(pc.not_equal(text, ""))
 
 
-def date_formats(values, refused=None) -> list[str]:
-    """The formats of ``DATE_FORMATS`` that read the first ``SAMPLE`` values of a text column
-    and its first ``SAMPLE`` refused ones (mask ``refused``), with pyarrow's own parser, the one
-    the export is read with."""
-    import pyarrow.compute as pc
-
-    text = _sample(values, refused)
-    if len(text) == 0:
-        return []
-    fitting = []
-    for date_format in DATE_FORMATS:
-        parsed = pc.strptime(text, format=date_format, unit="s", error_is_null=True)
-        if parsed.null_count == 0:
-            fitting.append(date_format)
-    return fitting
-
-
 def date_format_hint(values, refused=None, exclude: str | None = None) -> str:
     """" (pass --date-format '%Y-%m-%d' to read it)" for a text column of dates in another
-    format (``refused``: the mask of the values the given format, ``exclude``, could not read),
-    naming each reading when the values allow several (day-first and month-first); "" when none
-    fits."""
+    format: the formats of ``DATE_FORMATS`` but ``exclude`` (the one in use) that read the first
+    ``SAMPLE`` values and the first ``SAMPLE`` refused ones (mask ``refused``), with pyarrow's own
+    parser, the one the export is read with. Each reading is named when the values allow several
+    (day-first and month-first); "" when none fits."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    fitting = [date_format for date_format in date_formats(values, refused) if date_format != exclude]
-    if not fitting:
-        return ""
     sample = _sample(values, refused)
+    if len(sample) == 0:
+        return ""
     readings: dict[tuple, str] = {}
-    for date_format in fitting:  # formats that read the same times are one reading
+    for date_format in DATE_FORMATS:
+        if date_format == exclude:
+            continue
         parsed = pc.strptime(sample, format=date_format, unit="s", error_is_null=True)
+        if parsed.null_count:
+            continue
         if pa.types.is_timestamp(parsed.type) and parsed.type.tz is not None:
             parsed = parsed.cast(pa.timestamp("s"))
-        readings.setdefault(tuple(parsed.cast(pa.int64()).to_pylist()), date_format)
+        readings.setdefault(tuple(parsed.cast(pa.int64()).to_pylist()), date_format)  # same times: one reading
     shown = [_quoted(date_format) for date_format in readings.values()]
+    if not shown:
+        return ""
     if len(shown) == 1:
         return f" (pass --date-format {shown[0]} to read it)"
     return (

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from recsys.models.retrieval import _tf, progress_callback
+from recsys.models.retrieval import _tf
 from recsys.progress import Progress
 from recsys.settings import ModelSettings, RankerConfig
 
@@ -348,13 +348,25 @@ def _fit(
             tf.data.Dataset.from_tensor_slices(inputs).shuffle(len(examples.rows), seed=member_seed).batch(batch).repeat(epochs)
         )
         per_epoch = -(-len(examples.rows) // batch)
-        callbacks = (
-            [progress_callback(epochs * settings.ranking_models, progress, offset=member * epochs, batches=per_epoch)]
-            if progress else []
-        )
+        callbacks = [_epoch_progress(epochs * settings.ranking_models, progress, member * epochs, per_epoch)] if progress else []
         model.fit(dataset, epochs=1, verbose=0, callbacks=callbacks)
         models.append(model)
     return Shape(config=config, models=models, features=examples.names, mean=mean, std=std)
+
+
+def _epoch_progress(epochs: int, progress: Progress, offset: int, batches: int):
+    """A Keras callback for a fit that is one pass over repeated epochs of ``batches`` batches:
+    reports each finished epoch as ``progress(offset + done, epochs)``."""
+    tf, _ = _tf()
+
+    class EpochProgress(tf.keras.callbacks.Callback):
+        _supports_tf_logs = True  # the logs are not read: no per-batch copy to NumPy
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (batch + 1) % batches == 0:
+                progress(offset + (batch + 1) // batches, epochs)
+
+    return EpochProgress()
 
 
 def ranking_epochs_for(lists: int, steps: int, batch: int = 64) -> int:

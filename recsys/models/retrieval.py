@@ -255,23 +255,3 @@ def name_words(items: np.ndarray, max_words: int = 8) -> tuple[np.ndarray, int]:
     for row, ws in enumerate(tokens):
         words[row, : len(ws)] = [vocabulary[w] for w in ws]
     return words, len(vocabulary) + 1
-
-
-
-def progress_callback(epochs: int, progress: Progress, offset: int = 0, batches: int | None = None):  # used by the ranking stage
-    """A Keras callback that reports each finished epoch as ``progress(offset + done, epochs)``;
-    with ``batches``, the fit is one pass over repeated epochs of that many batches each."""
-    tf, _ = _tf()
-
-    class EpochProgress(tf.keras.callbacks.Callback):
-        _supports_tf_logs = True  # the logs are not read: no per-batch copy to NumPy
-
-        def on_epoch_end(self, epoch, logs=None):
-            if batches is None:
-                progress(offset + epoch + 1, epochs)
-
-        def on_train_batch_end(self, batch, logs=None):
-            if batches is not None and (batch + 1) % batches == 0:
-                progress(offset + (batch + 1) // batches, epochs)
-
-    return EpochProgress()
