@@ -213,6 +213,63 @@ def test_rp3beta_is_the_two_step_walk_of_its_paper(tiny: Interactions) -> None:
     assert lists.scores[0] == pytest.approx(expected[unseen[:3]], abs=1e-6)
 
 
+def test_recency_weights_count_the_customers_later_times() -> None:
+    """Each item weighs recency ** (the customer's distinct times after its last interaction):
+    items taken at the same moment weigh the same, a repeat counts at its latest time."""
+    from recsys.data.interactions import recency_weights
+
+    rows = [("u1", "A", 1), ("u1", "B", 2), ("u1", "A", 5), ("u1", "C", 3), ("u1", "D", 3), ("u2", "C", 7)]
+    data = interactions_of(pd.DataFrame({
+        "user_id": [r[0] for r in rows], "item": [r[1] for r in rows],
+        "timestamp": pd.to_datetime([DAY0 + pd.Timedelta(days=r[2]) for r in rows]), "rating": 4,
+    }))
+    weights = recency_weights(data, 0.5).toarray()
+    by_name = {name: weights[:, code].tolist() for code, name in enumerate(data.items)}
+    # u1's latest is A (day 5), then C and D together (day 3), then B (day 2).
+    assert by_name == {"A": [1.0, 0.0], "B": [0.25, 0.0], "C": [0.5, 1.0], "D": [0.5, 0.0]}
+    assert (recency_weights(data, 1.0).toarray() == data.seen().toarray()).all()
+    with pytest.raises(ValueError, match="recency"):
+        EASE(recency=0.0)
+
+
+@pytest.mark.parametrize("make", [lambda r: EASE(regularization=2.0, recency=r), lambda r: RP3Beta(0.5, 0.5, recency=r)])
+def test_ease_and_rp3beta_with_recency_score_from_the_weighted_history(tiny: Interactions, make) -> None:
+    """With recency < 1 the item × item matrix is the same; a customer's scores are their weighted
+    history times it instead of their binary one (u3: D latest, then B, then A)."""
+    from recsys.data.interactions import recency_weights
+
+    weighted, plain = make(0.5).fit(tiny), make(1.0).fit(tiny)
+    matrix = plain._weights if isinstance(plain, EASE) else plain._walk.toarray()
+    u3 = tiny.user_codes(["u3"])
+    history = recency_weights(tiny, 0.5)[u3].toarray()[0]
+    assert history[tiny.item_codes(["D", "B", "A"])].tolist() == [1.0, 0.5, 0.25]
+    binary = tiny.seen()[u3].toarray()[0]
+    items = np.arange(tiny.n_items)[None, :]
+    # Both add the same popularity tie-break, so their difference is the histories' difference.
+    difference = weighted.score(u3, items)[0] - plain.score(u3, items)[0]
+    assert difference == pytest.approx((history - binary) @ matrix, abs=1e-9)
+    assert np.abs(difference).max() > 0.01
+    assert weighted.name.endswith("_r0.5") and "_r" not in plain.name
+
+
+def test_a_tuning_family_fits_what_one_fit_of_each_setting_does(tiny: Interactions) -> None:
+    """Tuning fits a grid at once (shared Gram matrix, walk and weighted histories): each member
+    recommends what the same setting fitted alone does."""
+    users = np.arange(tiny.n_users)
+    ease_points = [(10.0, 1.0), (3.0, 0.5), (10.0, 0.5)]
+    for (strength, recency), member in zip(ease_points, EASE.fitted_family(tiny, ease_points)):
+        alone = EASE(strength=strength, recency=recency).fit(tiny)
+        assert member.name == alone.name
+        assert member.recommend(users, 4).items.tolist() == alone.recommend(users, 4).items.tolist()
+        assert member.score(users, users[:, None] % tiny.n_items) == pytest.approx(alone.score(users, users[:, None] % tiny.n_items))
+    rp3_points = [(0.0, 1.0), (0.5, 0.7), (0.0, 0.7)]
+    for (beta, recency), member in zip(rp3_points, RP3Beta.fitted_family(tiny, 0.5, rp3_points)):
+        alone = RP3Beta(0.5, beta, recency=recency).fit(tiny)
+        assert member.name == alone.name
+        assert member.recommend(users, 4).items.tolist() == alone.recommend(users, 4).items.tolist()
+        assert member.score(users, users[:, None] % tiny.n_items) == pytest.approx(alone.score(users, users[:, None] % tiny.n_items))
+
+
 def test_next_item_ranks_what_customers_took_right_after_the_latest_item() -> None:
     # Distinct items in the order first taken: three customers went A -> B, one A -> C, u9 A -> D
     # (u9 took A again last, so A is its latest item); u5 took D only, and nothing follows D.
@@ -312,3 +369,36 @@ def test_a_fit_cache_keeps_only_the_whole_exports_fits_for_scoring(tiny):
     gc.collect()
     assert gone() is None
     assert fits.fitted("popularity", None, tiny, lambda: pytest.fail("refitted")) is on_all
+
+
+def _ring_export(shuffled: bool, customers: int = 600, items: int = 40, seed: int = 0) -> Interactions:
+    """Customers walking a ring of items, one step a day from a random start: what each takes next
+    is the neighbour of their latest item. ``shuffled``: the same sets taken in a random order."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for customer in range(customers):
+        start, length = rng.integers(items), rng.integers(3, 9)
+        days = rng.permutation(length) if shuffled else np.arange(length)
+        rows += [(f"c{customer}", f"item{(start + step) % items:02d}", int(day)) for step, day in zip(range(length), days)]
+    return interactions_of(pd.DataFrame({
+        "user_id": [r[0] for r in rows], "item": [r[1] for r in rows],
+        "timestamp": pd.to_datetime([DAY0 + pd.Timedelta(days=r[2]) for r in rows]), "rating": 4,
+    }))
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_tuning_weighs_recent_items_only_where_the_latest_ones_tell_what_comes_next(shuffled) -> None:
+    """On the ring the next item neighbours the latest one, and tuning gives recent items more
+    weight in EASE and RP3beta; when the same sets come in a random order it keeps them all alike."""
+    from recsys.data.splits import temporal_holdout
+    from recsys.evaluation.tuning import tune_baselines
+
+    choices = tune_baselines(temporal_holdout(_ring_export(shuffled)))
+    recencies = {name: choice.settings["recency"] for name, choice in choices.items()}
+    if shuffled:
+        assert recencies == {"ease": 1.0, "rp3beta": 1.0}
+    else:
+        assert recencies["ease"] < 1.0 and recencies["rp3beta"] < 1.0
+        scores = dict((tuple(sorted(s.items())), v) for s, v in choices["rp3beta"].scores)
+        plain = scores[(("alpha", 0.5), ("beta", 0.0), ("recency", 1.0))]
+        assert max(choices["rp3beta"].scores, key=lambda pair: pair[1])[1] > 1.2 * plain

@@ -3,7 +3,7 @@
 Every recommender is reached through the shared surface (``recsys.models.base``): the two-stage
 model and every baseline it must beat are fitted on the same training rows, asked for the same
 customers' lists (training items excluded) and scored by the same metrics, each NDCG with its
-bootstrap interval over customers. Settings of the baselines (EASE's λ, RP3beta's α and β) are
+bootstrap interval over customers. Settings of the baselines (EASE's λ, RP3beta's α and β, their recency weight) are
 chosen on the temporal holdout of the split's training rows (``recsys.evaluation.tuning``), never
 on the split being scored.
 """

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.data.interactions import Interactions
+from recsys.data.interactions import Interactions, recency_weights
 from recsys.models.item_item import gather
 from recsys.scoring.lists import Lists
 from recsys.scoring.topk import (
@@ -69,9 +69,13 @@ class MatrixRecommender:
     name: str = "base"
     non_personal: bool = False
     sparse: bool = False  # scores are ``_product`` plus the tie-break
+    # Item-item models score a customer from their items, each weighing recency ** (how many of
+    # the customer's later times come after it): 1 weighs every item the same.
+    recency: float = 1.0
 
     def __init__(self) -> None:
         self._seen: sp.csr_matrix | None = None
+        self._history_rows: sp.csr_matrix | None = None  # the recency-weighted ``_seen``, when recency < 1
         self._fallback: np.ndarray | None = None
         self._columns: np.ndarray | None = None
 
@@ -97,8 +101,15 @@ class MatrixRecommender:
     def fit_state(self, interactions: Interactions) -> None:
         """What every model keeps of its rows: the seen matrix and the items it may recommend."""
         self._seen = interactions.seen()
+        self._history_rows = recency_weights(interactions, self.recency) if self.recency < 1.0 else None
         # Items the fitted rows never mention are never recommended: nothing was learnt about them.
         self._columns = np.flatnonzero(interactions.item_counts() > 0)
+
+    def _history(self, users: np.ndarray) -> sp.csr_matrix:
+        """The rows of customer codes ``users`` an item-item model scores from: what each took,
+        weighted by recency (float64)."""
+        rows = self._seen if self._history_rows is None else self._history_rows
+        return rows[users].astype(np.float64)
 
     @property
     def fallback(self) -> np.ndarray:

@@ -10,7 +10,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.data.interactions import Interactions, PairTimes, distinct_pairs, item_popularity, pair_times, recent_popularity, user_histories
+from recsys.data.interactions import (
+    Interactions,
+    PairTimes,
+    distinct_pairs,
+    item_popularity,
+    pair_times,
+    recency_weights,
+    recent_popularity,
+    user_histories,
+)
 from recsys.models.base import MatrixRecommender, tie_break
 from recsys.models.item_item import cosine_neighbours, item_item_scaled, next_item_shares
 
@@ -91,18 +100,24 @@ class EASE(MatrixRecommender):
     mean number of customers of the modelled items (the mean of diag(XᵀX)), 10 by default, which
     scales with the data (an absolute ``regularization`` overrides it). Rule for large catalogues:
     the model covers the ``max_items`` most popular items (3,000 by default: G and its inverse then
-    take 72 MB each), and the other items are not recommended by it.
+    take 72 MB each), and the other items are not recommended by it. With ``recency`` < 1, x is
+    the customer's history weighted by recency (B is learnt from the binary X as before).
     """
 
-    def __init__(self, regularization: float | None = None, strength: float = 10.0, max_items: int = 3000) -> None:
-        """``regularization``: λ itself (> 0); else ``strength`` × the mean item degree."""
+    def __init__(
+        self, regularization: float | None = None, strength: float = 10.0, max_items: int = 3000, recency: float = 1.0
+    ) -> None:
+        """``regularization``: λ itself (> 0); else ``strength`` × the mean item degree.
+        ``recency``: the weight of a customer's items by recency (1: all alike; see
+        :func:`recsys.data.interactions.recency_weights`)."""
         super().__init__()
         if regularization is not None and regularization <= 0:
             raise ValueError(f"regularization must be > 0, got {regularization}")
         if strength <= 0:
             raise ValueError(f"strength must be > 0, got {strength}")
         self.regularization, self.strength, self.max_items = regularization, strength, max_items
-        self.name = f"ease_l{regularization:g}" if regularization is not None else f"ease_s{strength:g}"
+        self.recency = _checked_recency(recency)
+        self.name = (f"ease_l{regularization:g}" if regularization is not None else f"ease_s{strength:g}") + _recency_suffix(recency)
         self._weights: np.ndarray | None = None
 
     def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
@@ -117,22 +132,26 @@ class EASE(MatrixRecommender):
         return self.strength * max(float(np.diag(gram).mean()) if len(gram) else 1.0, 1e-9)
 
     @classmethod
-    def fitted_family(cls, interactions: Interactions, strengths, max_items: int = 3000) -> list["EASE"]:
-        """One fitted model per strength, the Gram matrix computed once (for tuning)."""
+    def fitted_family(cls, interactions: Interactions, points, max_items: int = 3000) -> list["EASE"]:
+        """One fitted model per (strength, recency) of ``points``, the Gram matrix computed once,
+        the weights once per strength and the weighted histories once per recency (for tuning)."""
         template = cls(max_items=max_items)
         template.fit_state(interactions)
         popularity = item_popularity(interactions)
         columns, gram = _ease_gram(template._seen, popularity, max_items)
-        models = []
-        for strength in strengths:
-            model = cls(strength=strength, max_items=max_items)
+        weights, histories, models = {}, _Histories(interactions), []
+        for strength, recency in points:
+            model = cls(strength=strength, max_items=max_items, recency=recency)
             model._seen, model._fallback, model._columns = template._seen, popularity, columns
-            model._weights = _ease_weights(gram, model._lambda(gram))
+            model._history_rows = histories.get(recency)
+            if strength not in weights:
+                weights[strength] = _ease_weights(gram, model._lambda(gram))
+            model._weights = weights[strength]
             models.append(model)
         return models
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
-        history = self._seen[users][:, self._columns].astype(np.float64)
+        history = self._history(users)[:, self._columns]
         return history @ self._weights + tie_break(self._fallback[self._columns])[None, :]
 
 
@@ -156,6 +175,30 @@ def _ease_weights(gram: np.ndarray, regularization: float) -> np.ndarray:
     return weights
 
 
+def _checked_recency(recency: float) -> float:
+    if not 0.0 < recency <= 1.0:
+        raise ValueError(f"recency must be in (0, 1], got {recency}")
+    return float(recency)
+
+
+def _recency_suffix(recency: float) -> str:
+    return "" if recency == 1.0 else f"_r{recency:g}"
+
+
+class _Histories:
+    """Recency-weighted histories of one set of rows, built once per recency (None for 1)."""
+
+    def __init__(self, interactions: Interactions) -> None:
+        self.interactions, self._built = interactions, {}
+
+    def get(self, recency: float) -> sp.csr_matrix | None:
+        if recency == 1.0:
+            return None
+        if recency not in self._built:
+            self._built[recency] = recency_weights(self.interactions, recency)
+        return self._built[recency]
+
+
 class RP3Beta(MatrixRecommender):
     """RP3beta (Paudel et al. 2017): a two-step random walk item → customer → item, re-weighted.
 
@@ -163,16 +206,19 @@ class RP3Beta(MatrixRecommender):
     customers|) are raised to ``alpha``; the walk's arrival at item j is divided by
     popularity(j)^``beta``, which lifts less popular items. Rule: every neighbour for catalogues up
     to 2,000 items, each item's 100 strongest above (50, 100 and 200 measured the same on a
-    20,000-item catalogue).
+    20,000-item catalogue). With ``recency`` < 1 the walk starts from the customer's items weighted
+    by recency instead of alike (the walk itself is the same).
     """
 
     sparse = True
 
-    def __init__(self, alpha: float = 0.5, beta: float = 0.0, neighbours: int | None = None) -> None:
-        """``neighbours`` per item kept (None: the rule in the class docstring)."""
+    def __init__(self, alpha: float = 0.5, beta: float = 0.0, neighbours: int | None = None, recency: float = 1.0) -> None:
+        """``neighbours`` per item kept (None: the rule in the class docstring); ``recency``: the
+        weight of a customer's items by recency, where the walk starts (1: all alike)."""
         super().__init__()
         self.alpha, self.beta, self.neighbours = alpha, beta, neighbours
-        self.name = f"rp3beta_a{alpha:g}_b{beta:g}"
+        self.recency = _checked_recency(recency)
+        self.name = f"rp3beta_a{alpha:g}_b{beta:g}" + _recency_suffix(recency)
         self._walk: sp.csr_matrix | None = None
 
     def _fit(self, interactions: Interactions, seen: sp.csr_matrix) -> np.ndarray:
@@ -182,21 +228,25 @@ class RP3Beta(MatrixRecommender):
         return popularity
 
     @classmethod
-    def fitted_family(cls, interactions: Interactions, alpha: float, betas, neighbours: int | None = None) -> list["RP3Beta"]:
-        """One fitted model per β for one α, the walk's product computed once (for tuning)."""
+    def fitted_family(cls, interactions: Interactions, alpha: float, points, neighbours: int | None = None) -> list["RP3Beta"]:
+        """One fitted model per (β, recency) of ``points`` for one α, the walk's product computed
+        once and the weighted histories once per recency (for tuning)."""
         template = cls(alpha=alpha, neighbours=neighbours)
         template.fit_state(interactions)
         popularity = item_popularity(interactions)
-        models = []
-        for beta, walk in zip(betas, _rp3_walks(template._seen, popularity, alpha, list(betas), neighbours)):
-            model = cls(alpha=alpha, beta=beta, neighbours=neighbours)
+        betas = list(dict.fromkeys(beta for beta, _ in points))
+        walks = dict(zip(betas, _rp3_walks(template._seen, popularity, alpha, betas, neighbours)))
+        walks = {beta: walk[:, template._columns].tocsr() for beta, walk in walks.items()}
+        histories, models = _Histories(interactions), []
+        for beta, recency in points:
+            model = cls(alpha=alpha, beta=beta, neighbours=neighbours, recency=recency)
             model._seen, model._fallback, model._columns = template._seen, popularity, template._columns
-            model._walk = walk[:, template._columns].tocsr()
+            model._history_rows, model._walk = histories.get(recency), walks[beta]
             models.append(model)
         return models
 
     def _product(self, users: np.ndarray) -> sp.csr_matrix:
-        return (self._seen[users].astype(np.float64) @ self._walk).tocsr()
+        return (self._history(users) @ self._walk).tocsr()
 
 
 def _rp3_walks(seen: sp.csr_matrix, popularity: np.ndarray, alpha: float, betas: list[float], neighbours: int | None):
