@@ -71,6 +71,16 @@ class Interactions:
             object.__setattr__(self, "_seen", matrix)  # a cache, not a field: frozen otherwise
         return matrix
 
+    def seen_by_recency(self, recency: float) -> sp.csr_matrix:
+        """:func:`recency_weights` of these rows, built once per ``recency`` and shared like
+        :meth:`seen` (EASE and RP3beta, and every setting tuning tries, read the same matrix)."""
+        if recency == 1.0:
+            return self.seen()
+        built = self.__dict__.setdefault("_by_recency", {})
+        if recency not in built:
+            built[recency] = recency_weights(self, recency)
+        return built[recency]
+
     def item_counts(self) -> np.ndarray:
         """Rows per item code (0 for an item this part of the export never mentions)."""
         return np.bincount(self.item, minlength=self.n_items)

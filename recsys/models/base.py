@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.data.interactions import Interactions, recency_weights
+from recsys.data.interactions import Interactions
 from recsys.models.item_item import gather
 from recsys.scoring.lists import Lists
 from recsys.scoring.topk import (
@@ -75,7 +75,7 @@ class MatrixRecommender:
 
     def __init__(self) -> None:
         self._seen: sp.csr_matrix | None = None
-        self._history_rows: sp.csr_matrix | None = None  # the recency-weighted ``_seen``, when recency < 1
+        self._history: sp.csr_matrix | None = None  # ``_seen`` weighted by recency (``_seen`` itself for 1)
         self._fallback: np.ndarray | None = None
         self._columns: np.ndarray | None = None
 
@@ -101,15 +101,14 @@ class MatrixRecommender:
     def fit_state(self, interactions: Interactions) -> None:
         """What every model keeps of its rows: the seen matrix and the items it may recommend."""
         self._seen = interactions.seen()
-        self._history_rows = recency_weights(interactions, self.recency) if self.recency < 1.0 else None
+        self._history = interactions.seen_by_recency(self.recency)
         # Items the fitted rows never mention are never recommended: nothing was learnt about them.
         self._columns = np.flatnonzero(interactions.item_counts() > 0)
 
-    def _history(self, users: np.ndarray) -> sp.csr_matrix:
+    def _history_of(self, users: np.ndarray) -> sp.csr_matrix:
         """The rows of customer codes ``users`` an item-item model scores from: what each took,
         weighted by recency (float64)."""
-        rows = self._seen if self._history_rows is None else self._history_rows
-        return rows[users].astype(np.float64)
+        return self._history[users].astype(np.float64)
 
     @property
     def fallback(self) -> np.ndarray:

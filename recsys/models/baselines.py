@@ -16,7 +16,6 @@ from recsys.data.interactions import (
     distinct_pairs,
     item_popularity,
     pair_times,
-    recency_weights,
     recent_popularity,
     user_histories,
 )
@@ -89,7 +88,7 @@ class ItemKNN(MatrixRecommender):
         return item_popularity(interactions)
 
     def _product(self, users: np.ndarray) -> sp.csr_matrix:
-        return (self._seen[users].astype(np.float64) @ self._similarity).tocsr()
+        return (self._history_of(users) @ self._similarity).tocsr()
 
 
 class EASE(MatrixRecommender):
@@ -139,11 +138,11 @@ class EASE(MatrixRecommender):
         template.fit_state(interactions)
         popularity = item_popularity(interactions)
         columns, gram = _ease_gram(template._seen, popularity, max_items)
-        weights, histories, models = {}, _Histories(interactions), []
+        weights, models = {}, []
         for strength, recency in points:
             model = cls(strength=strength, max_items=max_items, recency=recency)
             model._seen, model._fallback, model._columns = template._seen, popularity, columns
-            model._history_rows = histories.get(recency)
+            model._history = interactions.seen_by_recency(recency)
             if strength not in weights:
                 weights[strength] = _ease_weights(gram, model._lambda(gram))
             model._weights = weights[strength]
@@ -151,7 +150,7 @@ class EASE(MatrixRecommender):
         return models
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
-        history = self._history(users)[:, self._columns]
+        history = self._history_of(users)[:, self._columns]
         return history @ self._weights + tie_break(self._fallback[self._columns])[None, :]
 
 
@@ -183,20 +182,6 @@ def _checked_recency(recency: float) -> float:
 
 def _recency_suffix(recency: float) -> str:
     return "" if recency == 1.0 else f"_r{recency:g}"
-
-
-class _Histories:
-    """Recency-weighted histories of one set of rows, built once per recency (None for 1)."""
-
-    def __init__(self, interactions: Interactions) -> None:
-        self.interactions, self._built = interactions, {}
-
-    def get(self, recency: float) -> sp.csr_matrix | None:
-        if recency == 1.0:
-            return None
-        if recency not in self._built:
-            self._built[recency] = recency_weights(self.interactions, recency)
-        return self._built[recency]
 
 
 class RP3Beta(MatrixRecommender):
@@ -237,16 +222,16 @@ class RP3Beta(MatrixRecommender):
         betas = list(dict.fromkeys(beta for beta, _ in points))
         walks = dict(zip(betas, _rp3_walks(template._seen, popularity, alpha, betas, neighbours)))
         walks = {beta: walk[:, template._columns].tocsr() for beta, walk in walks.items()}
-        histories, models = _Histories(interactions), []
+        models = []
         for beta, recency in points:
             model = cls(alpha=alpha, beta=beta, neighbours=neighbours, recency=recency)
             model._seen, model._fallback, model._columns = template._seen, popularity, template._columns
-            model._history_rows, model._walk = histories.get(recency), walks[beta]
+            model._history, model._walk = interactions.seen_by_recency(recency), walks[beta]
             models.append(model)
         return models
 
     def _product(self, users: np.ndarray) -> sp.csr_matrix:
-        return (self._history(users) @ self._walk).tocsr()
+        return (self._history_of(users) @ self._walk).tocsr()
 
 
 def _rp3_walks(seen: sp.csr_matrix, popularity: np.ndarray, alpha: float, betas: list[float], neighbours: int | None):
