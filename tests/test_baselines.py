@@ -214,7 +214,7 @@ def test_rp3beta_is_the_two_step_walk_of_its_paper(tiny: Interactions) -> None:
 
 
 def test_recency_weights_count_the_customers_later_times() -> None:
-    """Each item weighs recency ** (the customer's distinct times after its last interaction):
+    """Each item weighs recency ** (the distinct later times at which the customer last took other items):
     items taken at the same moment weigh the same, a repeat counts at its latest time."""
     from recsys.data.interactions import recency_weights
 
@@ -369,6 +369,23 @@ def test_a_fit_cache_keeps_only_the_whole_exports_fits_for_scoring(tiny):
     gc.collect()
     assert gone() is None
     assert fits.fitted("popularity", None, tiny, lambda: pytest.fail("refitted")) is on_all
+
+
+def test_a_fit_cache_forgets_the_recency_weighted_histories_of_the_parts_it_drops(tiny):
+    """A part of the export the run still holds (the model keeps its evaluation split's training
+    rows) keeps no recency-weighted history once the cache has let go of it; the whole export
+    keeps its own, which the final sources score from."""
+    from recsys.models.fits import FitCache
+
+    fits = FitCache()
+    part = fits.holdout(tiny).train
+    fits.fitted("ease", {"recency": 0.5}, part, lambda: EASE(recency=0.5))
+    final = fits.fitted("ease", {"recency": 0.5}, tiny, lambda: EASE(recency=0.5))
+    assert "_by_recency" in part.__dict__ and "_by_recency" in tiny.__dict__
+    fits.keep_only(tiny)
+    assert "_by_recency" not in part.__dict__
+    assert tiny.seen_by_recency(0.5) is final._history
+    assert part.seen_by_recency(0.5).toarray().tolist() == EASE(recency=0.5).fit(part)._history.toarray().tolist()
 
 
 def _ring_export(shuffled: bool, customers: int = 600, items: int = 40, seed: int = 0) -> Interactions:

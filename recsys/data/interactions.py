@@ -81,6 +81,10 @@ class Interactions:
             built[recency] = recency_weights(self, recency)
         return built[recency]
 
+    def forget_by_recency(self) -> None:
+        """Drop the matrices :meth:`seen_by_recency` keeps (built again if asked for)."""
+        self.__dict__.pop("_by_recency", None)
+
     def item_counts(self) -> np.ndarray:
         """Rows per item code (0 for an item this part of the export never mentions)."""
         return np.bincount(self.item, minlength=self.n_items)
@@ -222,18 +226,21 @@ def user_histories(data: Interactions, length: int, pairs: Pairs | None = None) 
 
 def recency_weights(data: Interactions, recency: float, pairs: Pairs | None = None) -> sp.csr_matrix:
     """Customers × items like :meth:`Interactions.seen`, each customer's items weighted by how
-    recently the customer took them: ``recency ** n`` for an item whose last interaction has ``n``
-    of the customer's distinct interaction times after it (the latest item 1, the one before it
-    ``recency``, ...; items taken at the same time weigh the same). ``recency`` in (0, 1]."""
+    recently the customer took them: ``recency ** n`` for an item when the customer last took
+    their other items at ``n`` distinct times after its own last time (the latest item 1, the one
+    before it ``recency``, ...; items last taken at the same time weigh the same). ``recency`` in
+    (0, 1]."""
     if not 0.0 < recency <= 1.0:
         raise ValueError(f"recency must be in (0, 1], got {recency}")
     users, items, times = pairs if pairs is not None else distinct_pairs(data)
+    if len(users) == 0:
+        return sp.csr_matrix((data.n_users, data.n_items), dtype=np.float32)
     order = lex_order(users, -times)
     users, items, times = users[order], items[order], times[order]
     same_user = np.r_[False, users[1:] == users[:-1]]
     steps = np.cumsum(same_user & np.r_[False, times[1:] != times[:-1]])
     starts = np.searchsorted(users, users)  # the first pair of each pair's customer
-    newer = steps - steps[starts] if len(steps) else steps
+    newer = steps - steps[starts]
     weights = np.power(np.float32(recency), newer.astype(np.float32))
     matrix = sp.csr_matrix((weights, (users, items)), shape=(data.n_users, data.n_items), dtype=np.float32)
     matrix.sort_indices()

@@ -69,8 +69,9 @@ class MatrixRecommender:
     name: str = "base"
     non_personal: bool = False
     sparse: bool = False  # scores are ``_product`` plus the tie-break
-    # Item-item models score a customer from their items, each weighing recency ** (how many of
-    # the customer's later times come after it): 1 weighs every item the same.
+    # Item-item models score a customer from their items, each weighing recency ** (the distinct
+    # later times at which the customer last took other items; ``recency_weights``): 1 weighs
+    # every item the same.
     recency: float = 1.0
 
     def __init__(self) -> None:

@@ -1,7 +1,8 @@
 """The simple recommenders any new model has to beat, on the shared surface (``recsys.models.base``).
 
 Interactions are treated as binary (a customer did or did not take an experience): repeats and
-ratings carry no extra weight, which matches how the evaluation scores. Scoring is vectorised: a
+ratings carry no extra weight, which matches how the evaluation scores. EASE and RP3beta may weigh
+a customer's own items by recency where the customer's scores start (their ``recency``). Scoring is vectorised: a
 sparse customers × items matrix, dense score blocks of bounded size and the shared top-k.
 """
 

@@ -46,6 +46,13 @@ class FitCache:
         million rows and the baselines fitted on them) is freed before scoring. Returns how many
         entries were dropped."""
         before = len(self._splits) + len(self._fitted)
+        # Parts of the export can outlive the cache (the model keeps its evaluation split's
+        # training rows for the rules' cost): their recency-weighted histories are not read again.
+        parts = [known[0] for known in self._fitted.values()]
+        parts += [part for rows, split in self._splits.values() for part in (rows, split.train)]
+        for part in parts:
+            if part is not data:
+                part.forget_by_recency()
         self._splits.clear()
         self._fitted = {key: known for key, known in self._fitted.items() if known[0] is data}
         return before - len(self._fitted)

@@ -251,7 +251,7 @@ def refresh_retrieval(
 class TwoStage:
     """The two-stage model on the shared recommender surface (``recsys.models.base``).
 
-    ``tuned``: settings of the baseline sources (e.g. ``{"ease": {"strength": 10.0}}``), as the
+    ``tuned``: settings of the baseline sources (e.g. ``{"ease": {"strength": 10.0, "recency": 0.7}}``), as the
     evaluation's tuning chose them; their defaults otherwise. ``fits``: the run's shared splits
     and fitted baselines.
     """
