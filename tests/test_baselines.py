@@ -213,16 +213,20 @@ def test_rp3beta_is_the_two_step_walk_of_its_paper(tiny: Interactions) -> None:
     assert lists.scores[0] == pytest.approx(expected[unseen[:3]], abs=1e-6)
 
 
+def _dated(rows) -> Interactions:
+    """(customer, item, day) rows as Interactions, rating 4."""
+    return interactions_of(pd.DataFrame({
+        "user_id": [r[0] for r in rows], "item": [r[1] for r in rows],
+        "timestamp": pd.to_datetime([DAY0 + pd.Timedelta(days=r[2]) for r in rows]), "rating": 4,
+    }))
+
+
 def test_recency_weights_count_the_customers_later_times() -> None:
     """Each item weighs recency ** (the distinct later times at which the customer last took other items):
     items taken at the same moment weigh the same, a repeat counts at its latest time."""
     from recsys.data.interactions import recency_weights
 
-    rows = [("u1", "A", 1), ("u1", "B", 2), ("u1", "A", 5), ("u1", "C", 3), ("u1", "D", 3), ("u2", "C", 7)]
-    data = interactions_of(pd.DataFrame({
-        "user_id": [r[0] for r in rows], "item": [r[1] for r in rows],
-        "timestamp": pd.to_datetime([DAY0 + pd.Timedelta(days=r[2]) for r in rows]), "rating": 4,
-    }))
+    data = _dated([("u1", "A", 1), ("u1", "B", 2), ("u1", "A", 5), ("u1", "C", 3), ("u1", "D", 3), ("u2", "C", 7)])
     weights = recency_weights(data, 0.5).toarray()
     by_name = {name: weights[:, code].tolist() for code, name in enumerate(data.items)}
     # u1's latest is A (day 5), then C and D together (day 3), then B (day 2).
@@ -256,18 +260,18 @@ def test_a_tuning_family_fits_what_one_fit_of_each_setting_does(tiny: Interactio
     """Tuning fits a grid at once (shared Gram matrix, walk and weighted histories): each member
     recommends what the same setting fitted alone does."""
     users = np.arange(tiny.n_users)
+    candidates = users[:, None] % tiny.n_items
     ease_points = [(10.0, 1.0), (3.0, 0.5), (10.0, 0.5)]
-    for (strength, recency), member in zip(ease_points, EASE.fitted_family(tiny, ease_points)):
-        alone = EASE(strength=strength, recency=recency).fit(tiny)
-        assert member.name == alone.name
-        assert member.recommend(users, 4).items.tolist() == alone.recommend(users, 4).items.tolist()
-        assert member.score(users, users[:, None] % tiny.n_items) == pytest.approx(alone.score(users, users[:, None] % tiny.n_items))
     rp3_points = [(0.0, 1.0), (0.5, 0.7), (0.0, 0.7)]
-    for (beta, recency), member in zip(rp3_points, RP3Beta.fitted_family(tiny, 0.5, rp3_points)):
-        alone = RP3Beta(0.5, beta, recency=recency).fit(tiny)
+    pairs = [
+        *zip(EASE.fitted_family(tiny, ease_points), (EASE(strength=s, recency=r) for s, r in ease_points)),
+        *zip(RP3Beta.fitted_family(tiny, 0.5, rp3_points), (RP3Beta(0.5, b, recency=r) for b, r in rp3_points)),
+    ]
+    for member, alone in pairs:
+        alone.fit(tiny)
         assert member.name == alone.name
         assert member.recommend(users, 4).items.tolist() == alone.recommend(users, 4).items.tolist()
-        assert member.score(users, users[:, None] % tiny.n_items) == pytest.approx(alone.score(users, users[:, None] % tiny.n_items))
+        assert member.score(users, candidates) == pytest.approx(alone.score(users, candidates))
 
 
 def test_next_item_ranks_what_customers_took_right_after_the_latest_item() -> None:
@@ -397,10 +401,7 @@ def _ring_export(shuffled: bool, customers: int = 600, items: int = 40, seed: in
         start, length = rng.integers(items), rng.integers(3, 9)
         days = rng.permutation(length) if shuffled else np.arange(length)
         rows += [(f"c{customer}", f"item{(start + step) % items:02d}", int(day)) for step, day in zip(range(length), days)]
-    return interactions_of(pd.DataFrame({
-        "user_id": [r[0] for r in rows], "item": [r[1] for r in rows],
-        "timestamp": pd.to_datetime([DAY0 + pd.Timedelta(days=r[2]) for r in rows]), "rating": 4,
-    }))
+    return _dated(rows)
 
 
 @pytest.mark.parametrize("shuffled", [False, True])

@@ -224,15 +224,21 @@ def user_histories(data: Interactions, length: int, pairs: Pairs | None = None) 
     return history
 
 
-def recency_weights(data: Interactions, recency: float, pairs: Pairs | None = None) -> sp.csr_matrix:
+def checked_recency(recency: float) -> float:
+    """``recency`` as a float, or a ValueError when it is outside (0, 1]."""
+    if not 0.0 < recency <= 1.0:
+        raise ValueError(f"recency must be in (0, 1], got {recency}")
+    return float(recency)
+
+
+def recency_weights(data: Interactions, recency: float) -> sp.csr_matrix:
     """Customers × items like :meth:`Interactions.seen`, each customer's items weighted by how
     recently the customer took them: ``recency ** n`` for an item when the customer last took
     their other items at ``n`` distinct times after its own last time (the latest item 1, the one
     before it ``recency``, ...; items last taken at the same time weigh the same). ``recency`` in
     (0, 1]."""
-    if not 0.0 < recency <= 1.0:
-        raise ValueError(f"recency must be in (0, 1], got {recency}")
-    users, items, times = pairs if pairs is not None else distinct_pairs(data)
+    recency = checked_recency(recency)
+    users, items, times = distinct_pairs(data)
     if len(users) == 0:
         return sp.csr_matrix((data.n_users, data.n_items), dtype=np.float32)
     order = lex_order(users, -times)

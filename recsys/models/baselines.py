@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from recsys.data.interactions import (
     Interactions,
     PairTimes,
+    checked_recency,
     distinct_pairs,
     item_popularity,
     pair_times,
@@ -116,7 +117,7 @@ class EASE(MatrixRecommender):
         if strength <= 0:
             raise ValueError(f"strength must be > 0, got {strength}")
         self.regularization, self.strength, self.max_items = regularization, strength, max_items
-        self.recency = _checked_recency(recency)
+        self.recency = checked_recency(recency)
         self.name = (f"ease_l{regularization:g}" if regularization is not None else f"ease_s{strength:g}") + _recency_suffix(recency)
         self._weights: np.ndarray | None = None
 
@@ -175,12 +176,6 @@ def _ease_weights(gram: np.ndarray, regularization: float) -> np.ndarray:
     return weights
 
 
-def _checked_recency(recency: float) -> float:
-    if not 0.0 < recency <= 1.0:
-        raise ValueError(f"recency must be in (0, 1], got {recency}")
-    return float(recency)
-
-
 def _recency_suffix(recency: float) -> str:
     return "" if recency == 1.0 else f"_r{recency:g}"
 
@@ -203,7 +198,7 @@ class RP3Beta(MatrixRecommender):
         weight of a customer's items by recency, where the walk starts (1: all alike)."""
         super().__init__()
         self.alpha, self.beta, self.neighbours = alpha, beta, neighbours
-        self.recency = _checked_recency(recency)
+        self.recency = checked_recency(recency)
         self.name = f"rp3beta_a{alpha:g}_b{beta:g}" + _recency_suffix(recency)
         self._walk: sp.csr_matrix | None = None
 
