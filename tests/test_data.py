@@ -479,6 +479,7 @@ def test_a_header_of_other_names_is_told_the_column_options_that_read_it(write_c
     [
         (("2021-01-30T13:30:00Z", "2021-02-03T09:05:00Z"), ["%Y-%m-%dT%H:%M:%SZ"]),
         (("2021-01-30 13:30:00+02:00", "2021-02-03 09:05:00+02:00"), ["%Y-%m-%d %H:%M:%S%z"]),
+        (("2021-01-30 13:30:00.125", "2021-02-03 09:05:07.5"), ["%Y-%m-%d %H:%M:%S"]),  # fractions
         (("30.01.2021", "03.02.2021"), ["%d.%m.%Y"]),
         (("13/01/2021 10:00", "03/02/2021 09:05"), ["%d/%m/%Y %H:%M"]),  # day 13: day first
         (("01/02/2021", "03/02/2021"), ["%m/%d/%Y", "%d/%m/%Y"]),  # either: both offered
@@ -495,6 +496,21 @@ def test_dates_in_another_format_are_told_the_date_format_that_reads_them(write_
     for date_format in formats:  # each offered format reads the file
         frame, _ = load_frame(path, date_format=date_format)
         assert len(frame) == 2
+
+
+def test_fractions_of_a_second_are_dropped_with_or_without_f_in_the_format(write_csv):
+    """Text times with a fraction of a second read as their whole second (as a Parquet timestamp's
+    or a unix time's fraction does), whether the format names the fraction or not."""
+    rows = [("1", "2021-01-30T13:30:00.999Z", "Spa", "5"), ("2", "2021-02-03T09:05:07,5Z", "Cine", "4"),
+            ("3", "2021-02-04T10:00:01Z", "Spa", "3")]
+    path = write_csv(rows)
+    expected = [pd.Timestamp("2021-01-30 13:30:00"), pd.Timestamp("2021-02-03 09:05:07"), pd.Timestamp("2021-02-04 10:00:01")]
+    for date_format in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+        frame, _ = load_frame(path, date_format=date_format)
+        assert frame.sort_values("user_id")["timestamp"].tolist() == expected, date_format
+    # Only a fraction right after the seconds goes: digits after a comma that start a date stay.
+    dated = write_csv([("1", "13:30:00,30.01.2021", "Spa", "5")], name="time_first.csv")
+    assert load_frame(dated, date_format="%H:%M:%S,%d.%m.%Y")[0]["timestamp"].tolist() == [pd.Timestamp("2021-01-30 13:30")]
 
 
 def test_an_empty_date_is_said_to_be_empty_and_a_compact_day_gets_its_format(write_csv):

@@ -1,11 +1,13 @@
 """Which rows of an export are dated where no redemption can be: in the future, or far outside
 the export's own span (a 1900 or 9999 placeholder, a mistyped year).
 
-Works on whole seconds and whole days, so it knows nothing of the export's columns.
+Works on whole seconds and whole days, so it knows nothing of the export's columns; and reads
+text times in whole seconds (``text_seconds``), for the export and for its hints alike.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -47,3 +49,24 @@ def dates_outside(seconds: np.ndarray, now: datetime) -> tuple[np.ndarray | None
 def date_text(second: int) -> str:
     """A time in whole seconds as text (``1900-01-01 00:00:00``), for any year a date can hold."""
     return (datetime(1970, 1, 1) + timedelta(seconds=second)).isoformat(sep=" ")
+
+
+# A fraction of a second right after a time's seconds ("13:30:00.123", "13:30:00,5"), and the
+# format directives that name one ("%S.%f"): dropped, as a Parquet timestamp's fraction is.
+_FRACTION = r"(\d:\d\d)[.,]\d{1,9}([^\d.,]|$)"  # RE2: no look-ahead, so the next character is kept
+_FRACTION_DIRECTIVE = re.compile(r"%S[.,]%f")
+
+
+def text_seconds(text, date_format: str):
+    """Arrow text times parsed by ``date_format`` in whole seconds (null where it does not match).
+
+    Arrow's parser knows no fractions of a second: a fraction after the seconds is dropped first,
+    whether the format names it (``%S.%f``) or not (``%S``), so ``2021-01-30 13:30:00.123`` reads
+    as 13:30:00 under either.
+    """
+    import pyarrow.compute as pc
+
+    if "%S" in date_format:
+        text = pc.replace_substring_regex(text, _FRACTION, r"\1\2")
+        date_format = _FRACTION_DIRECTIVE.sub("%S", date_format)
+    return pc.strptime(text, format=date_format, unit="s", error_is_null=True)

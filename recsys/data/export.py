@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recsys.data.dates import date_text, dates_outside
+from recsys.data.dates import date_text, dates_outside, text_seconds
 from recsys.data.files import UNIT_SEPARATOR, UNREADABLE, csv_source, is_utf8, read_head, unreadable
 from recsys.data.hints import OPTIONS, column_options, date_format_hint
 from recsys.data.interactions import Interactions, sorted_codes
@@ -576,7 +576,7 @@ def _parse_times(values, path: Path, column: str, date_format: str):
 
         def parse(text):
             text = pc.utf8_trim_whitespace(text.cast(pa.string()))
-            return pc.strptime(text, format=date_format, unit="s", error_is_null=True)
+            return text_seconds(text, date_format)
 
         parsed = _per_row(values, parse)
     bad = pc.is_null(parsed)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from recsys.data.dates import text_seconds
+
 # Header names (lowercased, letters and digits only) that say which role a column plays, in the
 # company's export (Spanish), in public ratings datasets (MovieLens, Amazon, Book-Crossing) and
 # in common shop exports.
@@ -97,7 +99,7 @@ def date_format_hint(values, refused=None, exclude: str | None = None) -> str:
     for date_format in DATE_FORMATS:
         if date_format == exclude:
             continue
-        parsed = pc.strptime(sample, format=date_format, unit="s", error_is_null=True)
+        parsed = text_seconds(sample, date_format)
         if parsed.null_count:
             continue
         if pa.types.is_timestamp(parsed.type) and parsed.type.tz is not None:
