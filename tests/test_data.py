@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -511,6 +512,41 @@ def test_fractions_of_a_second_are_dropped_with_or_without_f_in_the_format(write
     # Only a fraction right after the seconds goes: digits after a comma that start a date stay.
     dated = write_csv([("1", "13:30:00,30.01.2021", "Spa", "5")], name="time_first.csv")
     assert load_frame(dated, date_format="%H:%M:%S,%d.%m.%Y")[0]["timestamp"].tolist() == [pd.Timestamp("2021-01-30 13:30")]
+
+
+@pytest.mark.parametrize(
+    ("date", "date_format"),
+    [("2/30/2022 10:00", "%m/%d/%Y %H:%M"), ("4/31/2022 0:00", "%m/%d/%Y %H:%M"), ("2/29/2021 9:05", "%m/%d/%Y %H:%M"),
+     ("2022-02-30T10:00:00.5Z", "%Y-%m-%dT%H:%M:%SZ"), ("20220431", "%Y%m%d")],
+)
+def test_a_day_past_the_end_of_its_month_is_refused_not_moved_to_the_next(write_csv, date, date_format):
+    """Arrow's parser reads 2/30/2022 as March 2: the export must be refused at that line instead,
+    since a redemption on a day that does not exist is a broken row, not a later one."""
+    good = datetime(2022, 3, 2, 10, 0).strftime(date_format)  # the day it would have been moved to
+    rows = [("1", good, "Spa", "5"), ("2", good, "Cine", "4"), ("3", date, "Spa", "3")]
+    message = load_error(write_csv(rows), date_format=date_format)
+    assert f"line 4, column FECHA_INTERACCION: date {date!r} names no such day of the calendar" in message
+
+
+def test_leap_days_and_month_ends_still_read(write_csv):
+    rows = [("1", "2/29/2024 10:00", "Spa", "5"), ("2", "4/30/2022 0:00", "Cine", "4"), ("3", "12/31/2022 23:59", "Spa", "3"),
+            ("4", "3/1/2022 8:00", "Cine", "2"), ("5", "1/3/2022 8:00", "Spa", "1")]
+    frame, _ = load_frame(write_csv(rows))
+    assert sorted(frame["timestamp"].dt.strftime("%Y-%m-%d %H:%M")) == [
+        "2022-01-03 08:00", "2022-03-01 08:00", "2022-04-30 00:00", "2022-12-31 23:59", "2024-02-29 10:00"]
+
+
+def test_two_digit_years_are_refused_under_percent_y_and_told_the_format_that_reads_them(write_csv):
+    """Excel's short dates (1/30/21) under %Y would be the year 21: refused, with %y offered."""
+    path = write_csv([("1", "1/30/21 13:30", "Spa", "5"), ("2", "2/13/22 10:00", "Cine", "4")])
+    message = load_error(path)
+    assert "line 2, column FECHA_INTERACCION: date '1/30/21 13:30' has a two-digit year" in message
+    assert "(pass --date-format '%m/%d/%y %H:%M' to read it)" in message
+    frame, _ = load_frame(path, date_format="%m/%d/%y %H:%M")
+    assert sorted(frame["timestamp"].tolist()) == [pd.Timestamp("2021-01-30 13:30"), pd.Timestamp("2022-02-13 10:00")]
+    # One short date among four-digit years is a broken row too, not a row to set aside.
+    assert "line 3, column FECHA_INTERACCION: date '2/3/21 9:05' has a two-digit year" in load_error(
+        write_csv(rows_with(3, "FECHA_INTERACCION", "2/3/21 9:05"), name="one_short.csv"))
 
 
 def test_an_empty_date_is_said_to_be_empty_and_a_compact_day_gets_its_format(write_csv):

@@ -58,15 +58,75 @@ _FRACTION_DIRECTIVE = re.compile(r"%S[.,]%f")
 
 
 def text_seconds(text, date_format: str):
-    """Arrow text times parsed by ``date_format`` in whole seconds (null where it does not match).
+    """Arrow text times parsed by ``date_format`` in whole seconds (null where it does not match,
+    or where the text names no day of the calendar).
 
     Arrow's parser knows no fractions of a second: a fraction after the seconds is dropped first,
     whether the format names it (``%S.%f``) or not (``%S``), so ``2021-01-30 13:30:00.123`` reads
-    as 13:30:00 under either.
+    as 13:30:00 under either. It also rolls a day past the end of its month into the next month
+    (2/30/2022 would read as March 2) and takes two digits for ``%Y`` (1/4/21 as the year 21):
+    both are refused here instead (see ``calendar_checked``).
     """
     import pyarrow.compute as pc
 
     if "%S" in date_format:
         text = pc.replace_substring_regex(text, _FRACTION, r"\1\2")
         date_format = _FRACTION_DIRECTIVE.sub("%S", date_format)
-    return pc.strptime(text, format=date_format, unit="s", error_is_null=True)
+    return calendar_checked(text, pc.strptime(text, format=date_format, unit="s", error_is_null=True), date_format)
+
+
+# Leading zeros of every number, then every run of other characters: "01/30/2021 13:30" and
+# "1/30/2021 13:30" both become "1,30,2021,13,30".
+_LEADING_ZEROS = r"(^|\D)0+(\d)"
+_NOT_DIGITS = r"\D+"
+
+
+def _numbers(text):
+    import pyarrow.compute as pc
+
+    return pc.replace_substring_regex(pc.replace_substring_regex(text, _LEADING_ZEROS, r"\1\2"), _NOT_DIGITS, ",")
+
+
+def calendar_checked(text, parsed, date_format: str):
+    """``parsed`` (the text times as Arrow read them by ``date_format``), null where the text
+    named no such day or no such year.
+
+    - A day past its month's end rolls over into the next month's first three days, so only
+      those rows are checked: written back with the format, their numbers must be the text's
+      (2/30/2022 -> 03/02/2022: refused). Formats with a time-zone offset are not checked: their
+      times were moved to UTC, so their numbers differ by design.
+    - ``%Y`` with a year below 100 is a two-digit year read as a four-digit one (``%y`` reads it).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wrong = np.zeros(len(parsed), dtype=bool)
+    if "%Y" in date_format:
+        wrong |= pc.fill_null(pc.less(pc.year(parsed), 100), False).to_numpy(zero_copy_only=False)
+    if "%z" not in date_format and "%Z" not in date_format:
+        rows = np.flatnonzero(pc.fill_null(pc.less_equal(pc.day(parsed), 3), False).to_numpy(zero_copy_only=False))
+        if len(rows):
+            written = pc.strftime(pc.take(parsed, rows), format=date_format)
+            wrong[rows] |= pc.not_equal(_numbers(pc.take(text, rows)), _numbers(written)).to_numpy(zero_copy_only=False)
+    if not wrong.any():
+        return parsed
+    return pc.if_else(pa.array(wrong), pa.scalar(None, parsed.type), parsed)
+
+
+def calendar_problem(text: str, date_format: str) -> str | None:
+    """Why ``calendar_checked`` refused one text time that the format itself reads, or ``None``
+    when the format does not read it: "names no such day" or "has a two-digit year"."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    value = pa.array([text.strip()])
+    if "%S" in date_format:
+        value = pc.replace_substring_regex(value, _FRACTION, r"\1\2")
+        date_format = _FRACTION_DIRECTIVE.sub("%S", date_format)
+    parsed = pc.strptime(value, format=date_format, unit="s", error_is_null=True)
+    if parsed.null_count:
+        return None
+    if "%Y" in date_format and pc.year(parsed)[0].as_py() < 100:
+        return "has a two-digit year, which %Y does not read"
+    return "names no such day of the calendar"

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recsys.data.dates import date_text, dates_outside, text_seconds
+from recsys.data.dates import calendar_problem, date_text, dates_outside, text_seconds
 from recsys.data.files import UNIT_SEPARATOR, UNREADABLE, csv_source, is_utf8, read_head, unreadable
 from recsys.data.hints import OPTIONS, column_options, date_format_hint
 from recsys.data.interactions import Interactions, sorted_codes
@@ -589,6 +589,9 @@ def _parse_times(values, path: Path, column: str, date_format: str):
         hint = date_format_hint(values, bad, exclude=date_format)  # 20210130 reads as %Y%m%d
         if not hint and re.match(_NUMBER, text.strip()):
             hint = " (pass --date-format unix if it counts seconds since 1970)"
+        problem = calendar_problem(text, date_format)  # 2/30/2022; 1/4/21 under %Y
+        if problem:
+            _fail(path, row, column, f"date {text!r} {problem} (format {date_format!r}){hint}", count)
         _fail(path, row, column, f"date {text!r} does not match the format {date_format!r}{hint}", count)
     return parsed
 
