@@ -681,6 +681,31 @@ def test_parquet_with_wrong_column_types(tmp_path, column, array, expect):
     assert expect in message and "type" in message
 
 
+def test_parquet_with_category_columns_reads_as_the_plain_one(tmp_path, write_csv):
+    """pandas' category dtype is a dictionary-encoded column: still text, read as such."""
+    plain = write_csv(GOOD)
+    frame = pd.read_csv(plain, dtype=str)
+    for column in ("ID_CLIENTE", "FECHA_INTERACCION", "NOMBRE_CORTO_DE_EXPERIENCIA"):
+        frame[column] = frame[column].astype("category")
+    frame.to_parquet(tmp_path / "category.parquet")
+    assert pa.types.is_dictionary(pq.read_schema(tmp_path / "category.parquet").field("ID_CLIENTE").type)
+    expected, _ = load_frame(plain)
+    got, _ = load_frame(tmp_path / "category.parquet")
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+
+
+def test_a_parquet_file_names_its_bad_row_counted_from_one_and_float_ids_are_told_why(tmp_path):
+    items = [f"item {k}" for k in range(50)]
+    items[40] = None  # the 41st row
+    columns = {"ID_CLIENTE": [str(k) for k in range(50)], "FECHA_INTERACCION": ["1/30/2021 13:30"] * 50,
+               "NOMBRE_CORTO_DE_EXPERIENCIA": items, "CALIFICACION": [5] * 50}
+    pq.write_table(pa.table(columns), tmp_path / "null.parquet")
+    assert "row 41, column NOMBRE_CORTO_DE_EXPERIENCIA: empty item name" in load_error(tmp_path / "null.parquet")
+    columns.update(NOMBRE_CORTO_DE_EXPERIENCIA=["a"] * 50, ID_CLIENTE=[float(k) for k in range(50)])
+    pq.write_table(pa.table(columns), tmp_path / "float.parquet")
+    assert "column 'ID_CLIENTE' has type double: ids must be text or whole numbers" in load_error(tmp_path / "float.parquet")
+
+
 def test_parquet_missing_column(tmp_path):
     path = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"ID_CLIENTE": ["1"], "FECHA_INTERACCION": ["1/30/2021 13:30"], "CALIFICACION": ["5"]}), path)
@@ -894,7 +919,7 @@ def test_the_date_check_keeps_memory_small_on_many_rows(tmp_path):
     )
     pq.write_table(table, tmp_path / "big.parquet")
     interactions, report = load_interactions(tmp_path / "big.parquet", now=NOW)
-    assert len(interactions) == n - 1 and report.set_aside["first_line"] == 123_458
+    assert len(interactions) == n - 1 and report.set_aside["first_line"] == 123_457  # a Parquet row counted from 1
 
 
 def test_a_no_date_sentinel_of_year_9999_is_set_aside_not_a_crash(write_csv):

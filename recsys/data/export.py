@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 # The line of the file the table's first row comes from: 2 below a header, else 1 (errors name
 # lines as an editor shows them; set for the length of one read by ``load_interactions``).
 _LINE_OF_FIRST_ROW: ContextVar[int] = ContextVar("recsys_line_of_first_row", default=2)
+# What a position in the file is called: a CSV's lines (as an editor shows them), a Parquet
+# file's rows (counted from 1, as a data viewer shows them).
+_POSITION: ContextVar[str] = ContextVar("recsys_position", default="line")
 _BLOCK_BYTES = 1 << 24  # CSV reader block: each block's columns get their own dictionaries
 
 
@@ -92,13 +95,16 @@ def load_interactions(
     _check_readable(path)
     before = _identity(path)
     try:
-        line_of_first_row = _LINE_OF_FIRST_ROW.set(2 if header else 1)
+        parquet = _is_parquet(path, read_head(path))
+        line_of_first_row = _LINE_OF_FIRST_ROW.set(1 if parquet or not header else 2)
+        position = _POSITION.set("row" if parquet else "line")
         try:
             loaded = _read_export(
                 path, columns, date_format, delimiter, rating_scale, header, now or datetime.now(timezone.utc)
             )
         finally:
             _LINE_OF_FIRST_ROW.reset(line_of_first_row)
+            _POSITION.reset(position)
     except DataError:
         _check_unchanged(path, before)  # a half-written file reads as bad input: say what happened
         raise
@@ -151,12 +157,16 @@ def _check_unchanged(path: Path, before: tuple[int, ...] | None) -> None:
         )
 
 
+def _is_parquet(path: Path, head: bytes) -> bool:
+    return head.startswith(b"PAR1") or path.suffix.lower() == ".parquet"
+
+
 def _read_export(
     path: Path, columns: ColumnMap, date_format: str, delimiter: str, rating_scale, header: bool, now: datetime
 ) -> tuple[Interactions, LoadReport]:
     head = read_head(path)
     notes: list[str] = []
-    if head.startswith(b"PAR1") or path.suffix.lower() == ".parquet":
+    if _is_parquet(path, head):
         raw = _read_parquet(path, columns)
     else:
         if b"\x00" in head:
@@ -214,7 +224,7 @@ def _set_aside_dates(table: "pa.Table", seconds: np.ndarray, path: Path, column:
     kept_from, kept_to = date_text(int(seconds.min())), date_text(int(seconds.max()))
     notes.append(
         f"{count:,} row{'s' if count > 1 else ''} dated far outside the export's span or in the future set aside "
-        f"(first at line {first + _LINE_OF_FIRST_ROW.get()}: {first_date}); kept {kept_from} to {kept_to}"
+        f"(first at {_POSITION.get()} {first + _LINE_OF_FIRST_ROW.get()}: {first_date}); kept {kept_from} to {kept_to}"
     )
     return table, seconds, {
         "rows": count, "first_line": first + _LINE_OF_FIRST_ROW.get(), "first_date": first_date, "kept_from": kept_from, "kept_to": kept_to,
@@ -392,7 +402,11 @@ def _read_parquet(path: Path, columns: ColumnMap) -> "pa.Table":
         if name not in columns.required():
             continue
         column = table.column(name)
-        if not any(check(column.type) for check in checks):
+        # A dictionary-encoded column (pandas' category) holds the values of its dictionary.
+        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        if not any(check(kind) for check in checks):
+            if name in (columns.user, columns.item):
+                raise DataError(f"{path}: column {name!r} has type {column.type}: ids must be text or whole numbers")
             raise DataError(f"{path}: column {name!r} has type {column.type}, which cannot hold this field")
     return table.select(list(columns.required()))
 
@@ -671,8 +685,9 @@ def _text(values, row: int) -> str:
 
 def _fail(path: Path, row: int, column: str, problem: str, count: int = 1) -> None:
     more = f" ({count - 1:,} more {'row' if count == 2 else 'rows'} like it)" if count > 1 else ""
-    # Line numbers are those an editor or spreadsheet shows (a header is line 1).
-    raise DataError(f"{path}: line {row + _LINE_OF_FIRST_ROW.get()}, column {column}: {problem}{more}")
+    # Line numbers are those an editor or spreadsheet shows (a header is line 1); a Parquet
+    # file's rows count from 1.
+    raise DataError(f"{path}: {_POSITION.get()} {row + _LINE_OF_FIRST_ROW.get()}, column {column}: {problem}{more}")
 
 
 def _first_line(text: str) -> str:
