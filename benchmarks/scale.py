@@ -173,8 +173,9 @@ def main() -> None:
         "",
         f"`python benchmarks/scale.py --customers {' '.join(map(str, args.customers))}"
         f"{'' if evaluate else ' --no-evaluate'}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
-        f"Machine: {machine()}. Exports generated with `recsys.synthetic` ({args.items:,} items, about "
-        f"{args.per_customer:g} distinct items per customer, half the rows exact duplicates as in the real export); "
+        f"Machine: {machine()}. Exports generated with `recsys.synthetic` ({args.items:,} items, "
+        f"{args.per_customer:g} redemptions per customer on average, repeats of an item included (about 16 distinct "
+        "items at 20), plus as many rows again of exact duplicates, as in the real export); "
         f"`recsys run`, {path}, end to end (a temporary Prefect server included). Peak RSS is the run's own "
         "(`wait4`); load is the machine's 1-minute load average while it ran (2 cores: 2.0 means both busy).",
         "",

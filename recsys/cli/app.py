@@ -529,7 +529,9 @@ def generate(
     out: Annotated[Path, typer.Option("--out", help="Where to write the export (.csv or .parquet; its folder must exist).")] = Path("data/interactions_sample.csv"),
     customers: Annotated[int, typer.Option(min=1)] = 2500,
     items: Annotated[int, typer.Option(min=2)] = 250,
-    per_customer: Annotated[float, typer.Option(help="Mean distinct items per customer.")] = 2.5,
+    per_customer: Annotated[
+        float, typer.Option(help="Mean redemptions per customer (repeats of an item count; units redeemed together do not).")
+    ] = 2.5,
     seed: Annotated[int, typer.Option()] = 7,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists (never replaced otherwise).")] = False,
 ) -> None:
