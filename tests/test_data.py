@@ -14,7 +14,7 @@ import pytest
 from conftest import HEADER, REAL_DATA, needs_real_data
 from recsys.data.export import load_interactions
 from recsys.errors import DataError
-from recsys.settings import ColumnMap
+from recsys.settings import ColumnMap, RunOptions
 
 GOOD = [
     ("1", "1/30/2021 13:30", "Bono virtual Crepes&Waffles 10", "5"),
@@ -651,6 +651,26 @@ def test_several_bad_rows_report_the_first_and_the_count(write_csv):
     message = load_error(write_csv(rows))
     assert "line 3, column CALIFICACION" in message
     assert "1 more row like it" in message
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [("7,2/3/2022 10:00,Cafe, grande,5", "Expected 4 columns, got 5: 7,2/3/2022 10:00,Cafe, grande,5 (a value holding the delimiter must be in quotes)"),
+     ("7,2/3/2022 10:00,5", "Expected 4 columns, got 3: 7,2/3/2022 10:00,5"),
+     ('7,2/3/2022 10:00,"Cafe grande,5', "Expected 4 columns, got 3")],
+)
+def test_a_malformed_row_far_into_the_file_is_named_by_its_line(tmp_path, row, reason):
+    """The parallel CSV reader cannot tell where a row of too many or too few fields is: the error
+    reads the file again to name the line (7,002 here, past the first block of the reader)."""
+    lines = [",".join(HEADER)] + [f"{k},1/30/2021 13:30,Spa,5" for k in range(7000)] + [row, "8,1/30/2021 13:30,Spa,5"]
+    path = tmp_path / "export.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert f"line 7002: not a well-formed CSV row: {reason}" in load_error(path)
+    dat = tmp_path / "ratings.dat"  # a separator of two characters is shown as it is in the file
+    dat.write_text("".join(f"{u}::{i}::5::1260759144\n" for u in range(50) for i in range(3)) + "7::8::5\n")
+    options = RunOptions(data=dat, delimiter="::", header=False, date_format="unix")
+    with pytest.raises(DataError, match="line 151: not a well-formed CSV row: Expected 4 columns, got 3: 7::8::5"):
+        load_interactions(dat, *options.export_format)
 
 
 def test_binary_file(tmp_path):

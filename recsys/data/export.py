@@ -279,7 +279,7 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, heade
         with csv_source(path, delimiter) as source:
             table = _read_csv_table(source, names, columns, encoding, delimiter, header)
     except pa.ArrowInvalid as exc:
-        raise DataError(f"{path}: not a well-formed CSV file: {_first_line(str(exc))}") from None
+        raise _malformed(path, names, columns, encoding, delimiter, header, exc) from None
     except UNREADABLE as exc:  # a compressed file corrupt past the part read before
         raise unreadable(path, exc) from None
     if table.num_rows == 0:
@@ -290,7 +290,9 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, heade
     return table.select(list(columns.required()))
 
 
-def _read_csv_table(source, names: list[str], columns: ColumnMap, encoding: str, delimiter: str, header: bool):
+def _read_csv_table(
+    source, names: list[str], columns: ColumnMap, encoding: str, delimiter: str, header: bool, threads: bool = True
+):
     import pyarrow.csv as pacsv
 
     # The columns are named as the header check read them (surrounding spaces stripped), so the
@@ -298,7 +300,8 @@ def _read_csv_table(source, names: list[str], columns: ColumnMap, encoding: str,
     return pacsv.read_csv(
         source,
         read_options=pacsv.ReadOptions(
-            encoding=encoding, block_size=_BLOCK_BYTES, column_names=names, skip_rows=1 if header else 0
+            encoding=encoding, block_size=_BLOCK_BYTES, column_names=names, skip_rows=1 if header else 0,
+            use_threads=threads,
         ),
         parse_options=pacsv.ParseOptions(
             delimiter=delimiter if len(delimiter) == 1 else UNIT_SEPARATOR, newlines_in_values=False
@@ -309,6 +312,29 @@ def _read_csv_table(source, names: list[str], columns: ColumnMap, encoding: str,
             quoted_strings_can_be_null=False,
         ),
     )
+
+
+def _malformed(path: Path, names, columns: ColumnMap, encoding: str, delimiter: str, header: bool, exc) -> DataError:
+    """The error for a CSV the reader refused (a row of too many or too few fields, a quote left
+    open), naming the line: the parallel reader cannot tell it, so the file is read again on one
+    thread, which can (this costs a second read, on the error path only)."""
+    import pyarrow as pa
+
+    message = str(exc)
+    try:
+        with csv_source(path, delimiter) as source:
+            _read_csv_table(source, names, columns, encoding, delimiter, header, threads=False)
+    except pa.ArrowInvalid as again:
+        message = str(again)
+    except UNREADABLE:
+        pass
+    message = _first_line(message).replace(UNIT_SEPARATOR, delimiter)
+    found = re.match(r"CSV parse error: Row #(\d+): (.*)$", message)
+    if found:
+        fields = re.match(r"Expected (\d+) columns, got (\d+)", found.group(2))
+        hint = " (a value holding the delimiter must be in quotes)" if fields and int(fields[2]) > int(fields[1]) else ""
+        return DataError(f"{path}: line {found.group(1)}: not a well-formed CSV row: {found.group(2)}{hint}")
+    return DataError(f"{path}: not a well-formed CSV file: {message}")
 
 
 def _csv_type(name: str, columns: ColumnMap) -> "pa.DataType":
