@@ -117,7 +117,8 @@ class RunOptions:
         "mapped onto 1-5 [default: whole numbers 1-5].",
     )
     date_format: str = option(
-        "%m/%d/%Y %H:%M", "strftime format of the time column, or 'unix' for seconds since 1970 (UTC)."
+        "%m/%d/%Y %H:%M",
+        "strftime format of the time column, or 'unix' for seconds since 1970 (UTC), 'unix-ms' for milliseconds.",
     )
     delimiter: str = option(",", "CSV field separator ('tab' for a tab; several characters, e.g. '::', work too).")
     header: bool = option(

@@ -188,6 +188,22 @@ def test_unix_times_and_half_star_ratings_read_with_two_options(write_csv):
     assert frame["rating"].dtype == np.int8 and frame["rating"].tolist() == [3, 1, 5, 4, 2]
 
 
+def test_milliseconds_read_with_unix_ms_and_are_told_so_under_unix(write_csv):
+    rows = [("1", "31", "2.5", "1260759144000"), ("7", "10", "3.5", "1260759205999.5")]
+    path = write_csv(rows, header=ML_HEADER)
+    frame, _ = load_frame(path, columns=ML_COLUMNS, date_format="unix-ms", rating_scale=(0.5, 5.0))
+    assert sorted(frame["timestamp"].tolist()) == [pd.Timestamp("2009-12-14 02:52:24"), pd.Timestamp("2009-12-14 02:53:25")]
+    message = load_error(path, columns=ML_COLUMNS, date_format="unix", rating_scale=(0.5, 5.0))
+    assert "time '1260759144000' is not a number of seconds since 1970" in message and "pass --date-format unix-ms" in message
+
+
+def test_twelve_hour_times_are_told_their_format(write_csv):
+    path = write_csv([("1", "1/30/2021 1:30 PM", "Spa", "5"), ("2", "2/13/2021 12:05 AM", "Cine", "4")])
+    assert "(pass --date-format '%m/%d/%Y %I:%M %p' to read it)" in load_error(path)
+    frame, _ = load_frame(path, date_format="%m/%d/%Y %I:%M %p")
+    assert sorted(frame["timestamp"].tolist()) == [pd.Timestamp("2021-01-30 13:30"), pd.Timestamp("2021-02-13 00:05")]
+
+
 def test_a_ten_point_scale_maps_onto_five_stars(write_csv):
     rows = [(str(k), "01/05/2021 10:00", "Spa", str(k)) for k in range(1, 11)]
     frame, _ = load_frame(write_csv(rows), rating_scale=(1.0, 10.0))

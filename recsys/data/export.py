@@ -577,6 +577,7 @@ def _clean_text(values, path: Path, column: str, problem: str):
 
 
 UNIX = "unix"  # the date format of times in seconds since 1970-01-01 00:00 UTC
+UNIX_MS = "unix-ms"  # the same in milliseconds (JavaScript's and many event logs' times)
 _NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)$"
 
 
@@ -598,8 +599,8 @@ def _parse_times(values, path: Path, column: str, date_format: str):
     import pyarrow as pa
 
     pc = _pc()
-    if date_format == UNIX:
-        return _parse_seconds(values, path, column)
+    if date_format in (UNIX, UNIX_MS):
+        return _parse_seconds(values, path, column, 1000 if date_format == UNIX_MS else 1)
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         raise DataError(
             f"{path}: column {column!r} holds numbers, not dates: pass --date-format unix if they count "
@@ -636,14 +637,17 @@ def _parse_times(values, path: Path, column: str, date_format: str):
     return parsed
 
 
-def _parse_seconds(values, path: Path, column: str):
-    """Times in seconds since 1970 (UTC): integers, or numbers with a fraction (dropped)."""
+def _parse_seconds(values, path: Path, column: str, per_second: int = 1):
+    """Times in seconds since 1970 (UTC), or in milliseconds with ``per_second`` 1000: integers,
+    or numbers with a fraction (dropped)."""
     import pyarrow as pa
 
     pc = _pc()
 
     def seconds(v):
         number = _number(v)
+        if per_second != 1:
+            number = pc.divide(number, float(per_second))
         # Beyond +-10^11 s (years -1200 to 5100) a number is no time a redemption can have
         # (milliseconds, most likely): refused rather than misread.
         sane = pc.less_equal(pc.abs(number), 1e11)
@@ -654,7 +658,15 @@ def _parse_seconds(values, path: Path, column: str):
     count = _count(bad)
     if count:
         row = _first(bad)
-        _fail(path, row, column, f"time {_text(values, row)!r} is not a number of seconds since 1970 (--date-format unix)", count)
+        text = _text(values, row)
+        if per_second != 1:
+            _fail(path, row, column, f"time {text!r} is not a number of milliseconds since 1970 (--date-format unix-ms)", count)
+        try:
+            milliseconds = 1e11 < abs(float(text)) <= 1e14  # 2001-09-09 to 5138 in milliseconds
+        except ValueError:
+            milliseconds = False
+        why = "; it looks like milliseconds: pass --date-format unix-ms" if milliseconds else ""
+        _fail(path, row, column, f"time {text!r} is not a number of seconds since 1970 (--date-format unix{why})", count)
     return parsed
 
 
