@@ -421,7 +421,87 @@ def test_latin1_file_with_accented_names(write_csv):
         path.read_bytes().decode("utf-8")  # really not UTF-8
     frame, report = load_frame(path)
     assert frame["item"].tolist() == ["Café Juan Valdez 20", "Señor Pollo"]
-    assert any("Latin-1" in note for note in report.notes)
+    # Latin-1 is Windows-1252 wherever it has a printable character (0xA0-0xFF): read as that.
+    assert "file is not UTF-8: read as Windows-1252 (8-bit)" in report.notes
+
+
+# Names with accents, and the punctuation Windows-1252 puts in 0x80-0x9F (Latin-1 has control
+# characters there): € ‚ „ … † ‰ Š ‹ ‘ ’ “ ” • – — ™ š œ Ÿ.
+ACCENTED = [
+    ("1", "1/30/2021 13:30", "Bono “Café Niño” 20 €", "5"),
+    ("2", "2/1/2021 10:00", "Curso d’arte… – nivel 1", "4"),
+    ("3", "2/2/2021 11:00", "Señor Pollo — 2x1™ ‚„†‰Š‹•šœŸ", "3"),
+]
+
+
+def test_utf8_file_reads_as_utf8(write_csv):
+    frame, report = load_frame(write_csv(ACCENTED))
+    assert frame["item"].tolist() == [row[2] for row in ACCENTED]
+    assert not any("UTF-8" in note for note in report.notes)
+
+
+def test_windows_1252_file_reads_its_punctuation(write_csv):
+    """An 8-bit export as Excel on Windows saves it: its quotes, euro sign and dashes, not C1 controls."""
+    path = write_csv(ACCENTED, encoding="cp1252")
+    assert b"\x93" in path.read_bytes() and b"\x80" in path.read_bytes()  # “ and € as single bytes
+    frame, report = load_frame(path)
+    assert frame["item"].tolist() == [row[2] for row in ACCENTED]
+    assert "file is not UTF-8: read as Windows-1252 (8-bit)" in report.notes
+
+
+def test_bytes_windows_1252_leaves_undefined_read_as_latin1(write_csv):
+    path = write_csv(GOOD[:4])  # no UTF-8 name: an 8-bit file
+    path.write_bytes(path.read_bytes() + b'"4","1/30/2021 13:30","Caf\xe9 \x81\x8d\x8f\x90\x9d \x80","5"\n')
+    frame, _ = load_frame(path)
+    assert frame["item"].iloc[-1] == "Café \x81\x8d\x8f\x90\x9d €"
+
+
+def _utf8_with_one_latin1_line(write_csv, at: int) -> tuple:
+    """A UTF-8 export of 200 rows whose row ``at`` (0-based) is written in Latin-1; (path, its line)."""
+    rows = [(str(n), "1/30/2021 13:30", ("Café", "Niño", "Bono 10")[n % 3], "5") for n in range(200)]
+    path = write_csv(rows)
+    lines = path.read_bytes().split(b"\n")
+    lines[at + 1] = b'"%d","1/30/2021 13:30","Caf\xe9 mal","5"' % at
+    path.write_bytes(b"\n".join(lines))
+    return path, at + 2  # the header is line 1
+
+
+@pytest.mark.parametrize("at", [0, 1, 150, 199], ids=["first-row", "before-any-utf8-name", "middle", "last-row"])
+def test_utf8_file_with_a_latin1_line_is_refused_naming_the_line(write_csv, at):
+    """Read as Latin-1, every UTF-8 name would be garbled ("Café" as "CafÃ©"); as UTF-8, that line's."""
+    path, line = _utf8_with_one_latin1_line(write_csv, at)
+    message = load_error(path)
+    assert f"{path}: line {line}: not valid UTF-8 (byte 0xE9)" in message
+    assert "re-save the file as UTF-8" in message
+
+
+@pytest.mark.parametrize("scan_bytes", [1, 2, 3, 7, 64])
+def test_mixed_file_line_is_right_whatever_the_scan_blocks(write_csv, monkeypatch, scan_bytes):
+    """Blocks cutting lines and UTF-8 sequences anywhere: still refused, still the right line."""
+    import recsys.data.files as files
+
+    monkeypatch.setattr(files, "_SCAN_BYTES", scan_bytes, raising=False)
+    path, line = _utf8_with_one_latin1_line(write_csv, 7)
+    assert f"line {line}: not valid UTF-8" in load_error(path)
+    frame, _ = load_frame(write_csv(ACCENTED, name="utf8.csv"))  # and the whole files still read
+    assert frame["item"].tolist() == [row[2] for row in ACCENTED]
+    frame, _ = load_frame(write_csv(ACCENTED, name="cp1252.csv", encoding="cp1252"))
+    assert frame["item"].tolist() == [row[2] for row in ACCENTED]
+
+
+def test_utf8_file_cut_within_a_character_at_its_end_is_refused(write_csv):
+    path = write_csv(ACCENTED)
+    path.write_bytes(path.read_bytes() + b'"4","1/30/2021 13:30","Caf\xc3')
+    assert "line 5: not valid UTF-8 (byte 0xC3)" in load_error(path)
+
+
+def test_compressed_mixed_file_is_refused_naming_the_line(write_csv, tmp_path):
+    import gzip
+
+    path, line = _utf8_with_one_latin1_line(write_csv, 150)
+    zipped = tmp_path / "export.csv.gz"
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    assert f"line {line}: not valid UTF-8" in load_error(zipped)
 
 
 def test_extra_columns_are_ignored(write_csv):
@@ -809,7 +889,7 @@ def test_a_truncated_compressed_csv_is_refused_in_one_line(write_csv, tmp_path):
 
 
 def test_a_compressed_latin1_csv_corrupt_past_its_head_is_refused_in_one_line(tmp_path):
-    """Latin-1 stops the UTF-8 scan early, so the corruption is met by the CSV reader itself."""
+    """An 8-bit file is scanned to its end for UTF-8 sequences, so the corruption is met there."""
     import gzip
 
     lines = ["ID_CLIENTE,FECHA_INTERACCION,NOMBRE_CORTO_DE_EXPERIENCIA,CALIFICACION", "1,1/30/2021 13:30,Café,5"]

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recsys.data.dates import calendar_problem, date_text, dates_outside, text_seconds
-from recsys.data.files import UNIT_SEPARATOR, UNREADABLE, csv_source, is_utf8, read_head, unreadable
+from recsys.data.files import (
+    EIGHT_BIT_NAME, UNIT_SEPARATOR, UNREADABLE, csv_source, read_head, text_encoding, unreadable,
+)
 from recsys.data.hints import OPTIONS, column_options, date_format_hint
 from recsys.data.interactions import Interactions, sorted_codes
 from recsys.errors import DataError, ExportChanged
@@ -263,12 +265,11 @@ def _read_csv(path: Path, head: bytes, columns: ColumnMap, delimiter: str, heade
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    encoding = "utf8"
     if head.startswith(b"\xef\xbb\xbf"):
         notes.append("UTF-8 byte-order mark skipped")
-    if not is_utf8(path):
-        encoding = "latin-1"
-        notes.append("file is not UTF-8: read as Latin-1")
+    encoding = text_encoding(path)  # a file mixing UTF-8 and 8-bit lines is refused here
+    if encoding != "utf8":
+        notes.append(f"file is not UTF-8: read as {EIGHT_BIT_NAME} (8-bit)")
     if b"\r\n" in head:
         notes.append("Windows line endings accepted")
     first_line = head.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf").rstrip(b"\r").decode(encoding, errors="replace")

@@ -1,13 +1,16 @@
 """How an export file's bytes are read, before the CSV reader sees them: compressed (gzip, bzip2,
 xz) or zipped alone, known by the first bytes whatever the file is called; a separator of several
-characters ("::") rewritten to one the reader takes; the encoding checked.
+characters ("::") rewritten to one the reader takes; the encoding told (UTF-8, or 8-bit
+Windows-1252) and a file mixing both refused.
 
 Standard library and pyarrow only; every unreadable file is one ``DataError`` naming it.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
+import itertools
 import zipfile
 from pathlib import Path
 
@@ -121,18 +124,108 @@ class _Replacing(io.RawIOBase):
         super().close()
 
 
-def is_utf8(path: Path) -> bool:
-    """Whether the whole file decodes as UTF-8 (streamed; a Latin-1 export fails somewhere)."""
-    import codecs
+# The encoding an 8-bit export is read in (what Excel on Windows saves as "CSV" in Western
+# European locales): Windows-1252, its five undefined bytes (0x81 0x8D 0x8F 0x90 0x9D) read as
+# Latin-1 reads them, so that no byte stops the read. Registered with ``codecs`` under this name
+# for the CSV reader, which looks its encoding up there.
+EIGHT_BIT = "recsys_cp1252"
+EIGHT_BIT_NAME = "Windows-1252"
+_SCAN_BYTES = 1 << 22
 
+
+def _eight_bit_table() -> str:
+    def char(byte: int) -> str:
+        try:
+            return bytes([byte]).decode("cp1252")
+        except UnicodeDecodeError:
+            return chr(byte)
+
+    return "".join(char(byte) for byte in range(256))
+
+
+_EIGHT_BIT_TABLE = _eight_bit_table()
+_EIGHT_BIT_ENCODING = codecs.charmap_build(_EIGHT_BIT_TABLE)
+
+
+class _EightBitDecoder(codecs.IncrementalDecoder):
+    def decode(self, data, final=False):
+        return codecs.charmap_decode(data, self.errors, _EIGHT_BIT_TABLE)[0]
+
+
+class _EightBitEncoder(codecs.IncrementalEncoder):
+    def encode(self, text, final=False):
+        return codecs.charmap_encode(text, self.errors, _EIGHT_BIT_ENCODING)[0]
+
+
+def _find_eight_bit(name: str):
+    if name.replace("-", "_") != EIGHT_BIT:
+        return None
+    return codecs.CodecInfo(
+        name=EIGHT_BIT,
+        encode=lambda text, errors="strict": codecs.charmap_encode(text, errors, _EIGHT_BIT_ENCODING),
+        decode=lambda data, errors="strict": codecs.charmap_decode(data, errors, _EIGHT_BIT_TABLE),
+        incrementalencoder=_EightBitEncoder,
+        incrementaldecoder=_EightBitDecoder,
+    )
+
+
+codecs.register(_find_eight_bit)
+
+
+def text_encoding(path: Path) -> str:
+    """The encoding the CSV reader reads the file in: ``"utf8"`` when the whole file is UTF-8;
+    ``EIGHT_BIT`` when it holds bytes UTF-8 does not allow and no UTF-8 sequence of several bytes
+    (an 8-bit export, Windows-1252 or Latin-1: "Café" written as one byte for the "é").
+
+    A file that holds both is refused with a ``DataError`` naming the line of its first byte that
+    is not UTF-8: a UTF-8 export with a few lines in another encoding, which read either way would
+    silently garble the names of one kind or the other ("Café" read as "CafÃ©").
+
+    Streamed, and each byte looked at once: a UTF-8 file is decoded once, as it always was; after
+    the first byte that is not UTF-8, the rest is only searched for a sequence that is (up to the
+    end of the file for an 8-bit export).
+    """
     decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 0  # line breaks before the block being decoded
+    several_bytes = False  # a UTF-8 sequence of several bytes seen (a character outside ASCII)
     with open_bytes(path) as handle:
         try:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return False
+            blocks = iter(lambda: handle.read(_SCAN_BYTES), b"")
+            for block in blocks:
+                pending = decoder.getstate()[0]  # the start of a sequence the last block cut
+                try:
+                    text = decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    data = pending + block
+                    # A cut sequence holds no line break: a bad byte in it is on the block's first line.
+                    line = lines + block.count(b"\n", 0, max(exc.start - len(pending), 0)) + 1
+                    if several_bytes or not data[: exc.start].isascii() or _holds_utf8(data[exc.start :], blocks):
+                        raise _mixed(path, line, data[exc.start]) from None
+                    return EIGHT_BIT
+                several_bytes = several_bytes or not text.isascii()
+                lines += block.count(b"\n")
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as exc:  # the file ends within a sequence
+                if several_bytes:
+                    raise _mixed(path, lines + 1, exc.object[exc.start]) from None
+                return EIGHT_BIT
         except UNREADABLE as exc:  # a compressed file truncated or corrupt past its start
             raise unreadable(path, exc) from None
-    return True
+    return "utf8"
+
+
+def _holds_utf8(start: bytes, blocks) -> bool:
+    """Whether ``start`` and then ``blocks`` hold a valid UTF-8 sequence of several bytes."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")  # what is not UTF-8 dropped
+    for block in itertools.chain([start], blocks):
+        if not decoder.decode(block).isascii():
+            return True
+    return not decoder.decode(b"", final=True).isascii()
+
+
+def _mixed(path: Path, line: int, byte: int) -> DataError:
+    return DataError(
+        f"{path}: line {line}: not valid UTF-8 (byte 0x{byte:02X}), though other lines are UTF-8: the file "
+        "mixes two encodings and would be misread either way; correct that line and re-save the file as UTF-8"
+    )
