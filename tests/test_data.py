@@ -775,6 +775,12 @@ def test_binary_file(tmp_path):
     assert "binary" in load_error(path)
 
 
+def test_a_utf16_file_is_told_to_be_saved_as_utf8(tmp_path, write_csv):
+    path = tmp_path / "unicode.txt"
+    path.write_bytes(write_csv(GOOD).read_text(encoding="utf-8").encode("utf-16"))  # with its byte-order mark
+    assert "UTF-16 text, not UTF-8: save it again as CSV UTF-8" in load_error(path)
+
+
 @pytest.mark.parametrize(
     ("column", "array", "expect"),
     [

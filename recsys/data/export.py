@@ -171,6 +171,8 @@ def _read_export(
     if _is_parquet(path, head):
         raw = _read_parquet(path, columns)
     else:
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
+            raise DataError(f"{path}: UTF-16 text, not UTF-8: save it again as CSV UTF-8 (or convert it with iconv)")
         if b"\x00" in head:
             raise DataError(f"{path}: not a CSV file (it holds binary data)")
         raw = _read_csv(path, head, columns, delimiter, header, notes)
