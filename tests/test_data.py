@@ -984,7 +984,7 @@ def test_a_row_far_outside_the_span_is_set_aside_and_reported(write_csv, date, w
     interactions, report = load_interactions(write_csv(rows), now=NOW)
     assert len(interactions) == 400, why
     assert "odd" not in interactions.users.tolist()  # a customer known only from that row is no customer
-    assert report.rows == 401
+    assert report.rows == 400  # the rows used; the one set aside is counted in set_aside
     assert report.set_aside["rows"] == 1 and report.set_aside["first_line"] == 152
     assert report.first.startswith("2021-01-01") and report.last.startswith("2022-12-31")
     [note] = [note for note in report.notes if "set aside" in note]
@@ -1017,6 +1017,33 @@ def test_several_rows_set_aside_are_counted_and_the_first_is_named(write_csv):
     assert len(interactions) == 397
     assert report.set_aside["rows"] == 3 and report.set_aside["first_line"] == 12
     assert report.set_aside["first_date"] == "1900-01-01 00:00:00"
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_customers_and_items_only_in_rows_set_aside_are_not_counted(write_csv, tmp_path, kind):
+    """The report counts what the run uses: a customer or an item seen only in a row set aside is
+    neither in the vocabularies nor in the report's counts, and the rows are the rows kept (the
+    CSV reader's dictionaries keep every value of the filtered rows: they must not be counted)."""
+    rows = two_years()
+    kept_users, kept_items = len({row[0] for row in rows}), len({row[2] for row in rows})
+    rows += [
+        ("1", "1/1/1900 10:00", "Only in 1900", "5"),  # a known customer, a new item
+        ("2", "6/1/2099 10:00", "Only in 2099", "4"),
+        ("777777", "6/1/2099 10:00", "Item 1", "5"),  # a new customer, a known item
+    ]
+    if kind == "csv":
+        path = write_csv(rows)
+    else:
+        path = tmp_path / "export.parquet"
+        columns = list(zip(*rows))
+        names = ["ID_CLIENTE", "FECHA_INTERACCION", "NOMBRE_CORTO_DE_EXPERIENCIA", "CALIFICACION"]
+        pq.write_table(pa.table({name: list(values) for name, values in zip(names, columns)}), path)
+    interactions, report = load_interactions(path, now=NOW)
+    assert report.set_aside["rows"] == 3
+    assert (interactions.n_users, interactions.n_items, len(interactions)) == (kept_users, kept_items, 400)
+    assert (report.users, report.items, report.rows) == (kept_users, kept_items, 400)
+    assert "777777" not in interactions.users.tolist()
+    assert not {"Only in 1900", "Only in 2099"} & set(interactions.items.tolist())
 
 
 def test_an_export_dated_entirely_in_the_future_is_refused_with_the_line(write_csv):

@@ -667,16 +667,28 @@ def flows_nightly():
 
 
 def test_rows_dated_far_outside_the_export_are_reported_in_the_run(prefect_test_harness, synthetic, tmp_path):
+    """Rows set aside are reported, and nothing else of them exists for the run: a customer or an
+    item seen only in them is not counted (the summary's "of N customers" would otherwise blame
+    "took every item" for a customer who took nothing), and the run's rows are the rows used."""
     from flows.nightly import nightly
 
+    set_aside = [
+        ("1", "1/1/1900 0:00", "Curso deporte 3", "5"),
+        ("2", "6/1/2099 10:00", "Only in 2099", "4"),  # an item seen only here
+        ("777777", "6/1/2099 10:00", "Curso deporte 3", "5"),  # a customer seen only here
+    ]
     data = tmp_path / "interactions.csv"
-    data.write_text(csv_text([*synthetic.rows, ("1", "1/1/1900 0:00", "Curso deporte 3", "5")]))
+    data.write_text(csv_text([*synthetic.rows, *set_aside]))
     summary = nightly(RunOptions(data=data, output=tmp_path / "out", **EPOCHS))
-    assert summary["input_rows"] == len(synthetic.rows) + 1
+    customers, items = synthetic.frame["user_id"].nunique(), synthetic.frame["item"].nunique()
+    assert summary["input_rows"] == len(synthetic.rows)
+    assert (summary["customers"], summary["users"], summary["items"]) == (customers, customers, items)
     assert any("set aside" in note and f"line {len(synthetic.rows) + 2}" in note for note in summary["notes"])
-    [(metrics,)] = read_sql(tmp_path / "out" / "recsys.db", "SELECT metrics FROM runs")
-    set_aside = json.loads(metrics)["set_aside"]
-    assert set_aside["rows"] == 1 and set_aside["first_date"] == "1900-01-01 00:00:00"
+    [(metrics, rows, users, n_items)] = read_sql(tmp_path / "out" / "recsys.db", "SELECT metrics, rows, users, items FROM runs")
+    assert (rows, users, n_items) == (len(synthetic.rows), customers, items)
+    record = json.loads(metrics)["set_aside"]
+    assert record["rows"] == 3 and record["first_date"] == "1900-01-01 00:00:00"
+    assert not read_sql(tmp_path / "out" / "recsys.db", "SELECT 1 FROM recommendations WHERE user_id = '777777' OR item = 'Only in 2099'")
 
 
 # --- no start-up noise in the log or in output that is not a terminal ----------------------------------

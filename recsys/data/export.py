@@ -47,7 +47,12 @@ _BLOCK_BYTES = 1 << 24  # CSV reader block: each block's columns get their own d
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What loading found: counts for the run record and plain notes for the operator."""
+    """What loading found: counts for the run record and plain notes for the operator.
+
+    ``rows``, ``users`` and ``items`` count what the run uses: the rows kept and the customers and
+    items they hold (``Interactions``' length, ``n_users`` and ``n_items``); rows set aside for
+    their date are counted in ``set_aside`` only.
+    """
 
     path: str
     sha256: str
@@ -178,7 +183,6 @@ def _read_export(
         raw = _read_csv(path, head, columns, delimiter, header, notes)
     table = _validate(raw, path, columns, date_format, rating_scale, notes)
     del raw
-    rows_read = table.num_rows
     seconds = np.asarray(table.column("timestamp").cast(_pa().int64()).to_numpy())
     table, seconds, set_aside = _set_aside_dates(table, seconds, path, columns.timestamp, now, notes)
     users = _encoded(table.column("user_id"))
@@ -186,21 +190,25 @@ def _read_export(
     duplicates = _duplicates(users, items, table.column("timestamp"), table.column("rating"))
     if duplicates:
         notes.append(f"{duplicates:,} exact duplicate rows kept as extra units of the same redemption")
+    # The vocabularies hold the values the kept rows use. Filtering a dictionary-encoded column
+    # (the CSV reader's) keeps its whole dictionary, so a customer or item seen only in a row
+    # set aside is still in ``users.dictionary``: the report counts the vocabularies, the same
+    # customers and items as the Interactions, never the dictionaries.
+    user_vocabulary, user = sorted_codes(users)
+    item_vocabulary, item = sorted_codes(items)
+    del users, items
     report = LoadReport(
         path=str(path),
         sha256=file_sha256(path),
-        rows=rows_read,
+        rows=len(seconds),
         duplicate_rows=duplicates,
-        users=len(users.dictionary),
-        items=len(items.dictionary),
+        users=len(user_vocabulary),
+        items=len(item_vocabulary),
         first=str(_pc().min(table.column("timestamp")).as_py()),
         last=str(_pc().max(table.column("timestamp")).as_py()),
         notes=tuple(notes),
         set_aside=set_aside,
     )
-    user_vocabulary, user = sorted_codes(users)
-    item_vocabulary, item = sorted_codes(items)
-    del users, items
     ratings = np.asarray(table.column("rating").to_numpy(), dtype=np.int8)
     del table
     _release_arrow_memory()
