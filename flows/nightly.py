@@ -20,6 +20,7 @@ from flows import artifacts
 from flows.artifacts import lost_prefect, make_artifact, one_line, report_artifact, write_run_report
 from recsys.data.export import LoadReport, load_interactions, read_before
 from recsys.data.interactions import Interactions
+from recsys.data.splits import nothing_held_out
 from recsys.errors import ListsUnhealthy
 from recsys.evaluation import gate as quality
 from recsys.models.baselines import cold_start_list
@@ -273,15 +274,28 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
     """What this run publishes: (status, reason, baseline, model), ``baseline`` None when the
     trained ``model``'s lists are to be published.
 
-    Too little data publishes popularity. Otherwise the baselines are evaluated (with the
-    evaluation on), the model is trained, and the quality gate compares the model's own held-out
-    evaluation with the baselines' on the same customers (``metrics`` gets the table, the tuned
-    settings and the verdict).
+    Too little data publishes popularity, and so does an export in which no customer has a later
+    item to hold out (one item each, or every customer's items at one time): the ranker learns
+    from later items and the evaluation scores them, so neither could run, and without an
+    evaluation there is no best baseline to choose. Otherwise the baselines are evaluated (with
+    the evaluation on), the model is trained, and the quality gate compares the model's own
+    held-out evaluation with the baselines' on the same customers (``metrics`` gets the table, the
+    tuned settings and the verdict). A run that is not evaluated says why in
+    ``metrics["not_evaluated"]``.
     """
     too_small = untrainable(interactions)
     if too_small:
         get_run_logger().warning("%s: publishing the popularity list for everyone", too_small)
+        metrics["not_evaluated"] = too_small
         return "degraded", f"{too_small}: published the popularity list for everyone", "popularity", None
+    # The split the evaluation and the training share (``fits`` keeps it for them).
+    nothing = nothing_held_out(interactions, fits.holdout(interactions))
+    if nothing:
+        get_run_logger().warning(
+            "%s: the ranker cannot be trained and the model cannot be evaluated; publishing the popularity list for everyone", nothing
+        )
+        metrics["not_evaluated"] = nothing
+        return "degraded", f"{nothing}, so the ranker cannot be trained and the model cannot be evaluated: published the popularity list for everyone", "popularity", None
     baselines = None
     if options.evaluate:
         try:
@@ -290,18 +304,24 @@ def decide(interactions: Interactions, options: RunOptions, metrics: dict, watch
             if lost_prefect(exc):
                 raise  # the orchestration went away, not the data
             watch.lap("evaluate")
-            return "degraded", failure("evaluation", exc, "popularity"), "popularity", None
+            metrics["not_evaluated"] = failure("evaluation", exc, "popularity")
+            return "degraded", metrics["not_evaluated"], "popularity", None
         watch.lap("evaluate")
         metrics["tuning"] = baselines.settings
+    else:
+        metrics["not_evaluated"] = "the run was started with --no-evaluate"
     try:
         model = train(interactions, options, watch, metrics.get("tuning"), fits)
     except Exception as exc:  # noqa: BLE001 - odd but valid data: publish the best baseline and say why
         if lost_prefect(exc):
             raise  # the orchestration went away, not the data
         fallback = quality.best_baseline(baselines) if baselines is not None and len(baselines.table) else "popularity"
-        return "degraded", failure("training", exc, fallback), fallback, None
+        reason = failure("training", exc, fallback)
+        metrics.setdefault("not_evaluated", reason)
+        return "degraded", reason, fallback, None
     metrics["ranking_lists"] = model.ranking.lists if model.ranking else 0
     if baselines is None or model.evaluation is None or len(model.evaluation.users) == 0:
+        metrics.setdefault("not_evaluated", "the model's evaluation scored no customer")
         return "succeeded", None, None, model
     evaluation, gate = judge(baselines, model, options, run_id)
     from recsys.evaluation.protocol import metrics_record

@@ -222,3 +222,33 @@ def test_the_nightly_evaluation_reports_its_total_before_any_work_and_names_each
     notes = [call[2] for call in calls]
     assert "tuning EASE" in notes and "tuning RP3beta" in notes
     assert f"{names[2]}, 3 of {len(names)}" in notes
+
+
+# --- nothing to hold out ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rows", "why"),
+    [
+        ([("A", "a", 1), ("B", "b", 2), ("C", "a", 3), ("C", "a", 9)], "every customer took a single item (3 customers)"),
+        ([("A", "a", 1), ("A", "b", 1), ("B", "a", 2), ("B", "c", 2)], "every customer took all of their items at one time (2 customers)"),
+        (
+            [("A", "a", 1), ("A", "b", 1), ("B", "c", 2), ("C", "a", 3)],
+            "2 customers took a single item and the other 1 took all of their items at one time",
+        ),
+    ],
+    ids=["one item each", "every customer's items at one time", "both"],
+)
+def test_a_holdout_that_scores_nobody_says_why(rows, why) -> None:
+    from recsys.data.splits import nothing_held_out
+
+    data = frame(rows)
+    split = temporal_holdout(data)
+    assert len(split.users) == 0
+    assert nothing_held_out(data, split) == f"no customer has a later item to hold out: {why}"
+
+
+def test_a_holdout_that_scores_someone_has_no_reason(protocol_frame: Interactions) -> None:
+    from recsys.data.splits import nothing_held_out
+
+    assert nothing_held_out(protocol_frame, temporal_holdout(protocol_frame)) is None

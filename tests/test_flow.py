@@ -245,6 +245,55 @@ def test_too_little_data_publishes_popularity_for_everyone(flow_run, tmp_path, r
     assert runs[-1][0] == "degraded" and runs[-1][1] == 1 and "too little data" in runs[-1][2]
 
 
+def _first_row_of_each_customer(rows):
+    firsts = {}
+    for row in rows:
+        firsts.setdefault(row[0], row)
+    return list(firsts.values())
+
+
+NOTHING_TO_HOLD_OUT = {
+    "one item each": (_first_row_of_each_customer, "every customer took a single item"),
+    "every row at one time": (
+        lambda rows: [(user, "6/15/2022 12:00", item, rating) for user, _, item, rating in rows],
+        "took all of their items at one time",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("shape", "evaluate"), [("one item each", True), ("every row at one time", True), ("one item each", False)]
+)
+def test_an_export_with_nothing_to_hold_out_publishes_popularity_and_says_why(prefect_test_harness, synthetic, tmp_path, shape, evaluate):
+    """No customer has a later item: the ranker has nothing to learn from and nothing can be
+    evaluated, so no gate can compare anything. The run publishes the popularity list, degraded,
+    and says why in the summary, the runs table (message and metrics) and the report, instead of
+    "succeeded" with an untrained ranker and an evaluation of 0 customers."""
+    from flows.nightly import nightly
+
+    make, why = NOTHING_TO_HOLD_OUT[shape]
+    rows = make(synthetic.rows)
+    data = tmp_path / "export.csv"
+    data.write_text(csv_text(rows))
+    output = tmp_path / "out"
+    summary = nightly(RunOptions(data=data, output=output, epochs=2, ranking_epochs=2, evaluate=evaluate))
+    assert summary["status"] == "degraded"
+    reason = summary["reason"]
+    assert reason.startswith("no customer has a later item to hold out: ") and why in reason, reason
+    assert reason.endswith("so the ranker cannot be trained and the model cannot be evaluated: published the popularity list for everyone")
+    assert summary["evaluation"] is None and summary["gate_passed"] is None
+    assert "train_retrieval" not in summary["seconds"] and "evaluate" not in summary["seconds"]  # nothing trained
+    [(status, current, message, metrics)] = read_sql(output / "recsys.db", "SELECT status, is_current, message, metrics FROM runs")
+    metrics = json.loads(metrics)
+    assert (status, current, message) == ("degraded", 1, reason)
+    assert metrics["not_evaluated"].startswith("no customer has a later item to hold out: ") and why in metrics["not_evaluated"]
+    assert metrics["lists"]["recommender"] == "popularity" and "evaluation" not in metrics
+    full_lists_wherever_possible(output / "recsys.db", rows)
+    page = (output / "report.html").read_text(encoding="utf-8")
+    assert "The published run was not evaluated: no customer has a later item to hold out: " in page
+    assert "--no-evaluate</code>, or whose evaluation failed" not in page
+
+
 # --- `recsys run` --------------------------------------------------------------------------------
 
 

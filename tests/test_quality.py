@@ -485,6 +485,31 @@ def test_cli_evaluate_prints_every_recommender_and_cold_start(small_csv, split):
         assert cells[6] == "40"
 
 
+@pytest.mark.parametrize("shape", ["one item each", "every row at one time"])
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_cli_evaluate_with_nothing_to_hold_out_says_why_in_one_line(tmp_path, shape, split):
+    """No customer has a later item: one line saying so (exit 1, as with too little data to train
+    on), not a table of nan over 0 customers."""
+    from recsys.cli.app import app
+
+    rows = make_synthetic(n_users=40).rows
+    if shape == "one item each":
+        firsts = {}
+        for row in rows:
+            firsts.setdefault(row[0], row)
+        rows, why = list(firsts.values()), "every customer took a single item (40 customers)"
+    else:
+        rows, why = [(user, "6/15/2022 12:00", item, rating) for user, _, item, rating in rows], "took all of their items at one time"
+    data = tmp_path / "export.csv"
+    data.write_text(csv_text(rows), encoding="utf-8")
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(data), "--split", split])
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: nothing to evaluate: no customer has a later item to hold out: ") and why in line, line
+    assert result.stdout == ""
+
+
 def test_cli_evaluate_rejects_an_unknown_split_with_one_line(small_csv):
     from recsys.cli.app import app
 

@@ -217,9 +217,9 @@ def run(
 ) -> None:
     """Run the nightly flow once: train both stages and publish every customer's list.
 
-    When the model may not be published (too little data, the quality gate, an evaluation or
-    training that fails on the export) a baseline's lists are published instead, with status
-    'degraded' and the reason. The new lists are health-checked before they replace anything.
+    When the model may not be published (too little data, no customer with a later item to hold
+    out, the quality gate, an evaluation or training that fails on the export) a baseline's lists
+    are published instead, with status 'degraded' and the reason. The new lists are health-checked before they replace anything.
     The export is read and validated, and the output folder tried, before Prefect starts: bad
     input is reported in the time the read takes. Exit 0: published (`recsys runs` shows degraded
     runs; the summary says where the log is); exit 1: nothing was replaced, and one line on
@@ -334,7 +334,8 @@ def evaluate_command(
     """Run the offline protocol: the model and every baseline, per-customer holdout and cold start.
 
     The tables fit 80 columns (a legend below them says what the short headers mean); --json or
-    --csv print every figure whole, for scripts.
+    --csv print every figure whole, for scripts. An export with nothing to evaluate (too little
+    data to train on, no customer with a later item to hold out) is one line saying why, exit 1.
     """
     from recsys.cli.console import print_evaluation
     from recsys.data.export import load_interactions

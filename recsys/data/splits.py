@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.data.interactions import Interactions, lex_order
+from recsys.data.interactions import Interactions, distinct_pairs, lex_order
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,35 @@ def temporal_holdout(data: Interactions, train_fraction: float = 0.8) -> Split:
         users=np.flatnonzero(scored).astype(np.int64),
         relevant=_pairs_matrix(pu[chosen], pi[chosen], data),
     )
+
+
+def nothing_held_out(data: Interactions, split: Split) -> str | None:
+    """Why ``split``, the temporal holdout of ``data``, scores no customer; None when it scores some.
+
+    Without a customer who took an item after an earlier one, nothing can be held out: the
+    evaluation has no customer to score and the ranking stage no later item to learn from. The
+    reason says which of the two shapes of export it is (one item per customer, or every item
+    of a customer taken at one time). Counts only when the split is empty.
+    """
+    if len(split.users):
+        return None
+    prefix = "no customer has a later item to hold out"
+    users, _, _ = distinct_pairs(data)
+    items = np.bincount(users, minlength=data.n_users)
+    customers = int(np.count_nonzero(items))
+    single = int(np.count_nonzero(items == 1))
+    several = customers - single
+    if several == 0:
+        return f"{prefix}: every customer took a single item ({customers:,} customers)"
+    first = np.full(data.n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    last = np.full(data.n_users, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(first, data.user, data.time)
+    np.maximum.at(last, data.user, data.time)
+    at_once = bool(np.all(first[items >= 2] == last[items >= 2]))
+    how = "took all of their items at one time" if at_once else "took their last items at the time of their first"
+    if single == 0:
+        return f"{prefix}: every customer {how} ({several:,} customers)"
+    return f"{prefix}: {single:,} customers took a single item and the other {several:,} {how}"
 
 
 def validation_holdout(data: Interactions, train_fraction: float = 0.8) -> Split:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.interactions import Interactions
-from recsys.data.splits import Split, cold_start_split, sample_users, temporal_holdout
+from recsys.data.splits import Split, cold_start_split, nothing_held_out, sample_users, temporal_holdout
 from recsys.evaluation.metrics import DEFAULT_K, mean_interval, ranking_metrics, score_fitted, user_metrics
 from recsys.models.base import Recommender
 from recsys.models.fits import FitCache
@@ -238,11 +238,26 @@ def evaluation_report(interactions: Interactions, options: RunOptions | None = N
     """The protocol in full: model and baselines on the holdout, non-personal lists on cold start.
 
     ``split="test"``: the temporal holdout of the export; ``"validation"``: the temporal holdout
-    of the test split's training rows (never looking past them, for cold start too).
+    of the test split's training rows (never looking past them, for cold start too). Raises
+    ``DataError`` saying why when there is nothing to evaluate: too little data to train the model
+    on, or a holdout without a customer (no customer has a later item to hold out).
     """
+    from recsys.errors import DataError
+    from recsys.models.two_stage import untrainable
+
     options = options or RunOptions()
+    too_small = untrainable(interactions)
+    if too_small:
+        raise DataError(too_small)
     test = temporal_holdout(interactions)
     holdout = test if split == "test" else temporal_holdout(test.train)
+    nothing = nothing_held_out(interactions, test)
+    if nothing is None and split == "validation":
+        nothing = nothing_held_out(test.train, holdout)
+        if nothing:
+            nothing = nothing.replace(" to hold out", " to hold out in the test split's training rows (--split validation)", 1)
+    if nothing:
+        raise DataError(f"nothing to evaluate: {nothing}")
     evaluation = evaluate_all(interactions, options, holdout)
     cold = cold_start_split(interactions if split == "test" else test.train)
     cold_evaluation = evaluate_recommenders(cold_start_recommenders(options), cold, options.top_k)

@@ -133,14 +133,24 @@ def _header(snapshot: Snapshot) -> str:
 def _quality(snapshot: Snapshot) -> str:
     parts = ['<h2 id="quality">Quality against every baseline</h2>']
     run = evaluated_run(snapshot)
+    # Why the published run has no figures, as the run recorded it (runs before it was recorded: unknown).
+    why = snapshot.current["metrics"].get("not_evaluated") if snapshot.current is not None else None
+    because = f": {_e(why)}" if why else ""
     if run is None:
-        parts.append(
-            "<p>No run in the store was evaluated (runs with <code>--no-evaluate</code>, or whose evaluation failed): "
-            "there is no quality figure to show.</p>"
-        )
+        if why:
+            parts.append(f"<p>The published run was not evaluated{because}. No run in the store was: there is no quality figure to show.</p>")
+        else:
+            parts.append(
+                "<p>No run in the store was evaluated (runs with <code>--no-evaluate</code>, runs whose evaluation "
+                "failed, and runs on an export in which no customer has a later item to hold out): there is no "
+                "quality figure to show.</p>"
+            )
         return "\n".join(parts)
     if snapshot.current is None or run["run_id"] != snapshot.current["run_id"]:
-        parts.append(f'<p class="note">The published run was not evaluated; these figures are of run {_e(run["run_id"])}, the latest that was.</p>')
+        parts.append(
+            f'<p class="note">The published run was not evaluated{because}; these figures are of run '
+            f'{_e(run["run_id"])}, the latest that was.</p>'
+        )
     rows = quality_rows(run)
     users = next((row["users"] for row in rows if row["users"]), None)
     parts.append(
