@@ -87,8 +87,10 @@ class RunOptions:
     output: Path = option(DEFAULT_OUTPUT, "Folder of the published store.", "--output", "-o")
     catalogue: Path | None = option(
         None,
-        "Catalogue of the items (CSV or Parquet: item, family, active, valid_from, valid_to, boost); "
-        "items it does not list are active, their family from their name.",
+        "Catalogue of the items (CSV separated by commas, semicolons or tabs, UTF-8 or 8-bit; or Parquet: "
+        "item, family, active, valid_from, valid_to, boost); a name is matched to the export's as written, else "
+        "ignoring letter case and Unicode form (each such match noted); items it does not list are active, their "
+        "family from their name.",
     )
     config: Path | None = option(
         None,

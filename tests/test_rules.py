@@ -113,14 +113,53 @@ def test_command_line_options_override_the_config_file(tmp_path, monkeypatch):
         ("item,active\na,maybe\n", "line 2, column active: 'maybe' is not true or false"),
         ("item,valid_from,valid_to\na,2024-02-01,2024-01-01\n", "line 2, column valid_to"),
         ("item,colour\na,red\n", "line 1, column colour: unknown column"),
+        ("item,item\nA,B\n", "line 1, column item: named 2 times in the header"),
+        ("item,Family,family\nA,x,y\n", "line 1, column family: named 2 times in the header"),
+        # date.fromisoformat reads these too, but the format is YYYY-MM-DD.
+        ("item,valid_from\na,2022-W01-1\n", "line 2, column valid_from: '2022-W01-1' is not a date YYYY-MM-DD"),
+        ("item,valid_to\na,2022-005\n", "line 2, column valid_to: '2022-005' is not a date YYYY-MM-DD"),
+        ("item,valid_to\na,20220105\n", "line 2, column valid_to: '20220105' is not a date YYYY-MM-DD"),
+        # Lines the rules would both match to the same export item.
+        (
+            "item,boost\nPlanetario de Bogotá,1\nplanetario de bogotá,2\n",
+            "line 3, column item: duplicate item 'planetario de bogotá': the same item as 'Planetario de Bogotá' "
+            "on line 2, but for letter case or Unicode form",
+        ),
+        (
+            "item\nCurso de repostería\nCurso de reposteri\u0301a\n",
+            "line 3, column item: duplicate item 'Curso de reposteri\\u0301a': the same item as "
+            "'Curso de repostería' on line 2",
+        ),
+        ("name;boost\na;1\n", "line 1: missing column 'item' (found: name;boost; the columns look separated by semicolons"),
     ],
 )
 def test_catalogue_mistakes_name_file_line_and_column(tmp_path, text, where):
     path = tmp_path / "catalogue.csv"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     with pytest.raises(DataError) as raised:
         read_catalogue(path)
     assert str(raised.value).startswith(f"{path}: {where}")
+    assert "\n" not in str(raised.value)
+
+
+def test_catalogue_reads_8_bit_text_and_excel_separators_as_the_export_is_read(tmp_path):
+    """An 8-bit catalogue (Excel on Windows) reads as Windows-1252 like an 8-bit export; a catalogue
+    saved by Excel in a Spanish locale (semicolons), or as tab-separated text, reads by its header's
+    separator; each is noted."""
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("item,active\nPlanetario de Bogotá,false\nCafé “30”,true\n".encode("cp1252"))
+    catalogue = read_catalogue(latin)
+    assert catalogue.items == ("Planetario de Bogotá", "Café “30”") and catalogue.active == (False, True)
+    assert catalogue.notes == (f"catalogue {latin} is not UTF-8: read as Windows-1252 (8-bit)",)
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_bytes("\ufeffitem;family;active\r\nPlanetario de Bogotá, norte;;false\r\n".encode("utf-8"))
+    catalogue = read_catalogue(semicolons)
+    assert catalogue.items == ("Planetario de Bogotá, norte",) and catalogue.active == (False,)
+    assert catalogue.notes == (f"catalogue {semicolons}: columns separated by semicolons, not commas: read so",)
+    tabs = tmp_path / "tabs.csv"
+    tabs.write_text("item\tboost\nClase de buceo\t2\n", encoding="utf-8")
+    assert read_catalogue(tabs).boost == (2.0,)
+    assert read_catalogue(CATALOGUE).notes == ()
 
 
 def test_catalogue_reads_defaults_and_parquet_alike(tmp_path):
@@ -133,6 +172,106 @@ def test_catalogue_reads_defaults_and_parquet_alike(tmp_path):
     small = read_catalogue(path)
     assert small.items == ("Planetario de Bogotá",) and small.active == (True,) and small.boost == (1.0,)
     assert small.family == (None,) and small.valid_from == (None,)
+
+
+def test_names_differing_only_by_case_or_unicode_form_are_applied_and_noted():
+    """A catalogue, blocklist or pin name that matches no export item exactly applies to every item
+    whose name is the same but for letter case and Unicode form (never accents: "Café" is not
+    "Cafe"), and a note says so; an exact match applies to itself alone; a pin that would match
+    several items is not placed; a name matching nothing shows its combining marks escaped."""
+    import unicodedata
+    from datetime import date
+
+    from conftest import interactions_of
+    from recsys.config import Pin, Rules
+    from recsys.data.catalogue import Catalogue
+
+    names = [
+        "Cena show para dos", "Curso de repostería", "Bono Jumbo 100", "Cafe 30 ifood", "Cafe 30 IFood",
+        "Café 30 ifood", "Metro 50", "metro 50", "Tour nuevo Guatavita",
+    ]
+    frame = pd.DataFrame({
+        "user_id": [str(user) for user in range(len(names))], "item": names,
+        "timestamp": pd.to_datetime(["2022-01-01"] * len(names)), "rating": [5] * len(names),
+    })
+    data = interactions_of(frame)
+    nfd = unicodedata.normalize("NFD", "Curso de repostería")
+    absent = unicodedata.normalize("NFD", "Clase de equitación")
+    rows = ["cena show para dos", nfd, absent]
+    catalogue = Catalogue(
+        path="catalogue.csv", items=tuple(rows), family=(None,) * 3, active=(False,) * 3,
+        valid_from=(None,) * 3, valid_to=(None,) * 3, boost=(1.0,) * 3,
+    )
+    rules = Rules(
+        blocklist=("bono jumbo 100", "cafe 30 ifood", "Metro 50"),
+        pins=(Pin("tour nuevo guatavita", 1), Pin("CAFE 30 IFOOD", 2)),
+    )
+    setup = item_rules(data, catalogue, rules, date(2022, 12, 31), 12)
+    removed = {str(name): int(setup.rules.removed[code]) for code, name in enumerate(data.items)}
+    assert removed == {
+        "Cena show para dos": 2, "Curso de repostería": 2, "Bono Jumbo 100": 1, "Cafe 30 ifood": 1, "Cafe 30 IFood": 1,
+        "Café 30 ifood": 0, "Metro 50": 1, "metro 50": 0, "Tour nuevo Guatavita": 0,
+    }
+    assert [str(data.items[code]) for code in setup.rules.pins] == ["Tour nuevo Guatavita"]
+    assert setup.unseen == (absent,)
+    notes = set(setup.notes)
+    assert "catalogue 'cena show para dos' applied to 'Cena show para dos' (case)" in notes
+    assert "catalogue 'Curso de reposteri\\u0301a' applied to 'Curso de repostería' (Unicode form)" in notes
+    assert "1 catalogue items never seen in the export: 'Clase de equitacio\\u0301n'" in notes
+    assert "blocklist 'bono jumbo 100' applied to 'Bono Jumbo 100' (case)" in notes
+    assert "blocklist 'cafe 30 ifood' applied to 'Cafe 30 IFood' (case), 'Cafe 30 ifood' (case)" in notes
+    assert "blocklist 'Metro 50' applied to that item only; the export also has 'metro 50' (case)" in notes
+    assert "pin 'tour nuevo guatavita' applied to 'Tour nuevo Guatavita' (case)" in notes
+    assert (
+        "pinned item 'CAFE 30 IFOOD' matches 2 export items that differ from it only in case or Unicode form "
+        "('Cafe 30 IFood', 'Cafe 30 ifood'): not placed (a pin places one item: write its name exactly as the export does)"
+    ) in notes
+
+
+@pytest.mark.slow
+def test_a_run_applies_names_written_in_another_case_and_bad_catalogues_leave_its_store_unchanged(
+    prefect_test_harness, tmp_path
+):
+    """The business-user probe's catalogue and blocklist, on the sample: "cena show para dos",
+    a decomposed "Curso de repostería" and "bono jumbo 100" are in no published list, and the
+    summary says what each was applied to. Then each bad catalogue fails the next run with one line
+    naming file, line and column, and the published store is as it was."""
+    import unicodedata
+
+    from flows.nightly import nightly
+
+    catalogue = tmp_path / "catalogue.csv"
+    nfd = unicodedata.normalize("NFD", "Curso de repostería")
+    catalogue.write_text(f"item,family,active\ncena show para dos,,false\n{nfd},,false\n", encoding="utf-8")
+    config = tmp_path / "rules.toml"
+    config.write_text('[rules]\nblocklist = ["bono jumbo 100"]\n', encoding="utf-8")
+    output = tmp_path / "out"
+    options = dict(data=SAMPLE, output=output, config=config, run_date=DAY, evaluate=False, epochs=1, ranking_epochs=1)
+    summary = nightly(RunOptions(catalogue=catalogue, **options))
+    table = pq.read_table(output / "recommendations.parquet").to_pandas()
+    assert not table["item"].isin(["Cena show para dos", "Curso de repostería", "Bono Jumbo 100"]).any()
+    assert len(table) == 12 * table["user_id"].nunique()
+    assert "catalogue 'cena show para dos' applied to 'Cena show para dos' (case)" in summary["notes"]
+    assert "catalogue 'Curso de reposteri\\u0301a' applied to 'Curso de repostería' (Unicode form)" in summary["notes"]
+    assert "blocklist 'bono jumbo 100' applied to 'Bono Jumbo 100' (case)" in summary["notes"]
+    assert summary["unseen_catalogue_items"] == []
+    published = (output / "recommendations.parquet").read_bytes()
+    with sqlite3.connect(output / "recsys.db") as conn:
+        runs = conn.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
+    bad = {
+        "dupcase.csv": ("item,active\nPlanetario de Bogotá,true\nplanetario de bogotá,false\n", "line 3, column item"),
+        "dupcol.csv": ("item,item\nA,B\n", "line 1, column item"),
+        "weekdate.csv": ("item,valid_from\nPlanetario de Bogotá,2022-W01-1\n", "line 2, column valid_from"),
+    }
+    for name, (text, where) in bad.items():
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(DataError) as raised:
+            nightly(RunOptions(catalogue=path, **options))
+        assert str(raised.value).startswith(f"{path}: {where}: ") and "\n" not in str(raised.value)
+    assert (output / "recommendations.parquet").read_bytes() == published
+    with sqlite3.connect(output / "recsys.db") as conn:
+        assert conn.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall() == runs
 
 
 def test_a_bad_catalogue_fails_the_run_and_leaves_the_store_untouched(prefect_test_harness, tmp_path):

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 
 from recsys.data.families import family_of
 from recsys.data.interactions import DAY, Interactions, recent_popularity
+from recsys.data.names import difference, fold, shown
 from recsys.errors import OptionError
 from recsys.models.item_item import gather
 from recsys.scoring.lists import Lists
@@ -123,48 +124,60 @@ def item_rules(data: Interactions, catalogue=None, rules=None, day: date | None 
     day = day or date.today()
     names = [str(name) for name in data.items]
     n = len(names)
-    index = {name: code for code, name in enumerate(names)}
     families = [family_of(name) for name in names]
     removed = np.zeros(n, dtype=np.int8)
     boost = np.ones(n, dtype=np.float64)
     new = _first_seen_lately(data)
     notes, unseen = [], []
+    match = _name_matcher(names, notes)
     if catalogue is not None:
+        notes.extend(getattr(catalogue, "notes", ()))
         for row, name in enumerate(catalogue.items):
-            code = index.get(name)
-            if code is None:
+            codes = match(name, "catalogue")
+            if not codes:
                 unseen.append(name)
-                continue
-            if catalogue.family[row]:
-                families[code] = catalogue.family[row]
-            boost[code] = catalogue.boost[row]
-            start, end = catalogue.valid_from[row], catalogue.valid_to[row]
-            if not catalogue.active[row]:
-                removed[code] = 2
-            elif (start is not None and day < start) or (end is not None and day > end):
-                removed[code] = 3
-            if start is not None and 0 <= (day - start).days < NEW_DAYS:
-                new[code] = True
+            for code in codes:
+                if catalogue.family[row]:
+                    families[code] = catalogue.family[row]
+                boost[code] = catalogue.boost[row]
+                start, end = catalogue.valid_from[row], catalogue.valid_to[row]
+                if not catalogue.active[row]:
+                    removed[code] = 2
+                elif (start is not None and day < start) or (end is not None and day > end):
+                    removed[code] = 3
+                if start is not None and 0 <= (day - start).days < NEW_DAYS:
+                    new[code] = True
         if unseen:
             notes.append(f"{len(unseen):,} catalogue items never seen in the export: " + _some(unseen))
     pins, ranks = [], []
     if rules is not None:
-        missing = [name for name in rules.blocklist if name not in index]
+        missing = []
         for name in rules.blocklist:
-            if name in index:
-                removed[index[name]] = 1
+            codes = match(name, "blocklist")
+            if not codes:
+                missing.append(name)
+            removed[codes] = 1
         if missing:
             notes.append(f"blocklist items not in the export: {_some(missing)}")
         for pin in rules.pins:
             if pin.rank > k:
                 raise OptionError(f"pin {pin.item!r}: rank {pin.rank} is beyond --top-k {k}")
-            code = index.get(pin.item)
-            if code is None:
-                notes.append(f"pinned item {pin.item!r} is not in the export: not placed")
-            elif removed[code]:
-                notes.append(f"pinned item {pin.item!r} is {REMOVED[int(removed[code])]}: not placed")
+            codes = match(pin.item, "pin", several=False)
+            if not codes:
+                notes.append(f"pinned item {shown(pin.item)} is not in the export: not placed")
+            elif len(codes) > 1:
+                notes.append(
+                    f"pinned item {shown(pin.item)} matches {len(codes)} export items that differ from it only in "
+                    f"case or Unicode form ({_some([names[code] for code in codes])}): not placed (a pin places one "
+                    "item: write its name exactly as the export does)"
+                )
+            elif codes[0] in pins:
+                rank = ranks[pins.index(codes[0])] + 1
+                notes.append(f"pinned item {shown(pin.item)} is the item already pinned at rank {rank}: not placed")
+            elif removed[codes[0]]:
+                notes.append(f"pinned item {shown(pin.item)} is {REMOVED[int(removed[codes[0]])]}: not placed")
             else:
-                pins.append(code)
+                pins.append(codes[0])
                 ranks.append(pin.rank - 1)
     family_names = np.array(sorted(set(families)), dtype=object)
     family_code = {name: code for code, name in enumerate(family_names)}
@@ -186,8 +199,42 @@ def item_rules(data: Interactions, catalogue=None, rules=None, day: date | None 
 
 
 def _some(names: list[str], most: int = 10) -> str:
-    shown = ", ".join(repr(name) for name in names[:most])
-    return shown + (f" and {len(names) - most:,} more" if len(names) > most else "")
+    shown_names = ", ".join(shown(name) for name in names[:most])
+    return shown_names + (f" and {len(names) - most:,} more" if len(names) > most else "")
+
+
+def _name_matcher(names: list[str], notes: list[str]):
+    """``match(name, what)``: the export item codes a business name applies to (``what``: where it
+    was written, for the notes): the item of exactly that name; else every item whose name is the
+    same but for letter case and Unicode form (``recsys.data.names.fold``), each such match noted,
+    since a business user who blocks or deactivates "bono jumbo 100" means "Bono Jumbo 100", and
+    means it of every spelling of it the export holds. An exact match that has such near-twins in
+    the export is applied to itself alone, and noted too. ``several=False`` (a pin, which places
+    one item): several near-twins are returned unnoted, for the caller to refuse."""
+    index = {name: code for code, name in enumerate(names)}
+    folded: dict[str, list[int]] = {}
+    for code, name in enumerate(names):
+        folded.setdefault(fold(name), []).append(code)
+
+    def match(name: str, what: str, several: bool = True) -> list[int]:
+        twins = folded.get(fold(name), [])
+        code = index.get(name)
+        if code is not None:
+            others = [other for other in twins if other != code]
+            if others:
+                notes.append(
+                    f"{what} {shown(name)} applied to that item only; the export also has "
+                    + ", ".join(f"{shown(names[other])} ({difference(name, names[other])})" for other in others)
+                )
+            return [code]
+        if twins and (several or len(twins) == 1):
+            notes.append(
+                f"{what} {shown(name)} applied to "
+                + ", ".join(f"{shown(names[other])} ({difference(name, names[other])})" for other in twins)
+            )
+        return list(twins)
+
+    return match
 
 
 def _first_seen_lately(data: Interactions) -> np.ndarray:
