@@ -117,6 +117,7 @@ def attach_summary(snapshot, path) -> None:
     report, on the Prefect run; each one that fails (no API, a server error) is a warning."""
     from prefect.artifacts import create_link_artifact, create_table_artifact
 
+    from recsys.evaluation import recorded_k
     from recsys.report.contents import quality_table, summary_rows
 
     current = snapshot.current or snapshot.latest
@@ -129,7 +130,8 @@ def attach_summary(snapshot, path) -> None:
     ]
     if current["metrics"].get("evaluation"):
         artifacts.insert(1, ("quality table", lambda: create_table_artifact(
-            quality_table(current), key="recsys-quality-table", description="Held-out NDCG@12 with 95% intervals, every recommender",
+            quality_table(current), key="recsys-quality-table",
+            description=f"Held-out NDCG@{recorded_k(current['metrics']['evaluation'])} with 95% intervals, every recommender",
         )))
     for name, create in artifacts:
         make_artifact(name, create)

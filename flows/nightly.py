@@ -219,12 +219,12 @@ def load(options: RunOptions) -> tuple[Interactions, LoadReport]:
 def load_rules(interactions: Interactions, options: RunOptions):
     """Read and validate the catalogue and the config's rules, and turn them into arrays over the
     export's item codes for the day of the run: (``RuleSetup``, ``Config`` or None)."""
-    from recsys.config import read_config
-    from recsys.data.catalogue import read_catalogue
+    from recsys.config import read_rule_files
     from recsys.scoring.rules import item_rules
 
-    catalogue = read_catalogue(options.catalogue) if options.catalogue is not None else None
-    config = read_config(options.config) if options.config is not None else None
+    # `recsys run` and `recsys schedule` read them before Prefect started; a scheduled run reads
+    # the files as they are tonight.
+    catalogue, config = read_rule_files(options)
     setup = item_rules(interactions, catalogue, config.rules if config else None, options.day(), options.top_k)
     log = get_run_logger()
     if catalogue is not None:

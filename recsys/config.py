@@ -20,8 +20,10 @@ Every mistake (an unknown key, a value of the wrong type) is one ``OptionError``
 and the key.
 """
 
+import datetime
 import enum
 import hashlib
+import json
 import tomllib
 import typing
 from dataclasses import dataclass, fields
@@ -92,6 +94,31 @@ def read_config(path) -> Config:
     return Config(path=str(path), run=run, rules=rules, text=text)
 
 
+def read_rule_files(options):
+    """The catalogue and the config a run with ``options`` (``RunOptions``) reads besides the
+    export, read and validated, pins checked against its ``top_k``: (``Catalogue`` or None,
+    ``Config`` or None). ``recsys run`` and ``recsys schedule`` call it before Prefect starts, and
+    every run again (a scheduled run reads the files of that night), so a bad catalogue or config
+    is the same one line either way."""
+    from recsys.data.catalogue import read_catalogue
+
+    catalogue = read_catalogue(options.catalogue) if options.catalogue is not None else None
+    config = read_config(options.config) if options.config is not None else None
+    if config is not None:
+        check_pins(config, options.top_k)
+    return catalogue, config
+
+
+def check_pins(config: Config, top_k: int) -> None:
+    """Every pin's rank within lists of ``top_k`` items (``OptionError`` naming the file and pin)."""
+    for pin in config.rules.pins:
+        if pin.rank > top_k:
+            raise OptionError(
+                f"{config.path}: [[rules.pin]] {pin.item!r}: rank {pin.rank} is beyond top-k {top_k} "
+                f"(the lists hold {top_k} items: pin it at rank {top_k} or less, or raise top-k)"
+            )
+
+
 def _table(path: Path, document: dict, name: str) -> dict:
     value = document.get(name, {})
     if not isinstance(value, dict):
@@ -100,8 +127,9 @@ def _table(path: Path, document: dict, name: str) -> dict:
 
 
 def _run_section(path: Path, section: dict) -> dict:
-    """``[run]`` keys as RunOptions field names, each value of the field's type."""
-    from recsys.settings import RunOptions
+    """``[run]`` keys as RunOptions field names, each value of the field's type and within its
+    bounds (a problem names the file and the key, not the command line's flag)."""
+    from recsys.settings import RunOptions, field_problem
 
     hints = typing.get_type_hints(RunOptions)
     known = {spec.name for spec in fields(RunOptions)} - {"config"}
@@ -113,8 +141,33 @@ def _run_section(path: Path, section: dict) -> dict:
                 f"{path}: [run] {key}: unknown option (options of recsys run: "
                 f"{', '.join(sorted(n.replace('_', '-') for n in known))})"
             )
-        out[name] = _typed(path, f"[run] {key}", value, hints[name])
+        if name == "run_date" and isinstance(value, datetime.datetime):
+            raise OptionError(
+                f"{path}: [run] {key}: must be a day, not the time {_toml(value)}: write {_toml(value.date().isoformat())}"
+            )
+        if name == "run_date" and isinstance(value, datetime.date):
+            value = value.isoformat()  # a TOML date, run-date = 2022-12-31: the day it names
+        value = _typed(path, f"[run] {key}", value, hints[name])
+        problem = field_problem(name, value)
+        if problem:
+            raise OptionError(f"{path}: [run] {key}: {problem}")
+        out[name] = value
     return out
+
+
+def _toml(value) -> str:
+    """``value`` as it is written in TOML (what the file's author typed), for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + "}"
+    return repr(value)
 
 
 def _typed(path: Path, where: str, value, kind):
@@ -133,8 +186,20 @@ def _typed(path: Path, where: str, value, kind):
     else:  # pragma: no cover - a new field type needs a rule here
         ok = True
     if not ok:
-        name = "a path" if kind is Path else "text" if kind is str else getattr(kind, "__name__", str(kind))
-        raise OptionError(f"{path}: {where}: must be {name}, not {value!r}")
+        if kind is int:
+            name = "a whole number"
+        elif kind is bool:
+            name = "true or false"
+        elif kind is float:
+            name = "a number"
+        elif isinstance(kind, type) and issubclass(kind, enum.Enum):
+            name = "one of " + ", ".join(_toml(member.value) for member in kind)
+        else:
+            name = "a path in quotes" if kind is Path else "text in quotes"
+        hint = ""
+        if kind in (str, Path) and isinstance(value, (datetime.date, datetime.time, int, float)):
+            hint = f": write it as a string, {_toml(_toml(value))}"  # a TOML date or number, unquoted
+        raise OptionError(f"{path}: {where}: must be {name}, not {_toml(value)}{hint}")
     return value
 
 

@@ -78,6 +78,47 @@ def rating_range(scale: str | None) -> tuple[float, float] | None:
     return bounds
 
 
+def flag_of(name: str) -> str:
+    """The command-line flag of the ``RunOptions`` field ``name`` (``top_k`` -> ``--top-k``)."""
+    return "--" + name.replace("_", "-")
+
+
+def field_problem(name: str, value) -> str | None:
+    """What is wrong with ``value`` for the ``RunOptions`` field ``name`` on its own, as the end of
+    a sentence that starts with where the value came from (``must be at least 1, not 0``); None
+    when nothing is. The command line says ``--top-k must be ...``, the config file
+    ``FILE: [run] top-k: must be ...``. Checks across fields (``--dask-address`` needs
+    ``--task-runner dask``) are not made here."""
+    spec = next(spec for spec in fields(RunOptions) if spec.name == name)
+    if value is None:
+        return None
+    if name == "run_date":
+        import datetime
+
+        try:
+            datetime.date.fromisoformat(str(value))
+        except ValueError:
+            return f"must be a day as YYYY-MM-DD, not {value!r}"
+    if name == "task_runner":
+        try:
+            TaskRunner(value)
+        except ValueError:
+            return f"must be 'threads' or 'dask', not {value!r}"
+    low, high = spec.metadata.get("low"), spec.metadata.get("high")
+    if low is not None and value < low:
+        return f"must be at least {low}, not {value}"
+    if high is not None and value > high:
+        return f"must be at most {high}, not {value}"
+    if name == "rating_scale":
+        try:
+            rating_range(value)
+        except OptionError as exc:
+            return str(exc).removeprefix(flag_of(name) + " ")
+    if name == "delimiter" and (not value or any(mark in value for mark in '\r\n"')):
+        return f"must be one or more characters other than line breaks and '\"', not {value!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Everything one nightly run can be told: each field is an option of ``recsys run`` (same name,
@@ -98,12 +139,14 @@ class RunOptions:
         "[rules] (blocklist, max_per_family, exclude_seen_families, [[rules.pin]]), read at every run.",
     )
     run_date: str | None = option(
-        None, "Day (YYYY-MM-DD) the catalogue's valid_from/valid_to are checked against [default: today]."
+        None,
+        "Day (YYYY-MM-DD) the catalogue's valid_from/valid_to are checked against [default: today]; "
+        "in the config file a TOML date (run-date = 2022-12-31) or a string.",
     )
     db_url: str | None = option(
         None, "SQLAlchemy URL of the SQL store [default: SQLite in --output].", env=DB_URL_ENV
     )
-    top_k: int = option(12, "Items per customer.", low=1, high=100)
+    top_k: int = option(12, "Items per customer (the evaluation's NDCG@k, recall@k and hit rate@k are at this k).", low=1, high=100)
     candidates: int = option(20, "Candidates per customer from each source (two-tower, EASE, RP3beta, next-item).", low=1)
     include_seen: bool = option(False, "Allow items the customer already had.")
     cold_start_days: int = option(90, "Window (days) of the popular list for new customers.", low=1)
@@ -154,29 +197,14 @@ class RunOptions:
         for name in ("data", "output", "catalogue", "config"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
-        if self.run_date is not None:
-            import datetime
-
-            try:
-                datetime.date.fromisoformat(str(self.run_date))
-            except ValueError:
-                raise OptionError(f"--run-date must be a day as YYYY-MM-DD, not {self.run_date!r}") from None
-        try:
-            object.__setattr__(self, "task_runner", TaskRunner(self.task_runner))
-        except ValueError:
-            raise OptionError(f"--task-runner must be 'threads' or 'dask', not {self.task_runner!r}") from None
         for spec in fields(self):
-            value, low, high = getattr(self, spec.name), spec.metadata.get("low"), spec.metadata.get("high")
-            flag = "--" + spec.name.replace("_", "-")
-            if value is not None and low is not None and value < low:
-                raise OptionError(f"{flag} must be at least {low}, not {value}")
-            if value is not None and high is not None and value > high:
-                raise OptionError(f"{flag} must be at most {high}, not {value}")
+            # A scale that cannot be read, a bad delimiter... are refused before anything starts.
+            problem = field_problem(spec.name, getattr(self, spec.name))
+            if problem:
+                raise OptionError(f"{flag_of(spec.name)} {problem}")
+        object.__setattr__(self, "task_runner", TaskRunner(self.task_runner))
         if self.dask_address and self.task_runner is not TaskRunner.dask:
             raise OptionError("--dask-address needs --task-runner dask")
-        rating_range(self.rating_scale)  # a scale that cannot be read is refused before anything starts
-        if not self.delimiter or any(mark in self.delimiter for mark in '\r\n"'):
-            raise OptionError(f"--delimiter must be one or more characters other than line breaks and '\"', not {self.delimiter!r}")
 
     @property
     def columns(self) -> ColumnMap:

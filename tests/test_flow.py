@@ -369,6 +369,49 @@ def test_cli_run_publishes_and_prints_a_summary(prefect_test_harness, synthetic,
     assert [r["rank"] for r in json.loads(lookup.stdout)["recommendations"]] == list(range(1, 13))
 
 
+def test_cli_run_with_top_k_5_labels_its_figures_at_5(prefect_test_harness, synthetic, tmp_path):
+    """The gate of a `--top-k 5` run says NDCG@5: the summary's table, `recsys runs` and the report
+    said NDCG@12 (the business probe's finding); they follow the k the evaluation stored."""
+    from recsys.cli.app import app
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows))
+    output = tmp_path / "out"
+    wide = {"COLUMNS": "200"}
+    result = CliRunner().invoke(
+        app, ["run", "--data", str(data), "--output", str(output), "--epochs", "2", "--ranking-epochs", "2", "--top-k", "5"],
+        env=wide,
+    )
+    assert result.exit_code == 0, result.output
+    [(metrics_text, message)] = read_sql(output / "recsys.db", "SELECT metrics, message FROM runs")
+    metrics = json.loads(metrics_text)
+    assert {values["k"] for values in metrics["evaluation"].values()} == {5}
+    assert metrics["gate"]["reason"].startswith("model NDCG@5 ")
+    assert "held-out evaluation (NDCG@5 with its 95% interval, recall@5)" in result.stdout
+    listed = CliRunner().invoke(app, ["runs", "--output", str(output)], env=wide)
+    assert "model/best: NDCG@5 of the model" in listed.stdout
+    page = (output / "report.html").read_text(encoding="utf-8")
+    assert "<th>NDCG@5</th>" in page and "held-out NDCG@5" in page
+    for text in (result.stdout, listed.stdout, page, message or ""):
+        assert "NDCG@12" not in text and "recall@12" not in text
+
+
+def test_a_pin_beyond_top_k_stops_a_scheduled_run_naming_the_config(prefect_test_harness, synthetic, tmp_path):
+    """The flow reads the config again every night (a scheduled run has no `recsys run` before
+    it): a pin beyond the lists' length is the same line there, naming the file, and nothing is stored."""
+    from flows.nightly import nightly
+    from recsys.errors import OptionError
+
+    data = tmp_path / "interactions.csv"
+    data.write_text(csv_text(synthetic.rows))
+    config = tmp_path / "rules.toml"
+    config.write_text('[[rules.pin]]\nitem = "Bono restaurante 1"\nrank = 6\n')
+    with pytest.raises(OptionError) as raised:
+        nightly(RunOptions(data=data, output=tmp_path / "out", config=config, top_k=5, **EPOCHS))
+    assert str(raised.value).startswith(f"{config}: [[rules.pin]] 'Bono restaurante 1': rank 6 is beyond top-k 5")
+    assert not (tmp_path / "out" / "recsys.db").exists()
+
+
 def test_a_public_ratings_dataset_read_with_its_options_publishes_the_export_s_lists(prefect_test_harness, synthetic, tmp_path):
     """The same redemptions shaped as MovieLens-1M's ratings.dat (no header row; customer, item,
     rating, time separated by "::"; integer ids, seconds since 1970, ratings on a 0-4 scale) and read

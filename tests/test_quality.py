@@ -138,8 +138,8 @@ def test_metrics_record_round_trips_names_and_values():
     assert json.loads(json.dumps(record)) == record
     for row in frame.to_dict("records"):
         values = record[row["recommender"]]
-        assert set(values) == {*METRICS, "ndcg_low", "ndcg_high", "users", "seconds"}
-        for name in (*METRICS, "ndcg_low", "ndcg_high", "users", "seconds"):
+        assert set(values) == {*METRICS, "ndcg_low", "ndcg_high", "users", "seconds", "k"}
+        for name in (*METRICS, "ndcg_low", "ndcg_high", "users", "seconds", "k"):
             assert values[name] == pytest.approx(row[name], abs=5e-7)
     assert record["two_stage"]["ndcg"] == 0.123457
     assert record["item_knn"]["ndcg"] == 0.333333

@@ -240,6 +240,57 @@ def test_the_report_of_a_degraded_run_with_rules_and_reasons(tmp_path):
     assert "1 of the last 3 runs were not evaluated" in page
 
 
+def _evaluated_at(db: Path, k: int, run_ids: list[str]) -> None:
+    """Record the runs' evaluation as measured at ``k`` (``--top-k k``), their gate's words too."""
+    with sqlite3.connect(db) as conn:
+        for run_id in run_ids:
+            metrics = json.loads(conn.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
+            for values in metrics["evaluation"].values():
+                values["k"] = k
+            metrics["gate"]["reason"] = metrics["gate"]["reason"].replace("NDCG@12", f"NDCG@{k}")
+            conn.execute(
+                "UPDATE runs SET metrics = ?, message = replace(message, 'NDCG@12', ?) WHERE run_id = ?",
+                (json.dumps(metrics), f"NDCG@{k}", run_id),
+            )
+
+
+def test_the_figures_are_labelled_at_the_k_the_run_used(tmp_path):
+    """With --top-k 5 the gate says NDCG@5: so do the report, the artifacts' tables and `recsys runs`
+    (they said NDCG@12 whatever the run's k); a run recorded before k was kept reads as 12."""
+    from recsys.cli.app import app
+    from recsys.report.contents import quality_table, read_store, summary_rows
+    from recsys.report.page import write_report
+
+    output = hand_built_store(tmp_path / "out")
+    db = output / "recsys.db"
+    _evaluated_at(db, 5, ["20261101T020000000000Z", "20261102T020000000000Z"])
+    page = write_report(f"sqlite:///{db}", output / "report.html").read_text(encoding="utf-8")
+    assert "NDCG@12" not in page and "recall@12" not in page
+    assert "<th>NDCG@5</th>" in page and "<th>recall@5</th>" in page and "<th>model NDCG@5</th>" in page
+    assert "Degraded: model NDCG@5 0.26" in page and "The rules cost +0.0300 NDCG@5" in page
+    assert "the best baseline. NDCG@5 with its 95% interval." in page  # segments
+    snapshot = read_store(f"sqlite:///{db}")
+    assert {row["figure"] for row in summary_rows(snapshot)} >= {"model NDCG@5", "best baseline NDCG@5 (ease)", "NDCG@5 cost of the rules"}
+    assert {"ndcg@5", "recall@5", "hit_rate@5"} <= set(quality_table(snapshot.current)[0])
+    listed = CliRunner().invoke(app, ["runs", "--output", str(output)], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    assert "model/best: NDCG@5 of the model" in listed.stdout and "NDCG@12" not in listed.stdout
+    # The first run recorded before the evaluation kept its k (at 12): each figure says its k.
+    _evaluated_at(db, 12, ["20261101T020000000000Z"])
+    with sqlite3.connect(db) as conn:
+        metrics = json.loads(conn.execute("SELECT metrics FROM runs WHERE run_id = '20261101T020000000000Z'").fetchone()[0])
+        for values in metrics["evaluation"].values():
+            del values["k"]
+        conn.execute("UPDATE runs SET metrics = ? WHERE run_id = '20261101T020000000000Z'", (json.dumps(metrics),))
+    page = write_report(f"sqlite:///{db}", output / "report.html").read_text(encoding="utf-8")
+    assert "different list lengths (k = 5, 12, their --top-k)" in page and "<th>model NDCG@k</th>" in page
+    assert "<td>ease</td><td>0.3100 (0.2900 to 0.3300)</td><td>5</td></tr>" in page  # the degraded run, at 5
+    assert "<td>ease</td><td>0.3100 (0.2900 to 0.3300)</td><td>12</td></tr>" in page  # the older run, at 12
+    listed = CliRunner().invoke(app, ["runs", "--output", str(output)], env={"COLUMNS": "200"})
+    assert "0.260/0.310 @5" in listed.stdout and "0.300/0.310 @12" in listed.stdout
+    assert "NDCG@k (k: the run's --top-k, after the figures)" in listed.stdout
+
+
 def test_reasons_are_counted_by_their_prefix(tmp_path):
     from recsys.report.contents import read_store, reason_groups
 

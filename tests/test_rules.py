@@ -50,8 +50,11 @@ def test_sample_config_reads_every_rule():
     "text, message",
     [
         ("[run]\ntop_kk = 3\n", "[run] top_kk: unknown option"),
-        ("[run]\ntop-k = 'twelve'\n", "[run] top-k: must be int"),
-        ("[run]\nevaluate = 1\n", "[run] evaluate: must be bool"),
+        ("[run]\ntop-k = 'twelve'\n", '[run] top-k: must be a whole number, not "twelve"'),
+        ("[run]\nevaluate = 1\n", "[run] evaluate: must be true or false, not 1"),
+        ("[run]\ntop-k = 0\n", "[run] top-k: must be at least 1, not 0"),
+        ("[run]\ndata = 2022-12-31\n", '[run] data: must be a path in quotes, not 2022-12-31: write it as a string, "2022-12-31"'),
+        ("[run]\nrun-date = '2022-13-01'\n", "[run] run-date: must be a day as YYYY-MM-DD, not '2022-13-01'"),
         ("[rules]\nblock = ['a']\n", "[rules] block: unknown key"),
         ("[rules]\nmax_per_family = 0\n", "[rules] max_per_family: must be a whole number"),
         ("[rules]\nexclude_seen_families = 'yes'\n", "[rules] exclude_seen_families: must be true or false"),

@@ -220,8 +220,8 @@ def run(
     When the model may not be published (too little data, no customer with a later item to hold
     out, the quality gate, an evaluation or training that fails on the export) a baseline's lists
     are published instead, with status 'degraded' and the reason. The new lists are health-checked before they replace anything.
-    The export is read and validated, and the output folder tried, before Prefect starts: bad
-    input is reported in the time the read takes. Exit 0: published (`recsys runs` shows degraded
+    The export, the catalogue and the config's rules are read and validated, and the output
+    folder tried, before Prefect starts: bad input is reported in the time the read takes. Exit 0: published (`recsys runs` shows degraded
     runs; the summary says where the log is); exit 1: nothing was replaced, and one line on
     stderr says why.
     """
@@ -468,10 +468,11 @@ def schedule(
 
     Every option of `recsys run` is a parameter of the deployment (the Prefect UI shows them).
     One run at a time: a run that falls due while one runs waits for it. Needs a Prefect server
-    (PREFECT_API_URL); the export, the cron, the time zone and the output folder are checked
-    before serving. Each run writes DIR/logs/recsys.log; `recsys runs` lists it (or why it could
+    (PREFECT_API_URL); the export, the catalogue and the config (read and validated, as a run
+    would), the cron, the time zone and the output folder are checked before serving. Each run writes DIR/logs/recsys.log; `recsys runs` lists it (or why it could
     not start).
     """
+    from recsys.config import read_rule_files
     from recsys.schedule import check_cron, check_timezone
     from recsys.store.lock import check_writable
 
@@ -483,6 +484,9 @@ def schedule(
         if not data.is_file():
             what = "is a folder" if data.is_dir() else "does not exist"
             raise OptionError(f"--data {data}: {what}; the deployment reads that export every night: name the file")
+        # Read again by every run (a campaign is changed by editing them), but bad now they would
+        # fail tonight's run: refused here, like the export that does not exist.
+        read_rule_files(options)
         check_writable(options.output)
     except RecsysError as exc:
         _fail(str(exc))

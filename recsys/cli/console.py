@@ -79,12 +79,14 @@ class _TemporaryServerFilter:
 def run_with_progress(options, verbose: bool = False) -> dict:
     """Run the nightly flow once with ``options`` (``RunOptions``), with Rich progress for every step.
 
-    What can be checked without Prefect is checked first: the export is read and validated and
-    the output folder tried, so bad input is reported in the time the read takes, before a
-    Prefect server starts, and leaves no ``logs/`` behind. The run then takes the export as read
-    (unless the file changed meanwhile). Prefect's log lines go to ``<output>/logs/recsys.log``
-    unless ``verbose``.
+    What can be checked without Prefect is checked first: the export is read and validated, so
+    are the catalogue and the config's rules (pins within ``--top-k``), and the output folder is
+    tried, so bad input is reported in the time the read takes, before a Prefect server starts,
+    and leaves no ``logs/`` behind. The run then takes the export as read (unless the file
+    changed meanwhile) and reads the small catalogue and config again. Prefect's log lines go to
+    ``<output>/logs/recsys.log`` unless ``verbose``.
     """
+    from recsys.config import read_rule_files
     from recsys.data.export import load_interactions, read_once
     from recsys.errors import RecsysError
     from recsys.progress import reporting, step
@@ -100,6 +102,7 @@ def run_with_progress(options, verbose: bool = False) -> dict:
                 if not exc.transient:
                     raise
                 loaded = None  # replaced while read (a new night's file landing): the run reads it again, with retries
+            read_rule_files(options)
         read_seconds = time.perf_counter() - started
         check_writable(options.output)
         reporter.waiting("Starting the Prefect run")  # until the flow's first step begins
@@ -203,7 +206,10 @@ def print_summary(summary: dict) -> None:
     # Catalogue items the export never saw are among the input notes above (runs.metrics has them all).
     evaluation = summary.get("evaluation")
     if evaluation:
-        table = Table(title="held-out evaluation (NDCG@12 with its 95% interval, recall@12)", box=None)
+        from recsys.evaluation import recorded_k
+
+        k = recorded_k(evaluation)  # the run's --top-k: the gate's line above says the same
+        table = Table(title=f"held-out evaluation (NDCG@{k} with its 95% interval, recall@{k})", box=None)
         table.add_column("recommender")
         table.add_column("ndcg", justify="right")
         table.add_column("95% interval", justify="right")
@@ -246,7 +252,7 @@ def print_evaluation(report, as_format: str | None = None) -> None:
     after = f"first seen after {cut:%Y-%m-%d}" if cut else "no customers"
     console.print(_metrics_table(report.cold_start, f"cold start (customers {after})"))
     console.print(
-        "ndcg, recall, hit (hit rate): at 12, on held-out items; 95% CI: bootstrap interval of ndcg; "
+        f"ndcg, recall, hit (hit rate): at {report.holdout.k}, on held-out items; 95% CI: bootstrap interval of ndcg; "
         "cover: share of the catalogue the lists use; custs: customers scored; *: the cold-start list. "
         "--json or --csv print every figure whole, and the seconds.",
         soft_wrap=False,  # prose: wrapped at the width, unlike the figures
@@ -346,6 +352,10 @@ def print_runs(rows: list[dict], quiet_when_empty: bool = False) -> None:
     table.add_column("customers", justify="right", no_wrap=True)
     table.add_column("model/best", justify="right", no_wrap=True)
     table.add_column("gap, 95%", justify="right", no_wrap=True)
+    from recsys.evaluation import recorded_k
+
+    # Each run's figures are at its own --top-k; when the runs listed differ, each figure says its k.
+    ks = {recorded_k(row["metrics"]["evaluation"]) for row in rows if row["metrics"].get("evaluation")}
     notes = []
     for row in rows:
         evaluation = row["metrics"].get("evaluation", {})
@@ -354,6 +364,8 @@ def print_runs(rows: list[dict], quiet_when_empty: bool = False) -> None:
         model = evaluation.get("two_stage", {}).get("ndcg")
         baseline = evaluation.get(best, {}).get("ndcg") if best else None
         headline = f"{model:.3f}/{baseline:.3f}" if model is not None and baseline is not None else "-"
+        if headline != "-" and len(ks) > 1:
+            headline += f" @{recorded_k(evaluation)}"
         difference = gate.get("difference")
         gap = f"{difference[1]:+.3f}..{difference[2]:+.3f}" if difference and difference[1] == difference[1] else "-"
         marker = "* " if row["is_current"] else "  "
@@ -364,8 +376,9 @@ def print_runs(rows: list[dict], quiet_when_empty: bool = False) -> None:
         if row["message"]:
             notes.append(f"{row['run_id']}: {row['message']}")
     console.print(table)
+    at = f"NDCG@{ks.pop() if ks else recorded_k(None)}" if len(ks) <= 1 else "NDCG@k (k: the run's --top-k, after the figures)"
     console.print(
-        "model/best: NDCG@12 of the model and of the best baseline on held-out items; gap: the 95% interval of their difference",
+        f"model/best: {at} of the model and of the best baseline on held-out items; gap: the 95% interval of their difference",
         soft_wrap=False,  # prose: wrapped at the width
     )
     for note in notes:

@@ -280,11 +280,13 @@ def markdown_table(table: pd.DataFrame, title: str | None = None) -> str:
 
 
 def metrics_record(table: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """The metrics frame as JSON-ready ``{recommender: {metric: value}}``."""
+    """The metrics frame as JSON-ready ``{recommender: {metric: value}}``, with the list length
+    ``k`` the metrics were measured at (``--top-k``: what NDCG@k, recall@k and hit rate@k are labelled)."""
     return {
         row["recommender"]: {
             **{name: round(float(row[name]), 6) for name in ("ndcg", "ndcg_low", "ndcg_high", *METRIC_COLUMNS[1:], "seconds")},
             "users": int(row["users"]),
+            "k": int(row["k"]),
         }
         for row in table.to_dict("records")
     }

@@ -16,6 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from recsys.data.families import family_of
+from recsys.evaluation import recorded_k
 from recsys.errors import StoreError
 from recsys.store.database import engine_for, store_errors
 from recsys.store.lookup import recent_runs
@@ -117,6 +118,12 @@ def evaluated_run(snapshot: Snapshot) -> dict | None:
     return next((run for run in snapshot.runs if run["metrics"].get("evaluation")), None)
 
 
+def run_k(run: dict | None) -> int:
+    """The list length ``run``'s figures were measured at (its ``--top-k``; 12 for a run recorded
+    before the evaluation kept it): what its NDCG is "@"."""
+    return recorded_k(((run or {}).get("metrics") or {}).get("evaluation"))
+
+
 def quality_rows(run: dict) -> list[dict]:
     """One row per recommender of ``run``'s evaluation, best NDCG first: recommender, ndcg
     (an Interval), recall, hit_rate, coverage, users, and whether it is the model or the best baseline."""
@@ -145,6 +152,7 @@ class TrendPoint:
     model: Interval | None
     baseline: Interval | None
     baseline_name: str | None
+    k: int = 12  # the list length the run's NDCG is at (its --top-k)
 
 
 def trend(snapshot: Snapshot) -> list[TrendPoint]:
@@ -163,7 +171,9 @@ def trend(snapshot: Snapshot) -> list[TrendPoint]:
             values = evaluation.get(name) if name else None
             return Interval.of([values.get("ndcg"), values.get("ndcg_low"), values.get("ndcg_high")]) if values else None
 
-        points.append(TrendPoint(run["run_id"], str(run["started_at"] or "")[:16], run["status"], interval(MODEL), interval(best), best))
+        points.append(
+            TrendPoint(run["run_id"], str(run["started_at"] or "")[:16], run["status"], interval(MODEL), interval(best), best, run_k(run))
+        )
     return points
 
 
@@ -280,26 +290,28 @@ def summary_rows(snapshot: Snapshot) -> list[dict[str, str]]:
     rows.append(("catalogue coverage", f"{100 * contents.coverage:.1f}%" if contents.coverage is not None else "-"))
     rows.append((f"slots taken by the top {TOP_SHARE} items", f"{100 * contents.top_share:.1f}%"))
     run = evaluated_run(snapshot)
+    k = run_k(current)
     if run is not None and run["run_id"] == current["run_id"]:
         for row in quality_rows(run):
             if row["model"] or row["best_baseline"]:
-                label = "model NDCG@12" if row["model"] else f"best baseline NDCG@12 ({row['recommender']})"
+                label = f"model NDCG@{k}" if row["model"] else f"best baseline NDCG@{k} ({row['recommender']})"
                 rows.append((label, row["ndcg"].text()))
     else:
-        rows.append(("held-out NDCG@12", "not evaluated"))
+        rows.append((f"held-out NDCG@{k}", "not evaluated"))
     cost = rules_cost(current)
     if cost is not None and cost.with_rules and cost.without_rules:
-        rows.append(("NDCG@12 cost of the rules", f"{cost.without_rules.mean - cost.with_rules.mean:+.4f}"))
+        rows.append((f"NDCG@{k} cost of the rules", f"{cost.without_rules.mean - cost.with_rules.mean:+.4f}"))
     return [{"figure": label, "value": value} for label, value in rows]
 
 
 def quality_table(run: dict) -> list[dict]:
     """``run``'s evaluation as rows for a table artifact (best NDCG first)."""
+    k = run_k(run)
     return [
         {
-            "recommender": row["recommender"], "ndcg@12": round(row["ndcg"].mean, 4),
+            "recommender": row["recommender"], f"ndcg@{k}": round(row["ndcg"].mean, 4),
             "95% interval": row["ndcg"].bounds(),
-            "recall@12": _rounded(row["recall"]), "hit_rate@12": _rounded(row["hit_rate"]),
+            f"recall@{k}": _rounded(row["recall"]), f"hit_rate@{k}": _rounded(row["hit_rate"]),
             "coverage": _rounded(row["coverage"]), "customers": row["users"],
         }
         for row in quality_rows(run)

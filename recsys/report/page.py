@@ -21,6 +21,7 @@ from recsys.report.contents import (
     read_store,
     reason_groups,
     rules_cost,
+    run_k,
     segment_rows,
     trend,
 )
@@ -152,11 +153,12 @@ def _quality(snapshot: Snapshot) -> str:
             f'{_e(run["run_id"])}, the latest that was.</p>'
         )
     rows = quality_rows(run)
+    k = run_k(run)  # the run's --top-k: its gate's reason says the same
     users = next((row["users"] for row in rows if row["users"]), None)
     parts.append(
-        f"<p>NDCG@12 on the items {users:,} customers redeemed after the training period (held out), with its 95% "
+        f"<p>NDCG@{k} on the items {users:,} customers redeemed after the training period (held out), with its 95% "
         "bootstrap interval over customers: the model (blue) against every baseline (best baseline orange). "
-        "Intervals that overlap mean the difference may be noise.</p>" if users else "<p>NDCG@12 on held-out items.</p>"
+        "Intervals that overlap mean the difference may be noise.</p>" if users else f"<p>NDCG@{k} on held-out items.</p>"
     )
     gate = run["metrics"].get("gate") or {}
     if gate.get("reason"):
@@ -165,12 +167,12 @@ def _quality(snapshot: Snapshot) -> str:
     parts.append(
         charts.interval_chart(
             [(row["recommender"], row["ndcg"].mean, row["ndcg"].low, row["ndcg"].high, colour(row)) for row in rows],
-            "NDCG@12 (95% interval)", f"Run {run['run_id']}: held-out NDCG@12",
+            f"NDCG@{k} (95% interval)", f"Run {run['run_id']}: held-out NDCG@{k}",
         )
     )
     parts.append(
         _table(
-            ["recommender", "NDCG@12", "95% interval", "recall@12", "hit rate@12", "coverage", "customers"],
+            ["recommender", f"NDCG@{k}", "95% interval", f"recall@{k}", f"hit rate@{k}", "coverage", "customers"],
             [
                 [row["recommender"], _f(row["ndcg"].mean), row["ndcg"].bounds(), _f(row["recall"]), _f(row["hit_rate"]),
                  _pct(row["coverage"]), f"{row['users']:,}" if row["users"] else "-"]
@@ -192,17 +194,24 @@ def _trend(snapshot: Snapshot) -> str:
     note = f" {skipped} of the last {len(snapshot.runs)} runs were not evaluated (or failed) and are left out." if skipped else ""
     if len(points) == 1:
         note += " One evaluated run so far: the trend builds up night after night."
-    parts.append(f"<p>The model's held-out NDCG@12 and the best baseline's, run after run, with their 95% bands.{note}</p>")
+    ks = sorted({p.k for p in points})
+    # Each run's figures are at its own --top-k; runs of different k are told apart in the table.
+    at = f"NDCG@{ks[0]}" if len(ks) == 1 else "NDCG@k"
+    if len(ks) > 1:
+        note += f" The runs were evaluated at different list lengths (k = {', '.join(map(str, ks))}, their --top-k): see the k column."
+    parts.append(f"<p>The model's held-out {at} and the best baseline's, run after run, with their 95% bands.{note}</p>")
     parts.append(
         charts.trend_chart(
             _run_labels(points), [p.model for p in points], [p.baseline for p in points],
-            [p.status == "degraded" for p in points], "Model vs best baseline, NDCG@12 over runs",
+            [p.status == "degraded" for p in points], f"Model vs best baseline, {at} over runs",
         )
     )
+    header = ["run", "status", f"model {at}", "best baseline", f"its {at}"] + (["k"] if len(ks) > 1 else [])
     parts.append(
         _table(
-            ["run", "status", "model NDCG@12", "best baseline", "its NDCG@12"],
-            [[p.run_id, p.status, _interval(p.model), p.baseline_name or "-", _interval(p.baseline)] for p in reversed(points)],
+            header,
+            [[p.run_id, p.status, _interval(p.model), p.baseline_name or "-", _interval(p.baseline)] + ([str(p.k)] if len(ks) > 1 else [])
+             for p in reversed(points)],
         )
     )
     return "\n".join(parts)
@@ -264,13 +273,14 @@ def _segments(snapshot: Snapshot) -> str:
     parts = ['<h2 id="segments">Quality by customer segment</h2>']
     run = evaluated_run(snapshot)
     rows = segment_rows(run) if run else []
+    k = run_k(run)
     if not rows:
         parts.append("<p>No evaluated run recorded quality by segment.</p>")
         return "\n".join(parts)
     parts.append(
         "<p>New customers: first seen in the last tenth of the export's time span, given the cold-start list "
         "(compared with all-time popularity). Returning customers by how many items they had: the model against "
-        "the best baseline. NDCG@12 with its 95% interval.</p>"
+        f"the best baseline. NDCG@{k} with its 95% interval.</p>"
     )
     chart, table, classes = [], [], []
     for row in rows:
@@ -285,8 +295,8 @@ def _segments(snapshot: Snapshot) -> str:
             table.append([row["segment"], f"{row['users'] or 0:,}", "-", "no customer"])
             classes.append("")
     if chart:
-        parts.append(charts.interval_chart(chart, "NDCG@12 (95% interval)", "Quality by customer segment"))
-    parts.append(_table(["segment", "customers", "recommender", "NDCG@12 (95% interval)"], table, classes))
+        parts.append(charts.interval_chart(chart, f"NDCG@{k} (95% interval)", "Quality by customer segment"))
+    parts.append(_table(["segment", "customers", "recommender", f"NDCG@{k} (95% interval)"], table, classes))
     return "\n".join(parts)
 
 
@@ -294,6 +304,7 @@ def _rules(snapshot: Snapshot) -> str:
     parts = ['<h2 id="rules">What the rules cost</h2>']
     run = snapshot.current or snapshot.latest
     cost = rules_cost(run)
+    k = run_k(run)  # the rules' cost is measured on the run's own evaluation, at its --top-k
     if cost is None:
         parts.append("<p>No rules were applied in this run.</p>")
         return "\n".join(parts)
@@ -302,11 +313,11 @@ def _rules(snapshot: Snapshot) -> str:
         parts.append(
             charts.interval_chart(
                 [(label, v.mean, v.low, v.high, charts.OTHER_COLOUR if label == "without rules" else charts.MODEL_COLOUR) for label, v in compared],
-                "NDCG@12 (95% interval)", "The model's held-out NDCG@12 with and without the rules",
+                f"NDCG@{k} (95% interval)", f"The model's held-out NDCG@{k} with and without the rules",
             )
         )
     if cost.with_rules and cost.without_rules:
-        parts.append(f"<p>The rules cost {cost.without_rules.mean - cost.with_rules.mean:+.4f} NDCG@12 (without minus with).</p>")
+        parts.append(f"<p>The rules cost {cost.without_rules.mean - cost.with_rules.mean:+.4f} NDCG@{k} (without minus with).</p>")
     removed = [[reason.replace("_", " "), f"{n:,}"] for reason, n in cost.removed.items()]
     if cost.pins_placed is not None:
         removed.append(["pins placed", f"{int(cost.pins_placed):,}"])
