@@ -86,6 +86,41 @@ def test_the_cold_start_list_is_checked_too():
     assert any("cold-start list has a NaN" in p for p in problems(good, cold_start=(np.array([0, 1, 2]), np.array([np.nan, 2.0, 1.0]))))
 
 
+def ruled(data, tmp_path, catalogue_rows: str, **rules):
+    """The run's rules over ``data`` from a catalogue CSV's rows (``item,family,active``) and ``rules``."""
+    from recsys.config import Rules
+    from recsys.data.catalogue import read_catalogue
+    from recsys.scoring.rules import item_rules
+
+    path = tmp_path / "catalogue.csv"
+    path.write_text("item,family,active\n" + catalogue_rows)
+    return item_rules(data, read_catalogue(path), Rules(**rules), k=3).rules
+
+
+@pytest.mark.parametrize(
+    ("catalogue_rows", "rules", "rows", "room"),
+    [
+        # 2 recommendable items, both taken by every customer
+        ("item 2,,false\nitem 3,,false\nitem 4,,false\nitem 5,,false\n", {}, [[-1, -1, -1]] * 4, 2),
+        # 2 families, at most 1 of each
+        ("".join(f"item {i},f{i % 2},true\n" for i in range(6)), {"max_per_family": 1},
+         [[-1, -1, -1], [2, 3, -1], [4, 5, -1], [5, 2, -1]], 2),
+    ],
+    ids=["inactive", "max_per_family"],
+)
+def test_the_cold_start_list_is_full_at_what_the_rules_allow(tmp_path, catalogue_rows, rules, rows, room):
+    """Fewer recommendable items than the list length (or a strict family cap over few families)
+    is not a short cold-start list: the run publishes; one item fewer still fails."""
+    data = catalogue()
+    rules = ruled(data, tmp_path, catalogue_rows, **rules)
+    nobody = lists_of(rows)  # the customers' lists, as long as the rules let them be
+    full = (np.arange(room), np.arange(room, 0, -1).astype(np.float64))
+    assert not problems(nobody, data, cold_start=full, rules=rules)
+    short = (np.arange(room - 1), np.arange(room - 1, 0, -1).astype(np.float64))
+    found = problems(nobody, data, cold_start=short, rules=rules)
+    assert list(found) == [f"the cold-start list holds {room - 1} items, the catalogue allows {room}"]
+
+
 def record(coverage: float, p01: float, p99: float, customers: int = 4, recommender: str = "two_stage") -> dict:
     return {"recommender": recommender, "customers": customers, "coverage": coverage, "score": {"p01": p01, "p99": p99}}
 

@@ -15,7 +15,8 @@ new lists are checked as a whole, on codes:
   either way. Only the spread is compared, not the level: a listwise ranking model's scores
   are defined up to a constant, which moves from one training to the next.
 
-The cold-start list gets the first checks too. :func:`check_lists` returns the problems found and
+The cold-start list gets the first checks too (full: as long as the rules let a list of a
+customer who had nothing be). :func:`check_lists` returns the problems found and
 the record the next run compares with (``runs.metrics["lists"]``).
 """
 
@@ -111,7 +112,7 @@ def check_lists(
         "score": _score_summary(rows.finite),
     }
     if cold_start is not None:
-        problems += _cold_start_problems(*cold_start, min(length, n_items), n_items)
+        problems += _cold_start_problems(*cold_start, _cold_start_room(rules, length, n_items), n_items)
     problems += _against_previous(record, previous)
     return Health(record, tuple(problems))
 
@@ -184,6 +185,20 @@ def _score_summary(finite: np.ndarray) -> dict:
     smallest, largest = float(finite.min()), float(finite.max())
     low, middle, high = np.percentile(finite, [1, 50, 99], overwrite_input=True)  # the caller's own copy
     return {"min": smallest, "p01": float(low), "p50": float(middle), "p99": float(high), "max": largest}
+
+
+def _cold_start_room(rules, length: int, n_items: int) -> int:
+    """How long the cold-start list can be: ``length`` items of the catalogue, or, under ``rules``,
+    as many as they let a list of a customer who had nothing hold (recommendable items, at most
+    ``max_per_family`` of each family)."""
+    room = min(length, n_items)
+    if rules is not None and rules.changes_lists:
+        import scipy.sparse as sp
+
+        from recsys.scoring.rules import list_room
+
+        room = int(list_room(rules, sp.csr_matrix((1, n_items), dtype=np.float32), length, False)[0])
+    return room
 
 
 def _cold_start_problems(codes: np.ndarray, scores: np.ndarray, room: int, n_items: int) -> list[str]:
