@@ -499,6 +499,71 @@ def test_families_reads_the_export_format_from_the_nightly_config(tmp_path):
     assert result.exit_code == 1 and "--delimiter '|'" in result.output
 
 
+# --- the rules at their edges -----------------------------------------------------------------------
+
+
+def hand_rules(n: int, boost=None, family=None, pins=(), max_per_family=None):
+    """Rules over ``n`` item codes built by hand: every item recommendable; ``pins``: (item, rank)."""
+    from recsys.scoring.rules import ItemRules
+
+    family = np.arange(n) if family is None else np.asarray(family)
+    return ItemRules(
+        removed=np.zeros(n, dtype=np.int8), boost=np.ones(n) if boost is None else np.asarray(boost, dtype=np.float64),
+        family=family.astype(np.int32), families=np.array([f"f{f}" for f in range(int(family.max()) + 1)], dtype=object),
+        max_per_family=max_per_family, exclude_seen_families=False,
+        pins=np.array([item for item, _ in pins], dtype=np.int64), pin_ranks=np.array([rank - 1 for _, rank in pins], dtype=np.int64),
+        new=np.zeros(n, dtype=bool),
+    )
+
+
+def test_a_boost_of_0_sends_an_item_below_every_other_even_negative_scores_and_the_fill():
+    """The listwise ranker gives negative scores: an item boosted to 0 still comes after all of
+    them, and after the fill; boosts above and below 1 keep their meaning; the scores stay plain
+    numbers, non-increasing."""
+    import scipy.sparse as sp
+
+    from recsys.scoring.rules import apply_rules
+
+    rules = hand_rules(8, boost=[1, 1, 0, 1, 1, 2, 0.5, 1])
+    items = np.array([[2, 0, 1, 3, 4, 5, 6]])
+    scores = np.array([[3.0, 1.0, 0.5, -0.2, -0.4, -0.6, -0.1]])
+    fill, fill_scores = np.array([2, 7, 0, 1]), np.array([9.0, 5.0, 4.0, 3.0])  # the fill holds it too
+    cut = apply_rules(rules, items, scores, 8, sp.csr_matrix((1, 8)), fill, fill_scores)
+    # 5 (-0.6, boost 2) -> -0.3 rises above 4 (-0.4); 6 (-0.1, boost 0.5) -> -0.2 falls to 3's level.
+    assert cut.items[0].tolist() == [0, 1, 3, 6, 5, 4, 7, 2]
+    assert np.isfinite(cut.scores).all() and (np.diff(cut.scores[0]) <= 0).all()
+    assert cut.scores[0].tolist() == pytest.approx([1.0, 0.5, -0.2, -0.2, -0.3, -0.4, -0.4, -0.4])
+    # With room for only the others, the item boosted to 0 is not shown at all.
+    cut = apply_rules(rules, items, scores, 7, sp.csr_matrix((1, 8)), fill, fill_scores)
+    assert 2 not in cut.items[0]
+    # Above positive scores it scores 0 (times its boost), after every other item.
+    cut = apply_rules(rules, np.array([[2, 0, 1]]), np.array([[3.0, 1.0, 0.5]]), 3, sp.csr_matrix((1, 8)), fill[:0], fill_scores[:0])
+    assert cut.items[0].tolist() == [0, 1, 2] and cut.scores[0].tolist() == [1.0, 0.5, 0.0]
+
+
+def test_a_boost_of_0_puts_the_item_last_in_the_cold_start_list(tmp_path):
+    """The cold-start list (and the fill order): the most popular item, boosted to 0, comes after
+    the items nobody took lately."""
+    from conftest import interactions_of
+    from flows.nightly import cold_start
+    from recsys.scoring.rules import fill_order
+
+    end = pd.Timestamp("2022-12-31")
+    rows = [(f"u{u}", "a", end - pd.Timedelta(days=u), 5) for u in range(6)]
+    rows += [(f"v{u}", "b", end - pd.Timedelta(days=u), 5) for u in range(3)]
+    rows += [(f"w{u}", name, end - pd.Timedelta(days=400), 5) for u, name in enumerate("cde")]  # not lately
+    data = interactions_of(pd.DataFrame(rows, columns=["user_id", "item", "timestamp", "rating"]))
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text("item,boost\na,0\n")
+    rules = item_rules(data, read_catalogue(catalogue), None, end.date(), 5).rules
+    options = RunOptions(run_date="2022-12-31", top_k=5)
+    codes, scores, _ = cold_start(data, options, rules)
+    assert [str(data.items[code]) for code in codes] == ["b", "c", "d", "e", "a"]
+    assert np.isfinite(scores).all() and (np.diff(scores) <= 0).all() and scores[-1] == 0.0
+    fill, _ = fill_order(rules, data, options.cold_start_days)
+    assert str(data.items[fill[-1]]) == "a"
+
+
 # --- the real export, when it is here ---------------------------------------------------------------
 
 

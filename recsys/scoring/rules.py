@@ -8,8 +8,9 @@ list to ``k`` in NumPy, a block at a time, never a loop per customer:
 1. items not recommendable on the day of the run (blocklisted, inactive, outside
    ``valid_from``..``valid_to``) are dropped;
 2. every score is multiplied by its item's boost (a negative score, which a listwise ranker may
-   give, is divided by it instead, so a boost above 1 always raises an item and 0 sends it
-   below every item not boosted to 0);
+   give, is divided by it instead, so a boost above 1 always raises an item); an item boosted
+   to 0 scores 0 and is ordered after every candidate and fill item not boosted to 0
+   (:func:`by_boosted`), so it is only shown when nothing else can fill the list;
 3. with ``exclude_seen_families``, items of a family the customer already had are dropped;
 4. with ``max_per_family``, a family's items after the first ``max_per_family`` are dropped
    (a pinned item counts first);
@@ -20,7 +21,7 @@ list to ``k`` in NumPy, a block at a time, never a loop per customer:
    catalogue allows.
 
 Scores stay non-increasing along a list: a pinned or filled item takes the score of the slot
-above it.
+above it, and so does an item boosted to 0 below a negative score.
 """
 
 from __future__ import annotations
@@ -251,16 +252,44 @@ def _first_seen_lately(data: Interactions) -> np.ndarray:
 
 
 def boosted(scores: np.ndarray, boost: np.ndarray) -> np.ndarray:
-    """Scores times their boost (a negative score divided by it: a boost above 1 always raises)."""
-    return np.where(scores >= 0, scores * boost, scores / np.maximum(boost, 1e-12))
+    """Scores times their boost (a negative score divided by it: a boost above 1 always raises).
+
+    A boost of 0 makes any score 0 (not a negative score divided by 0): what places such an
+    item below every other is the order (:func:`by_boosted`), so its published score stays a
+    plain number.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.where(scores >= 0, scores * boost, scores / np.maximum(boost, 1e-12))
+    return np.where(boost == 0, np.where(np.isfinite(scores), 0.0, scores), out)
+
+
+def by_boosted(scores: np.ndarray, boost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The best-first order along the last axis of ``scores`` under their items' ``boost`` (same
+    shape), and the boosted scores (:func:`boosted`).
+
+    Items boosted to 0 come after every item that is not, among themselves in the order of their
+    own scores; infinite or NaN scores (no item) come last, at -inf. Ties keep their positions.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.where(np.isfinite(scores), scores, -np.inf)
+    values = boosted(scores, boost)
+    zero = boost == 0
+    if not zero.any():  # no tiers: the boosted order (no item, at -inf, comes last by itself)
+        return np.argsort(-values, axis=-1, kind="stable"), values
+    # Tier 0: boosted; 1: boosted to 0 (ordered by their own scores); 2: nothing there.
+    tier = np.where(np.isfinite(scores), zero.astype(np.int8), np.int8(2))
+    key = np.where(zero, scores, values)
+    order = np.argsort(-key, axis=-1, kind="stable")
+    order = np.take_along_axis(order, np.argsort(np.take_along_axis(tier, order, axis=-1), axis=-1, kind="stable"), axis=-1)
+    return order, values
 
 
 def fill_order(rules: ItemRules, data: Interactions, days: float) -> tuple[np.ndarray, np.ndarray]:
     """The recommendable items by recent popularity in ``data`` times boost, best first: what
     fills a list the candidates cannot (item codes, scores)."""
-    scores = boosted(recent_popularity(data, days), rules.boost)
-    scores[~rules.allowed] = -np.inf
-    order = np.argsort(-scores, kind="stable")
+    popularity = np.asarray(recent_popularity(data, days), dtype=np.float64).copy()
+    popularity[~rules.allowed] = -np.inf
+    order, scores = by_boosted(popularity, rules.boost)  # items boosted to 0 last
     order = order[np.isfinite(scores[order])]
     return order.astype(np.int64), scores[order]
 
@@ -299,8 +328,7 @@ def apply_rules(
     raw = np.where(valid, np.asarray(scores, dtype=np.float64), -np.inf)
     raw[np.isnan(raw)] = -np.inf
     base, _ = top_k_excluding(raw.copy(), None, max(1, min(k, m)))  # the rule-free list (positions)
-    ranked = np.where(valid & np.isfinite(raw), boosted(raw, rules.boost[np.maximum(items, 0)]), -np.inf)
-    order = np.argsort(-ranked, axis=1, kind="stable")
+    order, ranked = by_boosted(raw, rules.boost[np.maximum(items, 0)])  # items boosted to 0 last
     ranked = np.take_along_axis(ranked, order, axis=1)
     candidates = np.where(np.isfinite(ranked), np.take_along_axis(items, order, axis=1), -1)
     applies = _pins_apply(rules, seen, b)
@@ -311,7 +339,7 @@ def apply_rules(
     seen_count = np.diff(seen.indptr)
     todo = np.arange(b)
     width = min(len(fill), 2 * k + (int(seen_count.max()) if b else 0))
-    flags = None
+    flags = np.zeros((b, m), dtype=np.int8)
     while len(todo):
         part = slice(None) if len(todo) == b else todo
         chosen, chosen_scores, pinned, why = _select(
@@ -319,15 +347,16 @@ def apply_rules(
             applies[part], user_families[todo] if user_families is not None else None, k, exclude_seen,
         )
         out_items[todo], out_scores[todo], out_pinned[todo] = chosen, chosen_scores, pinned
-        if flags is None:
-            flags = why[:, :m]  # the candidates' fate does not depend on how much fill follows them
+        # The fate of the candidates with the fill that made the list (a candidate boosted to 0
+        # comes after the fill's other items, so their family counts reach it).
+        flags[todo] = why[:, :m]
         short = (chosen >= 0).sum(axis=1) < k
         if width >= len(fill) or not short.any():
             break
         todo, width = todo[short], min(len(fill), 2 * width)
     # What each rule took out of the rule-free list: its slots' candidates, by their fate.
     fate = np.zeros((b, m), dtype=np.int8)
-    if flags is not None and m:
+    if m:
         np.put_along_axis(fate, order, flags, axis=1)
     in_base = base >= 0
     codes = np.take_along_axis(fate, np.maximum(base, 0), axis=1)[in_base] if m else np.zeros(0, np.int8)
@@ -360,6 +389,12 @@ def _select(rules, candidates, ranked, fill, fill_scores, seen, applies, user_fa
     b = len(candidates)
     entries = np.concatenate([candidates, np.broadcast_to(fill, (b, len(fill)))], axis=1)
     values = np.concatenate([ranked, np.broadcast_to(fill_scores, (b, len(fill)))], axis=1)
+    # Items boosted to 0 after every other candidate and fill item (each part keeps its order).
+    last = (entries >= 0) & (rules.boost[np.maximum(entries, 0)] == 0)
+    moved = last.any()
+    if moved:
+        place = np.argsort(last, axis=1, kind="stable")
+        entries, values = np.take_along_axis(entries, place, axis=1), np.take_along_axis(values, place, axis=1)
     safe = np.maximum(entries, 0)
     ok = (entries >= 0) & ~_later_duplicates(entries)
     fate = np.zeros(entries.shape, dtype=np.int8)
@@ -403,6 +438,10 @@ def _select(rules, candidates, ranked, fill, fill_scores, seen, applies, user_fa
     scores[rows, slots] = values[rows, columns]
     scores[pinned] = np.nan
     out, scores, pinned = _compact(out, scores, pinned)
+    if moved:  # each entry's fate back at its place before the move
+        unmoved = np.empty_like(fate)
+        np.put_along_axis(unmoved, place, fate, axis=1)
+        fate = unmoved
     return out, _non_increasing(scores), pinned, fate
 
 
