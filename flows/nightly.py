@@ -28,7 +28,7 @@ from recsys.models.fits import FitCache
 from recsys.models.two_stage import TwoStage, untrainable
 from recsys.progress import Stopwatch, add_seconds, step
 from recsys.scoring.lists import Lists, empty_lists, put, shard_bounds
-from recsys.scoring.rules import catalogue_record, rules_record
+from recsys.scoring.rules import catalogue_record, pin_cap_notes, rules_record
 from recsys.settings import RunOptions
 from recsys.store.database import is_transient
 from recsys.store.lock import run_lock
@@ -114,7 +114,10 @@ def publish_nightly(options: RunOptions, run_id: str, recorded) -> dict:
                 reason = (reason or "") + trouble
                 watch.lap("baseline_lists")
             popular = cold_start(interactions, options, setup.rules)
-            metrics["rules"] = rules_record(config, removed, lists, cost)
+            rule_notes = pin_cap_notes(setup.rules, lists, interactions.items)
+            for note in rule_notes:
+                get_run_logger().warning("rules: %s", note)
+            metrics["rules"] = rules_record(config, removed, lists, cost, rule_notes)
             if config is not None or options.catalogue is not None:
                 metrics["catalogue"] = catalogue_record(setup, options.catalogue, options.config, options.day())
             metrics["lists"] = check(store, interactions, lists, popular, options, fallback or TwoStage.name, setup.rules)
@@ -136,7 +139,7 @@ def publish_nightly(options: RunOptions, run_id: str, recorded) -> dict:
         "items": report.items,
         "customers": report.users,
         "input_rows": report.rows,
-        "notes": list(report.notes) + list(setup.notes),
+        "notes": list(report.notes) + list(setup.notes) + list(metrics["rules"]["notes"]),
         "rules": metrics.get("rules"),
         "unseen_catalogue_items": list(setup.unseen),
         "seconds": watch.seconds,

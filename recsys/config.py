@@ -7,7 +7,7 @@ data = "exports/latest.csv"
 
 [rules]
 blocklist = ["Curso Prueba"]   # never recommended
-max_per_family = 2             # at most this many items of one family in a list
+max_per_family = 2             # at most this many items of one family in a list (pins excepted)
 exclude_seen_families = false  # true: nothing from a family the customer already had
 
 [[rules.pin]]                  # a campaign: this item at this rank for everyone who has not had it

@@ -428,7 +428,8 @@ def test_the_published_lists_obey_every_rule_and_carry_reasons(ruled_run, sample
         metrics = json.loads(conn.execute("SELECT metrics FROM runs WHERE is_current").fetchone()[0])
     assert len(popular) == 12 and popular[2] == ("Cena show para dos", "campaign")
     rules = metrics["rules"]
-    assert set(rules) == {"config", "config_sha256", "removed", "pins_placed", "ndcg_with_rules", "ndcg_without_rules"}
+    assert set(rules) == {"config", "config_sha256", "removed", "pins_placed", "ndcg_with_rules", "ndcg_without_rules", "notes"}
+    assert rules["notes"] == []  # one pin: within max_per_family
     assert rules["config"] == CONFIG.read_text() and rules["config_sha256"] == read_config(CONFIG).sha256
     assert set(rules["removed"]) == {"blocklist", "inactive", "expired", "family_cap", "seen_family"}
     assert rules["removed"]["blocklist"] > 0 and rules["pins_placed"] == int((reasons == 2).sum()) > 0
@@ -562,6 +563,90 @@ def test_a_boost_of_0_puts_the_item_last_in_the_cold_start_list(tmp_path):
     assert np.isfinite(scores).all() and (np.diff(scores) <= 0).all() and scores[-1] == 0.0
     fill, _ = fill_order(rules, data, options.cold_start_days)
     assert str(data.items[fill[-1]]) == "a"
+
+
+def test_pins_win_over_max_per_family_and_the_notes_say_in_how_many_lists(sample):
+    """Two pins of one family under max_per_family = 1: both are placed (a campaign is explicit),
+    the family gets no other item, every other family keeps the cap, and one note counts the
+    lists over it."""
+    from flows.nightly import baseline_lists
+    from recsys.config import Pin, Rules
+    from recsys.scoring.reasons import CAMPAIGN
+    from recsys.scoring.rules import pin_cap_notes
+
+    data, _ = sample
+    pinned = ("Bono mercado Colsubsidio 30", "Bono mercado Makro 30")  # one family in the sample catalogue
+    rules = Rules(max_per_family=1, pins=(Pin(pinned[0], 1), Pin(pinned[1], 2)))
+    setup = item_rules(data, read_catalogue(CATALOGUE), rules, pd.Timestamp(DAY).date(), 12)
+    lists = baseline_lists.fn(data, "popularity", RunOptions(data=SAMPLE, run_date=DAY), None, None, setup.rules, {})
+    codes = data.item_codes(list(pinned))
+    both = (lists.items[:, 0] == codes[0]) & (lists.items[:, 1] == codes[1])
+    assert both.sum() > data.n_users // 2 and (lists.reasons[both, :2] == CAMPAIGN).all()
+    family = setup.rules.family[lists.items]
+    mercado = setup.rules.family[codes[0]]
+    assert not (family[both, 2:] == mercado).any(), "the pins' family gets no other item"
+    others = np.where(family == mercado, -1 - np.arange(12), family)  # every other family at most once
+    assert (np.sort(others, axis=1)[:, 1:] != np.sort(others, axis=1)[:, :-1]).all()
+    notes = pin_cap_notes(setup.rules, lists, data.items)
+    assert notes == [
+        f"2 pins of family 'Bono mercado' ('{pinned[0]}', '{pinned[1]}') exceed max_per_family = 1 in "
+        f"{int(both.sum()):,} lists: pins win over the cap"
+    ]
+    # One pin per family is within the cap: no note.
+    one = item_rules(data, read_catalogue(CATALOGUE), Rules(max_per_family=1, pins=(Pin(pinned[0], 1),)), pd.Timestamp(DAY).date(), 12)
+    assert pin_cap_notes(one.rules, lists, data.items) == []
+
+
+def test_a_pin_beyond_a_shorter_list_moves_up_to_its_end():
+    """A list the rules keep shorter than a pin's rank has no empty ranks: the pin at rank 8 of a
+    list of 6 is its 6th item (the README says so)."""
+    import scipy.sparse as sp
+
+    from recsys.scoring.rules import apply_rules
+
+    rules = hand_rules(6, pins=[(5, 8)])
+    cut = apply_rules(rules, np.array([[0, 1, 2, 3, 4]]), np.array([[5.0, 4.0, 3.0, 2.0, 1.0]]), 8, sp.csr_matrix((1, 6)), np.zeros(0, np.int64), np.zeros(0))
+    assert cut.items[0].tolist() == [0, 1, 2, 3, 4, 5, -1, -1]
+    assert cut.pinned[0].tolist() == [False] * 5 + [True, False, False]
+    assert cut.scores[0, 5] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["8 active items", "3 families, 1 each, 2 pins of one"])
+def test_a_catalogue_or_rules_leaving_fewer_items_than_top_k_still_publish(prefect_test_harness, synthetic, tmp_path, case):
+    """Fewer recommendable items than --top-k (or a strict max_per_family over few families) is
+    not a failed health check: the run publishes lists as long as the rules allow."""
+    from conftest import GROUP_A_NAMES, GROUP_B_NAMES, run_flow
+
+    names = GROUP_A_NAMES + GROUP_B_NAMES
+    catalogue, config = tmp_path / "catalogue.csv", None
+    if case == "8 active items":
+        catalogue.write_text("item,active\n" + "".join(f"{name},false\n" for name in names[8:]))
+        room = 8
+    else:
+        catalogue.write_text("item,family\n" + "".join(f"{name},f{i % 3}\n" for i, name in enumerate(names)))
+        config = tmp_path / "rules.toml"
+        config.write_text(
+            f'[rules]\nmax_per_family = 1\n[[rules.pin]]\nitem = "{names[0]}"\nrank = 1\n'
+            f'[[rules.pin]]\nitem = "{names[3]}"\nrank = 2\n'
+        )
+        room = 4  # the 2 pins of f0, then one item of f1 and one of f2
+    summary, _, output = run_flow(
+        synthetic, tmp_path, catalogue=catalogue, config=config, evaluate=False, epochs=1, ranking_epochs=1, run_date="2022-12-31"
+    )
+    assert summary["status"] == "succeeded"
+    with sqlite3.connect(output / "recsys.db") as conn:
+        popular = conn.execute("SELECT item FROM popular_items ORDER BY rank").fetchall()
+        longest = conn.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM recommendations GROUP BY user_id)").fetchone()[0]
+        metrics = json.loads(conn.execute("SELECT metrics FROM runs WHERE is_current").fetchone()[0])
+    assert len(popular) == room and longest == room
+    if config is not None:
+        assert popular[:2] == [(names[0],), (names[3],)]
+        note = [note for note in summary["notes"] if "exceed max_per_family = 1" in note]
+        assert len(note) == 1 and note[0].startswith("2 pins of family 'f0'")
+        assert metrics["rules"]["notes"] == note
+    else:
+        assert metrics["rules"]["notes"] == []
 
 
 # --- the real export, when it is here ---------------------------------------------------------------

@@ -13,9 +13,11 @@ list to ``k`` in NumPy, a block at a time, never a loop per customer:
    (:func:`by_boosted`), so it is only shown when nothing else can fill the list;
 3. with ``exclude_seen_families``, items of a family the customer already had are dropped;
 4. with ``max_per_family``, a family's items after the first ``max_per_family`` are dropped
-   (a pinned item counts first);
+   (a pinned item counts first; pins are never dropped, so more pins of one family than the
+   cap exceed it, and :func:`pin_cap_notes` says in how many lists);
 5. each pin goes to its rank for every customer who has not had the item; the other items fill
-   the other slots in order;
+   the other slots in order (a list the rules keep shorter than a pin's rank closes up, so the
+   pin moves up to follow the list's last item);
 6. a list the candidates cannot fill is filled from the recommendable items by recent
    popularity times boost (the cold-start order), so every list stays ``k`` long wherever the
    catalogue allows.
@@ -87,10 +89,10 @@ class RuleSetup:
     unseen: tuple[str, ...]  # catalogue items never seen in the export
 
 
-def rules_record(config, removed: dict, lists: Lists, cost: dict | None) -> dict:
+def rules_record(config, removed: dict, lists: Lists, cost: dict | None, notes: list[str] | None = None) -> dict:
     """``runs.metrics["rules"]``: the config used (``recsys.config.Config``: text and hash), what
-    the rules took out of the lists, the pins placed, and the model's held-out NDCG with and
-    without the rules (``cost``)."""
+    the rules took out of the lists, the pins placed, the model's held-out NDCG with and without
+    the rules (``cost``), and what the lists found (``notes``: :func:`pin_cap_notes`)."""
     pins = int(np.count_nonzero(lists.reasons == CAMPAIGN)) if lists.reasons is not None else 0
     return {
         "config": config.text if config is not None else None,
@@ -99,7 +101,34 @@ def rules_record(config, removed: dict, lists: Lists, cost: dict | None) -> dict
         "pins_placed": pins,
         "ndcg_with_rules": (cost or {}).get("ndcg_with_rules"),
         "ndcg_without_rules": (cost or {}).get("ndcg_without_rules"),
+        "notes": list(notes or ()),
     }
+
+
+def pin_cap_notes(rules: ItemRules, lists: Lists, names) -> list[str]:
+    """Where pins of one family hold more slots than ``max_per_family``: pins are campaigns and
+    win over the cap (the family's other items give way first), so each such family gets one
+    note saying in how many of the customers' ``lists`` it happened (``names``: item names by
+    code)."""
+    if not rules.max_per_family or len(rules.pins) <= rules.max_per_family or lists.reasons is None:
+        return []
+    notes = []
+    for family in np.unique(rules.family[rules.pins]):
+        pins = np.unique(rules.pins[rules.family[rules.pins] == family])
+        if len(pins) <= rules.max_per_family:
+            continue
+        over = 0
+        for start in range(0, len(lists.items), 100_000):  # blocks: small temporaries at a million lists
+            items, reasons = lists.items[start : start + 100_000], lists.reasons[start : start + 100_000]
+            held = ((reasons == CAMPAIGN) & np.isin(items, pins)).sum(axis=1)
+            over += int(np.count_nonzero(held > rules.max_per_family))
+        if over:
+            shown = ", ".join(repr(str(names[code])) for code in pins)
+            notes.append(
+                f"{len(pins)} pins of family {str(rules.families[family])!r} ({shown}) exceed max_per_family = "
+                f"{rules.max_per_family} in {over:,} lists: pins win over the cap"
+            )
+    return notes
 
 
 def catalogue_record(setup: RuleSetup, catalogue, config, day: date) -> dict:
