@@ -213,3 +213,25 @@ def popular_list(run: str, k: int = 12):
             "reason": pa.array(["popular lately"] * k),
         }
     )
+
+
+def options_app():
+    """A Typer app whose one command takes the run options as ``recsys run`` does (the
+    ``--config`` file under the command line), and the dict its ``options`` land in."""
+    import typer
+
+    from recsys.cli.app import with_run_options
+
+    seen = {}
+    app = typer.Typer()
+
+    @app.command()
+    @with_run_options()
+    def show(options) -> None:
+        seen["options"] = options
+
+    @app.command()
+    def other() -> None:  # a second command keeps Typer from flattening the app
+        pass
+
+    return app, seen

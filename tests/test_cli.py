@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import options_app
 from recsys.cli.app import app
 from recsys.settings import RunOptions
 
@@ -181,24 +182,9 @@ def test_a_toml_date_is_the_run_date(tmp_path):
     refused with "must be text, not datetime.date(2022, 12, 31)")."""
     import datetime
 
-    import typer
-
-    from recsys.cli.app import with_run_options
-
     config = tmp_path / "run.toml"
     config.write_text("[run]\nrun-date = 2022-12-31\n")
-    seen = {}
-    app = typer.Typer()
-
-    @app.command()
-    @with_run_options()
-    def show(options: RunOptions) -> None:
-        seen["options"] = options
-
-    @app.command()
-    def other() -> None:  # a second command keeps Typer from flattening the app
-        pass
-
+    app, seen = options_app()
     result = CliRunner().invoke(app, ["show", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert seen["options"].run_date == "2022-12-31" and seen["options"].day() == datetime.date(2022, 12, 31)

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from conftest import options_app
 from recsys.config import read_config
 from recsys.data.catalogue import read_catalogue
 from recsys.data.export import load_interactions
@@ -74,22 +74,9 @@ def test_config_mistakes_are_one_line_naming_file_and_key(tmp_path, text, messag
 
 
 def test_command_line_options_override_the_config_file(tmp_path, monkeypatch):
-    from recsys.cli.app import with_run_options
-
     config = tmp_path / "run.toml"
     config.write_text('[run]\ntop-k = 5\ncandidates = 30\noutput = "from-file"\n')
-    seen = {}
-    app = typer.Typer()
-
-    @app.command()
-    @with_run_options()
-    def show(options: RunOptions) -> None:
-        seen["options"] = options
-
-    @app.command()
-    def other() -> None:  # a second command keeps Typer from flattening the app
-        pass
-
+    app, seen = options_app()
     result = CliRunner().invoke(app, ["show", "--config", str(config), "--top-k", "7"])
     assert result.exit_code == 0, result.output
     options = seen["options"]
