@@ -67,12 +67,23 @@ def text_seconds(text, date_format: str):
     (2/30/2022 would read as March 2) and takes two digits for ``%Y`` (1/4/21 as the year 21):
     both are refused here instead (see ``calendar_checked``).
     """
+    text, date_format = _without_fraction(text, date_format)
+    return calendar_checked(text, _strptime(text, date_format), date_format)
+
+
+def _without_fraction(text, date_format: str):
+    """The text times with any fraction after their seconds dropped, and the format without ``%f``."""
     import pyarrow.compute as pc
 
-    if "%S" in date_format:
-        text = pc.replace_substring_regex(text, _FRACTION, r"\1\2")
-        date_format = _FRACTION_DIRECTIVE.sub("%S", date_format)
-    return calendar_checked(text, pc.strptime(text, format=date_format, unit="s", error_is_null=True), date_format)
+    if "%S" not in date_format:
+        return text, date_format
+    return pc.replace_substring_regex(text, _FRACTION, r"\1\2"), _FRACTION_DIRECTIVE.sub("%S", date_format)
+
+
+def _strptime(text, date_format: str):
+    import pyarrow.compute as pc
+
+    return pc.strptime(text, format=date_format, unit="s", error_is_null=True)
 
 
 # Leading zeros of every number, then every run of other characters: "01/30/2021 13:30" and
@@ -97,7 +108,6 @@ def calendar_checked(text, parsed, date_format: str):
       times were moved to UTC, so their numbers differ by design.
     - ``%Y`` with a year below 100 is a two-digit year read as a four-digit one (``%y`` reads it).
     """
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -120,11 +130,7 @@ def calendar_problem(text: str, date_format: str) -> str | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    value = pa.array([text.strip()])
-    if "%S" in date_format:
-        value = pc.replace_substring_regex(value, _FRACTION, r"\1\2")
-        date_format = _FRACTION_DIRECTIVE.sub("%S", date_format)
-    parsed = pc.strptime(value, format=date_format, unit="s", error_is_null=True)
+    parsed = _strptime(*_without_fraction(pa.array([text.strip()]), date_format))
     if parsed.null_count:
         return None
     if "%Y" in date_format and pc.year(parsed)[0].as_py() < 100:
