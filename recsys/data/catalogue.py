@@ -26,7 +26,7 @@ from datetime import date
 from pathlib import Path
 
 from recsys.data.files import (
-    EIGHT_BIT, EIGHT_BIT_NAME, SNIFF_BYTES, UNREADABLE, open_bytes, text_encoding, unreadable,
+    EIGHT_BIT, EIGHT_BIT_NAME, UNREADABLE, check_text_head, open_bytes, read_head, text_encoding, unreadable,
 )
 from recsys.data.names import fold, shown
 from recsys.errors import DataError
@@ -148,12 +148,7 @@ def _csv_rows(path: Path, notes: list[str]):
     """The header (names stripped, lowercased) and the (line, fields) of the rows of a CSV catalogue,
     read as the export is (UTF-8 or 8-bit, compressed or not), its separator told by its header."""
     try:
-        with open_bytes(path) as handle:
-            head = handle.read(SNIFF_BYTES)
-        if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
-            raise DataError(f"{path}: UTF-16 text, not UTF-8: save the catalogue again as CSV UTF-8")
-        if b"\x00" in head:
-            raise DataError(f"{path}: not a CSV file (it holds binary data)")
+        check_text_head(path, read_head(path), "the catalogue")
         encoding = text_encoding(path)  # a file mixing UTF-8 and 8-bit lines is refused here
         with open_bytes(path) as handle:
             text = handle.read().decode(encoding)

@@ -26,7 +26,7 @@ import numpy as np
 
 from recsys.data.dates import calendar_problem, date_text, dates_outside, text_seconds
 from recsys.data.files import (
-    EIGHT_BIT_NAME, UNIT_SEPARATOR, UNREADABLE, csv_source, read_head, text_encoding, unreadable,
+    EIGHT_BIT_NAME, UNIT_SEPARATOR, UNREADABLE, check_text_head, csv_source, read_head, text_encoding, unreadable,
 )
 from recsys.data.hints import OPTIONS, column_options, date_format_hint
 from recsys.data.interactions import Interactions, sorted_codes
@@ -102,12 +102,13 @@ def load_interactions(
     _check_readable(path)
     before = _identity(path)
     try:
-        parquet = _is_parquet(path, read_head(path))
+        head = read_head(path)
+        parquet = _is_parquet(path, head)
         line_of_first_row = _LINE_OF_FIRST_ROW.set(1 if parquet or not header else 2)
         position = _POSITION.set("row" if parquet else "line")
         try:
             loaded = _read_export(
-                path, columns, date_format, delimiter, rating_scale, header, now or datetime.now(timezone.utc)
+                path, head, columns, date_format, delimiter, rating_scale, header, now or datetime.now(timezone.utc)
             )
         finally:
             _LINE_OF_FIRST_ROW.reset(line_of_first_row)
@@ -169,17 +170,13 @@ def _is_parquet(path: Path, head: bytes) -> bool:
 
 
 def _read_export(
-    path: Path, columns: ColumnMap, date_format: str, delimiter: str, rating_scale, header: bool, now: datetime
+    path: Path, head: bytes, columns: ColumnMap, date_format: str, delimiter: str, rating_scale, header: bool, now: datetime
 ) -> tuple[Interactions, LoadReport]:
-    head = read_head(path)
     notes: list[str] = []
     if _is_parquet(path, head):
         raw = _read_parquet(path, columns)
     else:
-        if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
-            raise DataError(f"{path}: UTF-16 text, not UTF-8: save it again as CSV UTF-8 (or convert it with iconv)")
-        if b"\x00" in head:
-            raise DataError(f"{path}: not a CSV file (it holds binary data)")
+        check_text_head(path, head)
         raw = _read_csv(path, head, columns, delimiter, header, notes)
     table = _validate(raw, path, columns, date_format, rating_scale, notes)
     del raw

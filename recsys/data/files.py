@@ -84,6 +84,16 @@ def read_head(path: Path) -> bytes:
             raise unreadable(path, exc) from None
 
 
+def check_text_head(path: Path, head: bytes, what: str = "it") -> None:
+    """Refuse a file whose first bytes are not text a CSV reader can take: UTF-16 (Excel's
+    "Unicode text", known by its byte-order mark) is told to be saved as UTF-8 (``what``: how the
+    message names the file, "it" or "the catalogue"); other bytes with zeros are binary data."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: UTF-16 text, not UTF-8: save {what} again as CSV UTF-8 (or convert it with iconv)")
+    if b"\x00" in head:
+        raise DataError(f"{path}: not a CSV file (it holds binary data)")
+
+
 def csv_source(path: Path, delimiter: str):
     """What the CSV reader reads: the file, or for a delimiter of several characters (MovieLens's
     "::"), the file streamed with each of them rewritten to one the reader takes."""
