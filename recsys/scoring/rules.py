@@ -308,9 +308,7 @@ def by_boosted(scores: np.ndarray, boost: np.ndarray) -> tuple[np.ndarray, np.nd
     # Tier 0: boosted; 1: boosted to 0 (ordered by their own scores); 2: nothing there.
     tier = np.where(np.isfinite(scores), zero.astype(np.int8), np.int8(2))
     key = np.where(zero, scores, values)
-    order = np.argsort(-key, axis=-1, kind="stable")
-    order = np.take_along_axis(order, np.argsort(np.take_along_axis(tier, order, axis=-1), axis=-1, kind="stable"), axis=-1)
-    return order, values
+    return np.lexsort((-key, tier), axis=-1), values  # by tier, then best first; ties keep positions
 
 
 def fill_order(rules: ItemRules, data: Interactions, days: float) -> tuple[np.ndarray, np.ndarray]:
