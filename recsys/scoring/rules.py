@@ -288,7 +288,8 @@ def boosted(scores: np.ndarray, boost: np.ndarray) -> np.ndarray:
     plain number.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    out = np.where(scores >= 0, scores * boost, scores / np.maximum(boost, 1e-12))
+    with np.errstate(invalid="ignore"):  # -inf (no item) times a boost of 0, replaced below
+        out = np.where(scores >= 0, scores * boost, scores / np.maximum(boost, 1e-12))
     return np.where(boost == 0, np.where(np.isfinite(scores), 0.0, scores), out)
 
 
